@@ -1,0 +1,42 @@
+# cloudgym: `make test` (what CI runs) and `make demo` (the main job), each from a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU build of torch that lies on this machine's disk; the library itself only asks for torch>=2.8.
+TORCH_PIN ?= torch==2.13.0
+EXTRAS ?= train,dev
+PYTEST_ARGS ?=
+
+.PHONY: venv lint typecheck test demo bench clean
+
+$(VENV)/.installed-$(EXTRAS): setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check $(TORCH_PIN)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e ".[$(EXTRAS)]"
+	touch $@
+
+venv: $(VENV)/.installed-$(EXTRAS)
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+# mypy cannot follow setuptools' editable-install finder, so it reads the package
+# through a tree of links laid out as installed: .typecheck/cloudgym/{envs,agents,baselines}.
+typecheck: venv
+	rm -rf .typecheck && mkdir -p .typecheck/cloudgym
+	for f in cloudgym/*.py cloudgym/py.typed; do ln -s ../../$$f .typecheck/cloudgym/; done
+	for d in envs agents baselines; do ln -s ../../$$d .typecheck/cloudgym/$$d; done
+	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../setup.cfg -p cloudgym
+
+test: lint typecheck
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: venv
+	$(PY) scripts/compare.py --out results/demo
+
+bench: venv
+	$(PY) scripts/bench.py --json results/bench.json
+
+clean:
+	rm -rf .typecheck results runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,9 @@
+"""cloudgym.baselines: batched heuristic and oracle policies, one module per env.
+
+Importing this package registers every baseline with :mod:`cloudgym.policy`
+and every env's comparison report with :mod:`cloudgym.reports`.
+"""
+
+from cloudgym.baselines import toy_cluster
+
+__all__ = ["toy_cluster"]

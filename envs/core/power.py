@@ -1,0 +1,128 @@
+"""Power and energy: GPU and server draw from activity and frequency, integrated over time.
+
+The model (our choice, calibrated to POLCA, Patel et al. ASPLOS 2024, and the
+A100 datasheet; see DOMAIN.md section 3):
+
+    P_gpu(a, f) = P_idle + (TDP - P_idle) * a * (f / f_max) ** alpha
+
+``a`` is the GPU's activity relative to a compute-saturated kernel at f_max
+(0 when idle, about 1 in prefill, lower and steady in decode; short prefill
+spikes may exceed 1), ``f`` the SM clock and ``alpha`` the exponent of
+dynamic power in frequency (POLCA: roughly 2 to 2.5, since voltage scales
+with frequency). With the A100 defaults, capping 1410 -> 1110 MHz takes
+(1110/1410)^2.3 = 0.58 of the dynamic part, i.e. about 20% of peak GPU power
+once the idle floor (20% of TDP) is counted, matching POLCA's "~20% of peak
+power for <= 7% slowdown".
+
+A server draws its GPUs plus the rest (CPUs, memory, fans, NICs): an idle
+floor and a part proportional to mean GPU activity. DGX-A100 defaults put
+GPUs at about half of the ~6.5 kW server peak, as DOMAIN.md says.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+from cloudgym.envs.core.batch import check_config
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GpuPowerModel:
+    """One GPU's power draw as a function of activity and SM frequency."""
+
+    tdp_w: float = 400.0
+    """Thermal design power, W (A100-SXM4-80GB: 400 W)."""
+    idle_fraction: float = 0.2
+    """Idle draw as a share of TDP (POLCA: ~20%)."""
+    max_freq_mhz: float = 1410.0
+    """Highest SM clock, MHz (A100: 1410)."""
+    min_freq_mhz: float = 210.0
+    """Lowest SM clock the driver accepts, MHz (A100: 210)."""
+    freq_exponent: float = 2.3
+    """alpha in (f/f_max)^alpha for dynamic power (POLCA: 2 to 2.5)."""
+
+    def __post_init__(self) -> None:
+        check_config(self.tdp_w > 0, self, f"tdp_w must be positive, got {self.tdp_w}")
+        check_config(0 <= self.idle_fraction < 1, self, f"idle_fraction must be in [0, 1), got {self.idle_fraction}")
+        check_config(
+            0 < self.min_freq_mhz <= self.max_freq_mhz,
+            self,
+            f"need 0 < min_freq_mhz <= max_freq_mhz, got {self.min_freq_mhz}, {self.max_freq_mhz}",
+        )
+        check_config(self.freq_exponent >= 1, self, f"freq_exponent must be >= 1, got {self.freq_exponent}")
+
+    @property
+    def idle_w(self) -> float:
+        return self.tdp_w * self.idle_fraction
+
+    def power_w(self, activity: np.ndarray, freq_mhz: np.ndarray | float) -> np.ndarray:
+        """Draw in W; activity is clipped at 0 (never negative power), frequency to the legal range."""
+        f = np.clip(freq_mhz, self.min_freq_mhz, self.max_freq_mhz) / self.max_freq_mhz
+        a = np.maximum(activity, 0.0)
+        return self.idle_w + (self.tdp_w - self.idle_w) * a * f**self.freq_exponent
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ServerPowerModel:
+    """A GPU server: its GPUs plus everything else."""
+
+    gpu: GpuPowerModel = dataclasses.field(default_factory=GpuPowerModel)
+    """The GPU model, identical for every GPU of the server."""
+    gpus: int = 8
+    """GPUs per server (DGX-A100: 8)."""
+    other_idle_w: float = 1700.0
+    """Non-GPU draw of an idle server, W (CPUs, DRAM, fans, NICs, PSU losses)."""
+    other_peak_w: float = 3300.0
+    """Non-GPU draw when GPUs are saturated, W: fans and PSU losses rise with GPU power."""
+
+    def __post_init__(self) -> None:
+        check_config(self.gpus >= 1, self, f"gpus must be >= 1, got {self.gpus}")
+        check_config(
+            0 <= self.other_idle_w <= self.other_peak_w,
+            self,
+            f"need 0 <= other_idle_w <= other_peak_w, got {self.other_idle_w}, {self.other_peak_w}",
+        )
+
+    @property
+    def idle_w(self) -> float:
+        return self.gpus * self.gpu.idle_w + self.other_idle_w
+
+    @property
+    def peak_w(self) -> float:
+        """Draw with every GPU saturated at f_max (activity 1)."""
+        return self.gpus * self.gpu.tdp_w + self.other_peak_w
+
+    def power_w(self, gpu_activity: np.ndarray, freq_mhz: np.ndarray | float) -> np.ndarray:
+        """Server draw in W for the mean activity of its GPUs (all at ``freq_mhz``)."""
+        gpu_w = self.gpus * self.gpu.power_w(gpu_activity, freq_mhz)
+        share = (gpu_w - self.gpus * self.gpu.idle_w) / (self.gpus * (self.gpu.tdp_w - self.gpu.idle_w))
+        return gpu_w + self.other_idle_w + (self.other_peak_w - self.other_idle_w) * np.clip(share, 0.0, None)
+
+
+@dataclasses.dataclass
+class EnergyMeter:
+    """Energy drawn by each of U units (servers, nodes) of every sub-env this episode."""
+
+    joules: np.ndarray  # (B, U) float64, J drawn since the episode began
+    last_w: np.ndarray  # (B, U) float64, W drawn over the last interval
+
+    @classmethod
+    def zeros(cls, num_envs: int, units: int) -> EnergyMeter:
+        return cls(joules=np.zeros((num_envs, units)), last_w=np.zeros((num_envs, units)))
+
+    def add(self, power_w: np.ndarray, seconds: np.ndarray | float) -> None:
+        """Integrate a draw (B, U) held for ``seconds`` (scalar or (B,)); power must not be negative."""
+        if np.any(power_w < 0):
+            raise ValueError("negative power draw")
+        dt = np.asarray(seconds, dtype=np.float64)
+        self.last_w[...] = power_w
+        self.joules += power_w * (dt[:, None] if dt.ndim == 1 else dt)
+
+    def reset_envs(self, env_ids: np.ndarray) -> None:
+        self.joules[env_ids] = 0.0
+        self.last_w[env_ids] = 0.0
+
+    def kwh(self) -> np.ndarray:
+        """(B,) energy of all units in kWh."""
+        return self.joules.sum(axis=1) / 3.6e6
