@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from cloudgym.envs.core.shells import CloudGymVectorEnv
-
 from cloudgym.policy import Policy
 
 CHECKPOINT_ROOT = Path(__file__).resolve().parent / "checkpoints"

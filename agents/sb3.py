@@ -16,14 +16,14 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from cloudgym.agents.checkpoints import CheckpointInfo
-from cloudgym.envs.core.shells import CloudGymVectorEnv
 from gymnasium import spaces
 from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
 
+from cloudgym.agents.checkpoints import CheckpointInfo
+from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.evaluation import evaluate, held_out_seeds, summarise
 from cloudgym.policy import BatchedPolicy
 

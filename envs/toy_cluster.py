@@ -57,13 +57,14 @@ from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
+from gymnasium import spaces
+
 from cloudgym.envs.core.accounting import Ledger
 from cloudgym.envs.core.batch import BatchedCore, Info, MetricSpec, check_config
 from cloudgym.envs.core.cluster import Placements, ResourcePool
 from cloudgym.envs.core.power import EnergyMeter
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
 from cloudgym.envs.workloads.toy import ToyJobs, sample_toy_jobs
-from gymnasium import spaces
 
 REWARD_PER_USD = 10.0
 """Reward units per dollar of cost."""

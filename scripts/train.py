@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, write_metadata
-from cloudgym.agents.sb3 import PeriodicEvaluation, algorithm, check_algorithm_fits, load_hyperparams
-from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from stable_baselines3.common.logger import configure
 
 import cloudgym
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, write_metadata
+from cloudgym.agents.sb3 import PeriodicEvaluation, algorithm, check_algorithm_fits, load_hyperparams
+from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from cloudgym.evaluation import make_vector_env, summarise
 
 

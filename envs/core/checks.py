@@ -25,8 +25,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv, take_row
 from gymnasium import spaces
+
+from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv, take_row
 
 
 def make_native(env_id: str, num_envs: int, **kwargs: Any) -> CloudGymVectorEnv:
@@ -177,18 +178,19 @@ def check_autoreset(
         masks = _masks(env)
         actions = probe_actions(env.single_action_space, masks, seeds, t)
         obs, rew, term, trunc, info = env.step(actions)
-        for i in np.flatnonzero(pending):
-            expected, _ = singles[i].reset()
-            _equal(take_row(obs, i), expected, f"sub-env {i}: observation after autoreset")
-            assert rew[i] == 0.0 and not term[i] and not trunc[i], f"sub-env {i}: autoreset step must be neutral"
-            assert "_episode" not in info or not info["_episode"][i], f"sub-env {i}: episode stats on an autoreset step"
-        for i in np.flatnonzero(~pending):
-            singles[i].step(actions[i])
+        for j in np.flatnonzero(pending):
+            expected, _ = singles[j].reset()
+            _equal(take_row(obs, int(j)), expected, f"sub-env {j}: observation after autoreset")
+            assert rew[j] == 0.0, f"sub-env {j}: reward on an autoreset step"
+            assert not term[j], f"sub-env {j}: terminated on an autoreset step"
+            assert not trunc[j], f"sub-env {j}: truncated on an autoreset step"
+            assert "_episode" not in info or not info["_episode"][j], f"sub-env {j}: episode stats on an autoreset step"
+        for j in np.flatnonzero(~pending):
+            singles[j].step(actions[j])
         done = term | trunc
         if done.any():
-            assert "episode" in info and np.array_equal(info["_episode"], done), (
-                "info['episode'] must flag ended sub-envs"
-            )
+            assert "episode" in info, "info lacks episode statistics at an episode end"
+            assert np.array_equal(info["_episode"], done), "info['_episode'] must flag exactly the ended sub-envs"
             assert np.array_equal(info["_metrics"], done), "info['metrics'] must flag ended sub-envs"
             for name, column in info["metrics"].items():
                 assert np.all(np.isfinite(column[done])), f"metric {name} is not finite at episode end"

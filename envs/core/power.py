@@ -24,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
 from cloudgym.envs.core.batch import check_config
 
 

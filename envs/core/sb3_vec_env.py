@@ -16,8 +16,9 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from cloudgym.envs.core.shells import CloudGymVectorEnv, take_row
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+
+from cloudgym.envs.core.shells import CloudGymVectorEnv, take_row
 
 
 class SB3VecEnv(VecEnv):

@@ -19,9 +19,10 @@ from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
-from cloudgym.envs.core.batch import BatchedCore, Info, make_config
 from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space
+
+from cloudgym.envs.core.batch import BatchedCore, Info, make_config
 
 try:  # gymnasium >= 1.1 names the autoreset modes; 1.0 read the same string
     from gymnasium.vector import AutoresetMode
@@ -81,7 +82,7 @@ class CloudGymVectorEnv(VectorEnv):
     """
 
     core_cls: ClassVar[type[BatchedCore[Any, Any]]]
-    metadata = {"autoreset_mode": NEXT_STEP, "render_modes": []}
+    metadata = {"autoreset_mode": NEXT_STEP, "render_modes": []}  # noqa: RUF012 (Gymnasium declares it so)
 
     def __init__(self, num_envs: int = 1, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
         if render_mode is not None:
@@ -176,7 +177,7 @@ class CloudGymEnv(gym.Env[Any, Any]):
     """
 
     core_cls: ClassVar[type[BatchedCore[Any, Any]]]
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium declares it so)
 
     def __init__(self, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
         if render_mode is not None:

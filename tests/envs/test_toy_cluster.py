@@ -1,0 +1,129 @@
+"""ToyCluster-v0: the test env exercises the core and every shell against a known optimum."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env as gym_check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import cloudgym
+from cloudgym.envs.core import checks
+from cloudgym.envs.toy_cluster import ToyClusterConfig, ToyClusterCore, ToyClusterVectorEnv
+from cloudgym.envs.workloads.toy import optimal_cost_usd, sample_toy_jobs
+from cloudgym.evaluation import evaluate, held_out_seeds
+
+ENV_ID = "ToyCluster-v0"
+SMALL = {"steps_per_episode": 12}
+
+
+def test_registered_both_ways() -> None:
+    assert ENV_ID in cloudgym.TEST_ENV_IDS
+    assert isinstance(gym.make(ENV_ID).unwrapped, cloudgym.envs.toy_cluster.ToyClusterEnv)
+    assert isinstance(gym.make(f"cloudgym:{ENV_ID}").unwrapped, cloudgym.envs.toy_cluster.ToyClusterEnv)
+    venv = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="vector_entry_point")
+    assert isinstance(venv, ToyClusterVectorEnv)
+    assert venv.metadata["autoreset_mode"].value == "NextStep"
+
+
+def test_gymnasium_and_sb3_env_checkers() -> None:
+    gym_check_env(gym.make(ENV_ID, disable_env_checker=True).unwrapped, skip_render_check=True)
+    sb3_check_env(gym.make(ENV_ID, disable_env_checker=True).unwrapped)
+
+
+def test_batch_invariance() -> None:
+    checks.check_batch_invariance(ENV_ID, seeds=[3, 17, 5, 99], steps=30, env_kwargs=SMALL)
+
+
+def test_determinism() -> None:
+    checks.check_determinism(ENV_ID, seed=7, num_envs=4, steps=30, env_kwargs=SMALL)
+
+
+def test_autoreset() -> None:
+    assert checks.check_autoreset(ENV_ID, seed=1, num_envs=3, max_steps=40, env_kwargs=SMALL) >= 3
+
+
+def test_sb3_adapter_matches_native() -> None:
+    checks.check_sb3_adapter(ENV_ID, seed=4, num_envs=3, steps=30, env_kwargs=SMALL)
+
+
+def test_bad_actions() -> None:
+    checks.check_bad_actions(ENV_ID, env_kwargs=SMALL)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("num_nodes", 1, "num_nodes must be >= 2"),
+        ("max_job_cores", 99, "max_job_cores must be in"),
+        ("price_range", (0.5, 0.1), "price_range"),
+    ],
+)
+def test_impossible_config_is_named(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        gym.make(ENV_ID, **{field: value})
+
+
+def test_misspelt_config_field_is_named() -> None:
+    with pytest.raises(TypeError, match="did you mean 'num_nodes'"):
+        gym.make(ENV_ID, num_node=3)
+
+
+def test_cheapest_fit_reaches_the_known_optimum() -> None:
+    config = ToyClusterConfig()
+    assert config.optimum_is_known
+    seeds = held_out_seeds(6)
+    rows = evaluate("cheapest_fit", ENV_ID, seeds)
+    for seed, row in zip(seeds, rows):
+        # The episode's instance, drawn exactly as the env draws it for this seed.
+        rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0].spawn(1)[0])
+        jobs = sample_toy_jobs(
+            rng,
+            steps=config.steps_per_episode,
+            num_nodes=config.num_nodes,
+            max_job_cores=config.max_job_cores,
+            max_job_duration=config.max_job_duration,
+            price_range=config.price_range,
+        )
+        optimum = optimal_cost_usd(jobs, idle_w=config.idle_w, core_w=config.core_w, step_hours=config.step_hours)
+        assert row["cost_usd"] == pytest.approx(optimum, rel=1e-9)
+    others = evaluate("least_loaded", ENV_ID, seeds)
+    assert all(o["cost_usd"] > r["cost_usd"] for o, r in zip(others, rows))
+
+
+def test_accounting_invariants_hold_every_step() -> None:
+    venv = ToyClusterVectorEnv(num_envs=8, node_cores=8)  # tight nodes: rejections happen
+    venv.reset(seed=0)
+    core: ToyClusterCore = venv.core  # type: ignore[assignment]
+    rng = np.random.default_rng(0)
+    rejections = np.zeros(8, int)
+    for _ in range(200):
+        obs, reward, _, _, info = venv.step(rng.integers(0, 4, size=8))
+        s = core.state
+        np.testing.assert_allclose(s.pool.used, s.jobs.usage(4), atol=1e-9)  # usage equals the slot table
+        assert np.all(s.pool.used <= s.pool.capacity + 1e-9)
+        assert np.all(reward <= 0)
+        if "cost/energy" in info:  # absent on a step where every sub-env autoresets
+            valid = info["_cost/energy"]
+            costs = info["cost/energy"] + info["cost/rejection"]
+            np.testing.assert_allclose(-reward[valid], 10.0 * costs[valid])
+            assert np.all(reward[~valid] == 0.0)
+            rejections += info["rejected"] & info["_rejected"]
+        if "episode" in info:
+            ended = info["_episode"]
+            np.testing.assert_allclose(info["metrics"]["cost_usd"][ended], -info["episode"]["r"][ended] / 10.0)
+    assert np.all(obs >= 0)
+    assert np.all(obs <= 1)
+    assert rejections.sum() > 0  # the tight config did exercise rejection
+
+
+def test_action_masks_mark_nodes_where_the_job_fits() -> None:
+    venv = ToyClusterVectorEnv(num_envs=4, node_cores=8)
+    venv.reset(seed=2)
+    for _ in range(30):
+        masks = venv.action_masks()
+        core = venv.core
+        cores, _ = core._current_job()
+        np.testing.assert_array_equal(masks, core.state.pool.free[:, 0, :] >= cores[:, None])
+        venv.step(np.argmax(masks, axis=1))
