@@ -137,3 +137,47 @@ class EnergyMeter:
     def kwh(self) -> np.ndarray:
         """(B,) energy of all units in kWh."""
         return self.joules.sum(axis=1) / 3.6e6
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LLMPhaseActivity:
+    """GPU activity of an LLM instance over an interval, from how long its iterations were compute- or memory-bound.
+
+    POLCA (Patel et al. ASPLOS 2024) and Splitwise characterise the two
+    phases of inference: prefill is compute-bound and drives the GPUs to TDP
+    (short spikes beyond it), decode is memory-bound with lower, steady power.
+    :class:`cloudgym.envs.core.llm.InstanceActivity` gives, per interval, the
+    time the instance ran iterations (``busy_s``) and how that time splits
+    into compute-bound and memory-bound parts (``compute_s`` at the actual
+    clock, ``memory_s``). The activity fed to :class:`GpuPowerModel` is::
+
+        a = min(busy_s / interval, 1) x (decode + (prefill - decode) x compute_s / (compute_s + memory_s))
+
+    so a GPU that decodes all the time sits at ``decode``, one that prefills
+    all the time at ``prefill``, and an idle one at 0 (idle power). The busy
+    share is capped at one interval: an iteration that starts late in an
+    interval is counted whole in it (``LLMCluster`` attributes activity to the
+    interval in which an iteration starts).
+    """
+
+    prefill: float = 1.05
+    """Activity of a compute-bound (prefill) iteration: at TDP with brief excursions beyond (POLCA)."""
+    decode: float = 0.45
+    """Activity of a memory-bound (decode) iteration: ~56% of TDP with a 20% idle floor (Splitwise: capping
+    an H100 to half its TDP costs decode almost nothing, so decode draws about half of TDP)."""
+
+    def __post_init__(self) -> None:
+        check_config(0 <= self.decode <= self.prefill, self, f"need 0 <= decode <= prefill, got {self}")
+
+    def activity(
+        self, busy_s: np.ndarray, compute_s: np.ndarray, memory_s: np.ndarray, interval_s: float
+    ) -> np.ndarray:
+        """Activity per instance over an interval of ``interval_s`` seconds (arrays broadcast)."""
+        if interval_s <= 0:
+            raise ValueError(f"interval_s must be positive, got {interval_s}")
+        busy = np.clip(np.asarray(busy_s, np.float64) / interval_s, 0.0, 1.0)
+        c = np.maximum(np.asarray(compute_s, np.float64), 0.0)
+        m = np.maximum(np.asarray(memory_s, np.float64), 0.0)
+        total = c + m
+        compute_share = np.divide(c, total, out=np.zeros_like(total), where=total > 0)
+        return busy * (self.decode + (self.prefill - self.decode) * compute_share)

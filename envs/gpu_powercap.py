@@ -1,0 +1,807 @@
+"""GPUPowerCap-v0: power oversubscription and GPU frequency capping in an LLM inference row (after POLCA).
+
+DOCSTRING_BODY
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import ClassVar
+
+import numpy as np
+from gymnasium import spaces
+
+from cloudgym.envs.core.batch import BatchedCore, Info, MetricSpec, check_config
+from cloudgym.envs.core.llm import EMPTY, PRESETS, Completions, LLMCluster, LLMClusterState
+from cloudgym.envs.core.power import EnergyMeter, GpuPowerModel, LLMPhaseActivity, ServerPowerModel
+from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.workloads.llm_row import (
+    HIGH,
+    LOW,
+    LengthSampler,
+    RowRequests,
+    lognormal_lengths,
+    sample_load_curve,
+    sample_row_requests,
+)
+
+CLASSES = ("hp", "lp")
+"""Priority classes in index order (HIGH = 0, LOW = 1)."""
+
+LATENCY_BIN_RATIO = 1.01
+"""Latency histograms use log-spaced bins this far apart (percentiles within ~0.5%)."""
+LATENCY_MIN_S = 0.01
+LATENCY_MAX_S = 1e4
+NUM_LATENCY_BINS = math.ceil(math.log(LATENCY_MAX_S / LATENCY_MIN_S) / math.log(LATENCY_BIN_RATIO)) + 2
+"""Bin 0 holds latencies below LATENCY_MIN_S, the last bin those above LATENCY_MAX_S."""
+
+POWER_HISTORY_S = 41
+"""Seconds of row power the state keeps (now and 40 s back: one out-of-band capping delay)."""
+OBS_POWER_LAGS = (5, 10, 20, 40)
+"""Seconds back at which the observation shows the row's power."""
+OBS_PIPELINE_AHEAD = (10, 20, 30, 40)
+"""Seconds ahead at which the observation shows the caps already commanded (clipped to the delay)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GPUPowerCapConfig:
+    """Configuration of GPUPowerCap-v0 (every power in W, every time in s, every frequency in MHz)."""
+
+    base_servers: int = 40
+    """Servers the row's power was provisioned for (POLCA: 40 DGX-A100); budget = base_servers x server peak."""
+    oversubscription: float = 0.3
+    """Extra servers under the same budget, as a share of base_servers (0 to 0.5; POLCA's headline: 0.3)."""
+    hp_share: float = 0.5
+    """Share of the row's servers (and of its traffic) that serves high-priority requests (our choice)."""
+    instance: str = "llama2-70b-8xa100"
+    """The LLM instance (model on a tensor-parallel GPU group) a server runs as many of as its GPUs hold."""
+    gpus_per_server: int = 8
+    """GPUs per server (DGX-A100: 8); a server runs gpus_per_server / instance GPUs model instances."""
+    slots_per_instance: int = 24
+    """Requests an instance holds at once (running + queued); an arrival at a full one is rejected and counted."""
+    steps_per_episode: int = 150
+    """Episode length in 1-s steps."""
+    warmup_s: int = 30
+    """Seconds the row serves its load uncapped before the episode starts (so it starts busy, not empty)."""
+    peak_rate_per_server: float = 2.2
+    """Request rate per server at load level 1, requests/s (calibrated: the row peaks at ~79% of budget at +0%)."""
+    load_level: tuple[float, float] = (0.6, 0.8)
+    """Range of the episode's mean load, as a share of the peak rate (drawn uniformly per episode)."""
+    load_volatility: float = 0.15
+    """Stationary standard deviation of the log load around the episode's level."""
+    load_time_constant_s: float = 60.0
+    """Time constant of the load's swings (Ornstein-Uhlenbeck), s."""
+    load_ramp_from: float = 0.5
+    """The load climbs from this share of the episode's level to the level (traffic approaching a busy period)..."""
+    load_ramp_s: float = 150.0
+    """...over this many seconds from the start of the warm-up."""
+    arrival_cv: float = 1.0
+    """Coefficient of variation of the gaps between arrivals of a class (1: Poisson, given the load curve)."""
+    workload_mix: tuple[float, float] = (0.5, 0.5)
+    """Shares of (coding, conversation) requests (Azure LLM trace 2023 shapes)."""
+    prefill_activity: float = 1.05
+    """GPU activity while compute-bound (prefill): TDP and a little beyond (POLCA)."""
+    decode_activity: float = 0.45
+    """GPU activity while memory-bound (decode): ~56% of TDP with the 20% idle floor."""
+    freq_levels_mhz: tuple[float, ...] = (1410.0, 1350.0, 1305.0, 1275.0, 1200.0, 1110.0, 1005.0, 900.0)
+    """SM clock caps an action picks from, highest (uncapped) first; includes POLCA's 1305, 1275 and 1110."""
+    per_server_caps: bool = False
+    """Actions cap each server separately instead of each priority class."""
+    cap_delay_s: int = 40
+    """Out-of-band capping delay: a cap commanded at step t takes effect at step t + cap_delay_s (POLCA: <= 40 s)."""
+    brake_threshold: float = 1.0
+    """Row power (share of budget) above which the powerbrake engages."""
+    brake_delay_s: int = 5
+    """Seconds from the over-budget measurement until the brake throttles the GPUs (POLCA: within 5 s)."""
+    brake_freq_mhz: float = 288.0
+    """SM clock of every GPU of the row while the powerbrake holds (POLCA: ~288 MHz)."""
+    brake_hold_s: int = 15
+    """Seconds the powerbrake holds once engaged before it releases (our choice)."""
+    ups_ride_through_s: int = 10
+    """Consecutive seconds over budget the UPS rides through; one more trips the breaker (POLCA: ~10 s)."""
+    track_reference: bool = False
+    """Also simulate the uncapped row (same requests, every GPU at f_max, no power limit) for the relative metrics."""
+    hp_weight: float = 2.0
+    """Weight of high-priority work and latency in the reward (low priority: 1)."""
+    token_reward: float = 0.01
+    """Reward per output token served (weighted by class), per server."""
+    latency_cost: float = 0.1
+    """Cost per request-second spent in the system (queued or running, weighted by class), per server."""
+    brake_penalty: float = 50.0
+    """Cost of each powerbrake engagement."""
+    braked_cost: float = 1.0
+    """Cost per second the powerbrake holds."""
+    trip_penalty: float = 1000.0
+    """Cost of tripping the breaker (the episode ends)."""
+
+    def __post_init__(self) -> None:
+        check_config(self.base_servers >= 2, self, f"base_servers must be >= 2, got {self.base_servers}")
+        check_config(
+            0.0 <= self.oversubscription <= 0.5,
+            self,
+            f"oversubscription must be in [0, 0.5] (0% to 50% extra servers), got {self.oversubscription}",
+        )
+        check_config(0.0 < self.hp_share < 1.0, self, f"hp_share must be in (0, 1), got {self.hp_share}")
+        check_config(
+            self.instance in PRESETS,
+            self,
+            f"unknown instance preset {self.instance!r} (known: {', '.join(PRESETS)})",
+        )
+        gpus = PRESETS[self.instance].num_gpus
+        check_config(
+            self.gpus_per_server >= gpus and self.gpus_per_server % gpus == 0,
+            self,
+            f"gpus_per_server ({self.gpus_per_server}) must be a multiple of the instance's {gpus} GPUs",
+        )
+        check_config(
+            self.slots_per_instance >= 1, self, f"slots_per_instance must be >= 1, got {self.slots_per_instance}"
+        )
+        check_config(self.steps_per_episode >= 1, self, f"steps_per_episode must be >= 1, got {self.steps_per_episode}")
+        check_config(self.warmup_s >= 0, self, f"warmup_s must be >= 0, got {self.warmup_s}")
+        check_config(self.peak_rate_per_server > 0, self, "peak_rate_per_server must be positive")
+        low, high = self.load_level
+        check_config(0 < low <= high, self, f"load_level must satisfy 0 < low <= high, got {self.load_level}")
+        check_config(self.load_volatility >= 0, self, "load_volatility must be >= 0")
+        check_config(self.load_time_constant_s > 0, self, "load_time_constant_s must be positive")
+        check_config(0 < self.load_ramp_from <= 1, self, f"load_ramp_from must be in (0, 1], got {self.load_ramp_from}")
+        check_config(self.load_ramp_s >= 0, self, f"load_ramp_s must be >= 0, got {self.load_ramp_s}")
+        check_config(self.arrival_cv > 0, self, "arrival_cv must be positive")
+        check_config(
+            len(self.workload_mix) == 2 and min(self.workload_mix) >= 0 and sum(self.workload_mix) > 0,
+            self,
+            f"workload_mix must give two non-negative shares (coding, conversation), got {self.workload_mix}",
+        )
+        check_config(
+            0 <= self.decode_activity <= self.prefill_activity,
+            self,
+            "need 0 <= decode_activity <= prefill_activity",
+        )
+        levels = np.asarray(self.freq_levels_mhz)
+        gpu = self.gpu_power
+        check_config(
+            levels.size >= 1 and levels[0] == gpu.max_freq_mhz and np.all(np.diff(levels) < 0),
+            self,
+            f"freq_levels_mhz must start at f_max ({gpu.max_freq_mhz}) and decrease, got {self.freq_levels_mhz}",
+        )
+        check_config(
+            levels[-1] >= gpu.min_freq_mhz,
+            self,
+            f"freq_levels_mhz must stay >= {gpu.min_freq_mhz} MHz, got {self.freq_levels_mhz}",
+        )
+        check_config(self.cap_delay_s >= 0, self, f"cap_delay_s must be >= 0, got {self.cap_delay_s}")
+        check_config(self.brake_threshold > 0, self, "brake_threshold must be positive")
+        check_config(self.brake_delay_s >= 1, self, f"brake_delay_s must be >= 1, got {self.brake_delay_s}")
+        check_config(
+            gpu.min_freq_mhz <= self.brake_freq_mhz <= gpu.max_freq_mhz,
+            self,
+            f"brake_freq_mhz must be in [{gpu.min_freq_mhz}, {gpu.max_freq_mhz}], got {self.brake_freq_mhz}",
+        )
+        check_config(self.brake_hold_s >= 1, self, f"brake_hold_s must be >= 1, got {self.brake_hold_s}")
+        check_config(self.ups_ride_through_s >= 0, self, "ups_ride_through_s must be >= 0")
+        for name in ("hp_weight", "token_reward", "latency_cost", "brake_penalty", "braked_cost", "trip_penalty"):
+            check_config(getattr(self, name) >= 0, self, f"{name} must be >= 0, got {getattr(self, name)}")
+
+    # ------------------------------------------------------------------ derived constants
+    @property
+    def num_servers(self) -> int:
+        """Servers in the row: base_servers x (1 + oversubscription), rounded."""
+        return round(self.base_servers * (1.0 + self.oversubscription))
+
+    @property
+    def servers_per_class(self) -> tuple[int, int]:
+        """(HP, LP) servers; HP servers come first in the row."""
+        hp = min(max(round(self.num_servers * self.hp_share), 1), self.num_servers - 1)
+        return hp, self.num_servers - hp
+
+    @property
+    def instances_per_server(self) -> int:
+        return self.gpus_per_server // PRESETS[self.instance].num_gpus
+
+    @property
+    def gpu_power(self) -> GpuPowerModel:
+        gpu = PRESETS[self.instance].gpu
+        return GpuPowerModel(tdp_w=gpu.tdp_w, max_freq_mhz=gpu.max_freq_mhz)
+
+    @property
+    def server_power(self) -> ServerPowerModel:
+        """The server's power model: its GPUs plus the rest (DGX-A100 defaults of the shared model)."""
+        return ServerPowerModel(gpu=self.gpu_power, gpus=self.gpus_per_server)
+
+    @property
+    def budget_w(self) -> float:
+        """Provisioned power of the row: base_servers x the server's peak draw."""
+        return self.base_servers * self.server_power.peak_w
+
+    @property
+    def horizon_s(self) -> int:
+        """Seconds of load an episode draws: the warm-up, then the episode's steps."""
+        return self.warmup_s + self.steps_per_episode
+
+    @property
+    def max_requests(self) -> int:
+        """Capacity of the per-episode request arrays (the load curve is capped at 4x the peak rate)."""
+        mean = self.num_servers * self.peak_rate_per_server * self.horizon_s * LOAD_CAP
+        return int(mean + 10.0 * math.sqrt(mean) * max(self.arrival_cv, 1.0) + 64)
+
+    @classmethod
+    def scenario(cls, name: str) -> GPUPowerCapConfig:
+        """Named presets: ``"+0%"``, ``"+10%"`` ... ``"+50%"`` extra servers (with the uncapped reference row)."""
+        if name.startswith("+") and name.endswith("%"):
+            try:
+                share = float(name[1:-1]) / 100.0
+            except ValueError:
+                share = -1.0
+            if 0.0 <= share <= 0.5:
+                return cls(oversubscription=share, track_reference=True)
+        raise ValueError(f"unknown GPUPowerCap-v0 scenario {name!r}; known: '+0%', '+10%', ..., '+50%'")
+
+
+LOAD_CAP = 4.0
+"""The load curve is clipped at this multiple of the peak rate (it bounds the request arrays)."""
+
+
+@dataclasses.dataclass
+class ControlState:
+    """Caps in flight, the powerbrake and the UPS of B rows."""
+
+    pipeline: np.ndarray  # (B, D, C) int8, commanded cap levels; slot t mod D takes effect at step t (D >= 1)
+    level: np.ndarray  # (B, C) int8, cap level in effect this step (0 = f_max)
+    brake_countdown: np.ndarray  # (B,) int64, steps until a pending powerbrake engages (-1: none pending)
+    brake_left: np.ndarray  # (B,) int64, steps the engaged powerbrake still holds (0: not engaged)
+    over_run: np.ndarray  # (B,) int64, consecutive seconds the row has been over budget
+    power_history: np.ndarray  # (B, POWER_HISTORY_S) float64, row power / budget of the last seconds (ring)
+
+
+@dataclasses.dataclass
+class RowAccounts:
+    """What an episode did, for the policy's row (index 0) and the uncapped reference row (index 1)."""
+
+    tokens: np.ndarray  # (B, 2, 2) float64, output tokens of completed requests per (row, class)
+    completed: np.ndarray  # (B, 2, 2) int64, requests completed per (row, class)
+    rejected: np.ndarray  # (B, 2, 2) int64, arrivals refused (server full) per (row, class)
+    latency_hist: np.ndarray  # (B, 2, 2, NUM_LATENCY_BINS) int32, end-to-end latencies of completed requests
+    generated_start: np.ndarray  # (B, 2, 2) float64, tokens generated before the episode by requests still in flight
+    generated_last: np.ndarray  # (B, 2, 2) float64, output tokens generated so far (completed + in flight)
+
+
+@dataclasses.dataclass
+class GPUPowerCapState:
+    """State of B rows (requests replayed from the episode's arrays)."""
+
+    arrival: np.ndarray  # (B, R) float32, arrival time of each request of the episode, s
+    prompt: np.ndarray  # (B, R) int16, prompt tokens
+    output: np.ndarray  # (B, R) int16, output tokens
+    instance: np.ndarray  # (B, R) int16, model instance the round-robin balancer sends it to
+    step_first: np.ndarray  # (B, H + 1) int32, index of the first request arriving in each second (H = warm-up + T)
+    load: np.ndarray  # (B, H) float32, the load curve (share of the peak rate; hidden from the agent)
+    llm: LLMClusterState  # (B, M or 2M, S): the row's M instances, then (track_reference) the reference row's
+    control: ControlState
+    energy: EnergyMeter  # (B, N) J per server of the policy's row
+    reference_energy: EnergyMeter  # (B, N) J per server of the uncapped reference row (zeros without it)
+    accounts: RowAccounts
+    arrived: np.ndarray  # (B, 2) int64, requests that arrived per class
+    arrivals_last: np.ndarray  # (B, 2) int64, requests that arrived in the last step per class
+    activity_last: np.ndarray  # (B, N) float64, GPU activity of each server in the last step
+    power_last: np.ndarray  # (B, N) float64, draw of each server in the last step, W
+    brakes: np.ndarray  # (B,) int64, powerbrake engagements this episode
+    braked_s: np.ndarray  # (B,) int64, seconds under the powerbrake
+    over_budget_s: np.ndarray  # (B,) int64, seconds with row power over budget
+    tripped: np.ndarray  # (B,) bool, the breaker tripped (the episode ended)
+    capped_server_s: np.ndarray  # (B,) int64, server-seconds below f_max (caps or brake)
+    peak_power: np.ndarray  # (B,) float64, highest row power this episode / budget
+    power_sum: np.ndarray  # (B,) float64, sum of row power / budget over the episode's steps
+
+
+class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapState]):
+    config_cls = GPUPowerCapConfig
+    metrics: ClassVar[tuple[MetricSpec, ...]] = (
+        MetricSpec(name="powerbrakes", unit="events", higher_is_better=False, description="powerbrake engagements"),
+        MetricSpec(
+            name="breaker_trips", unit="trips", higher_is_better=False, description="UPS ride-through exceeded (0/1)"
+        ),
+        *(
+            MetricSpec(
+                name=f"{c}_throughput_loss_pct",
+                unit="%",
+                higher_is_better=False,
+                description=f"{c.upper()} output tokens served vs the uncapped row on the same requests",
+            )
+            for c in CLASSES
+        ),
+        *(
+            MetricSpec(
+                name=f"{c}_{q}_latency_change_pct",
+                unit="%",
+                higher_is_better=False,
+                description=f"{c.upper()} {q} end-to-end latency vs the uncapped row",
+            )
+            for c in CLASSES
+            for q in ("p50", "p99")
+        ),
+        *(
+            MetricSpec(
+                name=f"{c}_{q}_latency_s",
+                unit="s",
+                higher_is_better=False,
+                description=f"{c.upper()} {q} end-to-end latency (in-flight requests count their age at the end)",
+            )
+            for c in CLASSES
+            for q in ("p50", "p99")
+        ),
+        MetricSpec(name="peak_power_pct", unit="%", higher_is_better=None, description="highest row power / budget"),
+        MetricSpec(name="mean_power_pct", unit="%", higher_is_better=None, description="mean row power / budget"),
+        MetricSpec(name="energy_kwh", unit="kWh", higher_is_better=False, description="energy drawn by the row"),
+        MetricSpec(
+            name="served_ktokens", unit="k tokens", higher_is_better=True, description="output tokens served (both)"
+        ),
+        MetricSpec(
+            name="rejected_requests", unit="requests", higher_is_better=False, description="arrivals at a full server"
+        ),
+        MetricSpec(
+            name="capped_pct", unit="%", higher_is_better=False, description="server-seconds below f_max (cap/brake)"
+        ),
+        MetricSpec(name="braked_s", unit="s", higher_is_better=False, description="seconds under the powerbrake"),
+    )
+
+    # ------------------------------------------------------------------ setup
+    def _init_state(self) -> GPUPowerCapState:
+        c, b = self.config, self.num_envs
+        n = c.num_servers
+        ips = c.instances_per_server
+        m = n * ips
+        self.num_servers, self.instances_per_server, self.num_instances = n, ips, m
+        self.servers_per_class = c.servers_per_class
+        self.server_class = np.where(np.arange(n) < self.servers_per_class[0], HIGH, LOW)
+        self.instance_class = np.repeat(self.server_class, ips)
+        # (M, 2): which class each instance of a row serves (instances of server j are j*ips .. j*ips + ips - 1).
+        self.class_onehot = np.stack([self.instance_class == HIGH, self.instance_class == LOW], 1).astype(np.float64)
+        self.server_onehot = np.stack([self.server_class == HIGH, self.server_class == LOW], 1).astype(np.float64)
+        spec = PRESETS[c.instance]
+        self.instance_spec = spec
+        self.rows = 2 if c.track_reference else 1
+        self.cluster = LLMCluster([spec] * (m * self.rows), slots=c.slots_per_instance)
+        self.server_model = c.server_power
+        self.phase = LLMPhaseActivity(prefill=c.prefill_activity, decode=c.decode_activity)
+        self.levels_mhz = np.asarray(c.freq_levels_mhz, np.float64)
+        self.f_max = float(self.levels_mhz[0])
+        self.budget_w = c.budget_w
+        self.lengths: LengthSampler = self._length_sampler()
+        self.num_controls = n if c.per_server_caps else 2
+        self.single_action_space = spaces.MultiDiscrete(np.full(self.num_controls, len(self.levels_mhz)))
+        self.obs_size = OBS_BASE + (4 * n if c.per_server_caps else 0)
+        self.single_observation_space = spaces.Box(0.0, np.inf, (self.obs_size,), np.float32)
+        r, h = c.max_requests, c.horizon_s
+        d = max(c.cap_delay_s, 1)
+        return GPUPowerCapState(
+            arrival=np.zeros((b, r), np.float32),
+            prompt=np.zeros((b, r), np.int16),
+            output=np.zeros((b, r), np.int16),
+            instance=np.zeros((b, r), np.int16),
+            step_first=np.zeros((b, h + 1), np.int32),
+            load=np.zeros((b, h), np.float32),
+            llm=self.cluster.new_state(b),
+            control=ControlState(
+                pipeline=np.zeros((b, d, self.num_controls), np.int8),
+                level=np.zeros((b, self.num_controls), np.int8),
+                brake_countdown=np.full(b, -1, np.int64),
+                brake_left=np.zeros(b, np.int64),
+                over_run=np.zeros(b, np.int64),
+                power_history=np.zeros((b, POWER_HISTORY_S)),
+            ),
+            energy=EnergyMeter.zeros(b, n),
+            reference_energy=EnergyMeter.zeros(b, n),
+            accounts=RowAccounts(
+                tokens=np.zeros((b, 2, 2)),
+                completed=np.zeros((b, 2, 2), np.int64),
+                rejected=np.zeros((b, 2, 2), np.int64),
+                latency_hist=np.zeros((b, 2, 2, NUM_LATENCY_BINS), np.int32),
+                generated_start=np.zeros((b, 2, 2)),
+                generated_last=np.zeros((b, 2, 2)),
+            ),
+            arrived=np.zeros((b, 2), np.int64),
+            arrivals_last=np.zeros((b, 2), np.int64),
+            activity_last=np.zeros((b, n)),
+            power_last=np.zeros((b, n)),
+            brakes=np.zeros(b, np.int64),
+            braked_s=np.zeros(b, np.int64),
+            over_budget_s=np.zeros(b, np.int64),
+            tripped=np.zeros(b, bool),
+            capped_server_s=np.zeros(b, np.int64),
+            peak_power=np.zeros(b),
+            power_sum=np.zeros(b),
+        )
+
+    def _length_sampler(self) -> LengthSampler:
+        max_context = self.instance_spec.model.max_context_tokens
+        return lognormal_lengths(1200.0, 0.9, 60.0, 1.0, max_context)
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.config.steps_per_episode
+
+    # ------------------------------------------------------------------ episodes
+    def sample(self, rng: np.random.Generator) -> RowRequests:
+        """One episode's requests (warm-up included) for this config, drawn from ``rng`` (what a reset replays)."""
+        c = self.config
+        load = sample_load_curve(
+            rng,
+            c.horizon_s,
+            level_range=c.load_level,
+            volatility=c.load_volatility,
+            time_constant_s=c.load_time_constant_s,
+            ramp_from=c.load_ramp_from,
+            ramp_s=c.load_ramp_s,
+        )
+        ips = self.instances_per_server
+        return sample_row_requests(
+            rng,
+            steps=c.horizon_s,
+            instances=(self.servers_per_class[0] * ips, self.servers_per_class[1] * ips),
+            peak_rate_per_instance=c.peak_rate_per_server / ips,
+            load=np.minimum(load, LOAD_CAP),
+            lengths=self.lengths,
+            arrival_cv=c.arrival_cv,
+        )
+
+    def _reset_envs(self, env_ids: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
+        s = self.state
+        h = self.config.horizon_s
+        limit = np.nextafter(np.float32(h), np.float32(0))
+        for i, rng in zip(env_ids, rngs):
+            req = self.sample(rng)
+            m = len(req)
+            if m > s.arrival.shape[1]:  # ~10 standard deviations above the most a capped load curve gives
+                raise RuntimeError(f"episode drew {m} requests, more than the {s.arrival.shape[1]} the state holds")
+            arrival = np.minimum(req.arrival_s.astype(np.float32), limit)
+            s.arrival[i, :m] = arrival
+            s.arrival[i, m:] = np.inf
+            s.prompt[i, :m] = req.prompt_tokens
+            s.output[i, :m] = req.output_tokens
+            s.instance[i, :m] = req.instance
+            s.step_first[i] = np.searchsorted(arrival, np.arange(h + 1, dtype=np.float32), side="left")
+            s.load[i] = req.load
+        self.cluster.reset_envs(s.llm, env_ids, 0.0)
+        ctl = s.control
+        ctl.pipeline[env_ids] = 0
+        ctl.level[env_ids] = 0
+        ctl.brake_countdown[env_ids] = -1
+        ctl.brake_left[env_ids] = 0
+        ctl.over_run[env_ids] = 0
+        s.energy.reset_envs(env_ids)
+        s.reference_energy.reset_envs(env_ids)
+        acc = s.accounts
+        for arr in (acc.tokens, acc.completed, acc.rejected, acc.latency_hist, acc.generated_start, acc.generated_last):
+            arr[env_ids] = 0
+        for arr in (
+            s.arrived, s.arrivals_last, s.activity_last, s.brakes, s.braked_s, s.over_budget_s, s.tripped,
+            s.capped_server_s, s.peak_power, s.power_sum,
+        ):  # fmt: skip
+            arr[env_ids] = 0
+        self._warm_up(env_ids)
+
+    def _warm_up(self, env_ids: np.ndarray) -> None:
+        """Serve the first warmup_s seconds of load uncapped on the listed rows; the reference row starts equal."""
+        s, c = self.state, self.config
+        n, m = self.num_servers, self.num_instances
+        ctl = s.control
+        # Seconds before the warm-up read the idle draw (the row was empty).
+        ctl.power_history[env_ids] = n * self.server_model.idle_w / self.budget_w
+        s.power_last[env_ids] = self.server_model.idle_w
+        until = np.full(self.num_envs, -np.inf)
+        for second in range(c.warmup_s):
+            self._enqueue_arrivals(np.full(env_ids.size, second), env_ids, rows=1)
+            until[env_ids] = second + 1.0
+            self._account_completions(self.cluster.advance(s.llm, until))
+            activity = self._server_activity(self._take_activity(env_ids)[:, :m])
+            power = self.server_model.power_w(activity, self.f_max)
+            s.power_last[env_ids] = power
+            s.activity_last[env_ids] = activity
+            ctl.power_history[env_ids, second % POWER_HISTORY_S] = power.sum(axis=1) / self.budget_w
+        if 0 < c.warmup_s < POWER_HISTORY_S:
+            # Seconds before a short warm-up read what the row drew at its end (as if it had been that busy).
+            recent = ctl.power_history[env_ids, max(c.warmup_s - 10, 0) : c.warmup_s].mean(axis=1)
+            ctl.power_history[env_ids, c.warmup_s :] = recent[:, None]
+        # The history ring is indexed by episode step: rotate so the last warm-up second sits just before step 0.
+        ctl.power_history[env_ids] = np.roll(ctl.power_history[env_ids], -(c.warmup_s % POWER_HISTORY_S), axis=1)
+        if self.rows == 2:
+            llm = s.llm
+            for name in (f.name for f in dataclasses.fields(llm) if f.name != "activity"):
+                arr = getattr(llm, name)
+                arr[env_ids, m:] = arr[env_ids, :m]
+            s.accounts.rejected[env_ids, 1] = s.accounts.rejected[env_ids, 0]
+        acc = s.accounts
+        # The episode counts what completes from now on; tokens already generated by requests in flight are not its.
+        for arr in (acc.tokens, acc.completed, acc.latency_hist):
+            arr[env_ids] = 0
+        acc.generated_start[env_ids] = self._generated_tokens()[env_ids]
+        acc.generated_last[env_ids] = 0.0
+        s.arrived[env_ids] = 0
+
+    def _take_activity(self, env_ids: np.ndarray) -> np.ndarray:
+        """(k, rows x M) GPU activity of every instance of the listed sub-envs since it was last taken (zeroes it)."""
+        act = self.state.llm.activity
+        out = self.phase.activity(act.busy_s[env_ids], act.compute_s[env_ids], act.memory_s[env_ids], 1.0)
+        for f in dataclasses.fields(act):
+            getattr(act, f.name)[env_ids] = 0.0
+        return out
+
+    def _server_activity(self, instance_activity: np.ndarray) -> np.ndarray:
+        """(k, N) mean GPU activity of each server from its instances' (k, M) (instances have equal GPU counts)."""
+        k = instance_activity.shape[0]
+        return instance_activity.reshape(k, self.num_servers, self.instances_per_server).mean(axis=2)
+
+    # ------------------------------------------------------------------ dynamics
+    def server_freq_mhz(self) -> np.ndarray:
+        """(B, N) SM clock of each server of the policy's row this step (caps in effect, or the brake)."""
+        ctl = self.state.control
+        levels = ctl.level if self.config.per_server_caps else ctl.level[:, self.server_class]
+        freq = self.levels_mhz[levels]
+        return np.where((ctl.brake_left > 0)[:, None], self.config.brake_freq_mhz, freq)
+
+    def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
+        s, c = self.state, self.config
+        ctl, acc = s.control, s.accounts
+        b, n, m = self.num_envs, self.num_servers, self.num_instances
+        rows_b = self._env_index
+        t = self.stats.length  # (B,) step index within each episode
+        clock = t + c.warmup_s  # this step covers cluster time [clock, clock + 1)
+        commands = np.asarray(actions, np.int8)
+
+        # 1. Caps: the command of this step enters the out-of-band pipeline; the one issued cap_delay_s ago lands.
+        if c.cap_delay_s == 0:
+            ctl.level[...] = commands
+        else:
+            slot = t % c.cap_delay_s
+            ctl.level[...] = ctl.pipeline[rows_b, slot]
+            ctl.pipeline[rows_b, slot] = commands
+        # 2. A pending powerbrake engages once its delay has run out.
+        engage = ctl.brake_countdown == 0
+        ctl.brake_left[engage] = c.brake_hold_s
+        ctl.brake_countdown[engage] = -1
+        braked = ctl.brake_left > 0
+        freq = self.server_freq_mhz()
+        s.llm.freq_scale[:, :m] = np.repeat(freq, self.instances_per_server, axis=1) / self.f_max
+
+        # 3. This step's arrivals go to their instances (and to the same instances of the reference row).
+        self._enqueue_arrivals(clock, rows_b, rows=self.rows)
+        # 4. Every instance runs its iterations up to the end of the step.
+        self._account_completions(self.cluster.advance(s.llm, (clock + 1).astype(np.float64)))
+
+        # 5. Power of every server from its instances' phase activity and its clock; energy.
+        instance_activity = self._take_activity(rows_b)
+        activity = self._server_activity(instance_activity[:, :m])
+        power = self.server_model.power_w(activity, freq)
+        s.energy.add(power, 1.0)
+        s.activity_last[...] = activity
+        s.power_last[...] = power
+        row_share = power.sum(axis=1) / self.budget_w
+        if self.rows == 2:
+            reference = self.server_model.power_w(self._server_activity(instance_activity[:, m:]), self.f_max)
+            s.reference_energy.add(reference, 1.0)
+        ctl.power_history[rows_b, t % POWER_HISTORY_S] = row_share
+        s.peak_power = np.maximum(s.peak_power, row_share)
+        s.power_sum += row_share
+        s.capped_server_s += (freq < self.f_max).sum(axis=1)
+
+        # 6. Powerbrake and UPS: over budget starts a brake (unless one is pending or holding); too long trips.
+        over = row_share > c.brake_threshold
+        s.over_budget_s += over
+        ctl.over_run = np.where(over, ctl.over_run + 1, 0)
+        tripped = ctl.over_run > c.ups_ride_through_s
+        start_brake = over & ~braked & (ctl.brake_countdown < 0)
+        s.brakes += start_brake
+        ctl.brake_countdown = np.where(start_brake, c.brake_delay_s, ctl.brake_countdown)
+        ctl.brake_countdown = np.where(ctl.brake_countdown > 0, ctl.brake_countdown - 1, ctl.brake_countdown)
+        s.braked_s += braked
+        ctl.brake_left = np.where(braked, ctl.brake_left - 1, ctl.brake_left)
+        s.tripped |= tripped
+
+        # 7. Reward: served work and time in system per class, weighted by priority, against brakes and trips.
+        generated = self._generated_tokens() - acc.generated_start
+        new_tokens = generated[:, 0] - acc.generated_last[:, 0]
+        acc.generated_last[...] = generated
+        in_system = (s.llm.running + s.llm.waiting)[:, :m] @ self.class_onehot
+        weights = np.array([c.hp_weight, 1.0])
+        work = (new_tokens * weights).sum(axis=1) * c.token_reward / n
+        latency = (in_system * weights).sum(axis=1) * c.latency_cost / n
+        reward = work - latency - c.brake_penalty * start_brake - c.braked_cost * braked - c.trip_penalty * tripped
+        n_hp = self.servers_per_class[0]
+        info = {
+            "row_power_pct": 100.0 * row_share,
+            "braked": braked,
+            "brake_started": start_brake,
+            "hp_freq_mhz": freq[:, :n_hp].mean(axis=1),
+            "lp_freq_mhz": freq[:, n_hp:].mean(axis=1),
+            "tokens_served": new_tokens.sum(axis=1),
+        }
+        return reward, tripped, np.zeros(b, bool), info
+
+    def _enqueue_arrivals(self, second: np.ndarray, env_ids: np.ndarray, rows: int) -> None:
+        """Send the requests arriving in cluster second ``second`` (k,) of sub-envs ``env_ids`` (k,) to instances."""
+        s = self.state
+        first = s.step_first[env_ids, second]
+        counts = s.step_first[env_ids, second + 1] - first
+        total = int(counts.sum())
+        s.arrivals_last[env_ids] = 0
+        if total == 0:
+            return
+        env = np.repeat(env_ids, counts)
+        idx = np.repeat(first, counts) + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        inst = s.instance[env, idx].astype(np.int64)
+        cls = self.instance_class[inst]
+        prompt = s.prompt[env, idx].astype(np.int64)
+        output = s.output[env, idx].astype(np.int64)
+        arrival = s.arrival[env, idx].astype(np.float64)
+        np.add.at(s.arrivals_last, (env, cls), 1)
+        s.arrived[env_ids] += s.arrivals_last[env_ids]
+        for row in range(rows):
+            ok = self.cluster.enqueue(
+                s.llm, env, inst + row * self.num_instances, idx, prompt, output, arrival, tag=cls
+            )
+            refused = ~ok
+            if refused.any():
+                np.add.at(s.accounts.rejected, (env[refused], row, cls[refused]), 1)
+
+    def _account_completions(self, done: Completions) -> None:
+        if len(done) == 0:
+            return
+        acc = self.state.accounts
+        row = (done.instance >= self.num_instances).astype(np.int64)
+        cls = done.tag
+        np.add.at(acc.tokens, (done.env, row, cls), done.output.astype(np.float64))
+        np.add.at(acc.completed, (done.env, row, cls), 1)
+        flat = ((done.env * 2 + row) * 2 + cls) * NUM_LATENCY_BINS + latency_bins(done.e2e_s)
+        counts = np.bincount(flat, minlength=acc.latency_hist.size).reshape(acc.latency_hist.shape)
+        acc.latency_hist += counts.astype(np.int32)
+
+    def _generated_tokens(self) -> np.ndarray:
+        """(B, 2, 2) output tokens generated so far per (row, class): completed requests plus those in flight."""
+        s = self.state
+        m = self.num_instances
+        live = np.where(s.llm.status != EMPTY, s.llm.generated, 0).sum(axis=2).astype(np.float64)  # (B, rows x M)
+        out = s.accounts.tokens.copy()
+        for row in range(self.rows):
+            out[:, row] += live[:, row * m : (row + 1) * m] @ self.class_onehot
+        return out
+
+    # ------------------------------------------------------------------ observation
+    def observe(self) -> np.ndarray:
+        s, c = self.state, self.config
+        ctl = s.control
+        b, n, m = self.num_envs, self.num_servers, self.num_instances
+        rows_b = self._env_index
+        t = self.stats.length
+        now = ctl.power_history[rows_b, (t - 1) % POWER_HISTORY_S]
+        lags = [ctl.power_history[rows_b, (t - 1 - lag) % POWER_HISTORY_S] for lag in OBS_POWER_LAGS]
+        level_frac = self.levels_mhz / self.f_max
+        servers = np.array(self.servers_per_class, np.float64)
+
+        def by_class(per_server: np.ndarray) -> np.ndarray:
+            return per_server if not c.per_server_caps else (per_server @ self.server_onehot) / servers
+
+        class_caps = by_class(level_frac[ctl.level])
+        # With delay D, slot (t + k) mod D holds the command that lands at step t + k (k < D).
+        ahead = []
+        for k in OBS_PIPELINE_AHEAD:
+            if c.cap_delay_s == 0:
+                ahead.append(class_caps)
+            else:
+                slot = (t + min(k, c.cap_delay_s) - 1) % c.cap_delay_s
+                ahead.append(by_class(level_frac[ctl.pipeline[rows_b, slot]]))
+        in_flight = (s.llm.running + s.llm.waiting)[:, :m]
+        slots = c.slots_per_instance * self.instances_per_server
+        parts = [
+            now[:, None],
+            np.stack(lags, axis=1),
+            ctl.power_history.max(axis=1)[:, None],
+            class_caps,
+            *ahead,
+            (ctl.brake_left > 0)[:, None].astype(np.float64),
+            (ctl.brake_countdown >= 0)[:, None].astype(np.float64),
+            (ctl.over_run / max(c.ups_ride_through_s, 1))[:, None],
+            (in_flight @ self.class_onehot) / servers / slots,
+            s.arrivals_last / servers / c.peak_rate_per_server,
+            (s.activity_last @ self.server_onehot) / servers,
+            np.full((b, 1), n / c.base_servers - 1.0),
+            (t / c.steps_per_episode)[:, None],
+        ]
+        if c.per_server_caps:
+            last_command = ctl.pipeline[rows_b, (t - 1) % c.cap_delay_s] if c.cap_delay_s else ctl.level
+            parts += [
+                level_frac[ctl.level],
+                level_frac[last_command],
+                s.power_last / self.server_model.peak_w,
+                in_flight.reshape(b, n, self.instances_per_server).sum(axis=2) / slots,
+            ]
+        return np.concatenate(parts, axis=1).astype(np.float32)
+
+    # ------------------------------------------------------------------ metrics
+    def _episode_metrics(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
+        s, c = self.state, self.config
+        steps = np.maximum(self.stats.length[env_ids].astype(np.float64), 1.0)
+        end = self.stats.length[env_ids] + float(c.warmup_s)
+        generated = (self._generated_tokens() - s.accounts.generated_start)[env_ids]
+        hist = s.accounts.latency_hist[env_ids].astype(np.int64) + self._in_flight_histogram(env_ids, end)
+        nan = np.full(env_ids.size, np.nan)
+        out: dict[str, np.ndarray] = {
+            "powerbrakes": s.brakes[env_ids].astype(np.float64),
+            "breaker_trips": s.tripped[env_ids].astype(np.float64),
+        }
+        for k, name in enumerate(CLASSES):
+            reference = generated[:, 1, k]
+            loss = np.divide(reference - generated[:, 0, k], reference, out=nan.copy(), where=reference > 0)
+            out[f"{name}_throughput_loss_pct"] = 100.0 * loss if self.rows == 2 else nan
+            for q, p in (("p50", 0.5), ("p99", 0.99)):
+                mine = histogram_quantile(hist[:, 0, k], p)
+                out[f"{name}_{q}_latency_s"] = mine
+                change = 100.0 * (mine / histogram_quantile(hist[:, 1, k], p) - 1.0)
+                out[f"{name}_{q}_latency_change_pct"] = change if self.rows == 2 else nan
+        out["peak_power_pct"] = 100.0 * s.peak_power[env_ids]
+        out["mean_power_pct"] = 100.0 * s.power_sum[env_ids] / steps
+        out["energy_kwh"] = s.energy.kwh()[env_ids]
+        out["served_ktokens"] = generated[:, 0].sum(axis=1) / 1e3
+        out["rejected_requests"] = s.accounts.rejected[env_ids, 0].sum(axis=1).astype(np.float64)
+        out["capped_pct"] = 100.0 * s.capped_server_s[env_ids] / (steps * self.num_servers)
+        out["braked_s"] = s.braked_s[env_ids].astype(np.float64)
+        return out
+
+    def _in_flight_histogram(self, env_ids: np.ndarray, end: np.ndarray) -> np.ndarray:
+        """(k, 2, 2, bins) ages at the episode's end of requests still queued or running (censored latencies)."""
+        s = self.state
+        m = self.num_instances
+        live = s.llm.status[env_ids] != EMPTY
+        age = end[:, None, None] - s.llm.arrival[env_ids]
+        e, inst, _ = np.nonzero(live)
+        flat = ((e * 2 + inst // m) * 2 + self.instance_class[inst % m]) * NUM_LATENCY_BINS + latency_bins(age[live])
+        return np.bincount(flat, minlength=env_ids.size * 4 * NUM_LATENCY_BINS).reshape(
+            env_ids.size, 2, 2, NUM_LATENCY_BINS
+        )
+
+    # ------------------------------------------------------------------ views for baselines and plots
+    def row_power_share(self) -> np.ndarray:
+        """(B,) row power of the last step / budget."""
+        return self.state.power_last.sum(axis=1) / self.budget_w
+
+
+OBS_BASE = 1 + len(OBS_POWER_LAGS) + 1 + 2 + 2 * len(OBS_PIPELINE_AHEAD) + 3 + 2 + 2 + 2 + 1 + 1
+"""Observation entries shared by both action modes (see the docstring's table)."""
+
+
+def latency_bins(latency_s: np.ndarray) -> np.ndarray:
+    """Histogram bin of each latency (log-spaced; 0 below LATENCY_MIN_S, the last bin above LATENCY_MAX_S)."""
+    x = np.maximum(np.asarray(latency_s, np.float64), 1e-12)
+    k = np.floor(np.log(x / LATENCY_MIN_S) / math.log(LATENCY_BIN_RATIO)).astype(np.int64) + 1
+    return np.clip(k, 0, NUM_LATENCY_BINS - 1)
+
+
+def bin_edges() -> np.ndarray:
+    """(NUM_LATENCY_BINS + 1,) lower edges of the latency bins, s (bin 0 starts at 0)."""
+    inner = LATENCY_MIN_S * LATENCY_BIN_RATIO ** np.arange(NUM_LATENCY_BINS)
+    return np.concatenate([[0.0], inner])
+
+
+def histogram_quantile(hist: np.ndarray, q: float) -> np.ndarray:
+    """Quantile q of each row of latency histograms (k, bins), geometric interpolation within a bin; NaN if empty."""
+    edges = bin_edges()
+    counts = hist.astype(np.float64)
+    total = counts.sum(axis=1)
+    cum = np.cumsum(counts, axis=1)
+    target = q * total
+    k = np.argmax(cum >= target[:, None], axis=1)
+    below = np.where(k > 0, cum[np.arange(len(k)), k - 1], 0.0)
+    inside = counts[np.arange(len(k)), k]
+    frac = np.divide(target - below, inside, out=np.zeros_like(target), where=inside > 0)
+    lo = np.maximum(edges[k], LATENCY_MIN_S / LATENCY_BIN_RATIO)
+    hi = edges[k + 1]
+    value = lo * (hi / lo) ** np.clip(frac, 0.0, 1.0)
+    return np.where(total > 0, value, np.nan)
+
+
+class GPUPowerCapVectorEnv(CloudGymVectorEnv):
+    core_cls = GPUPowerCapCore
+
+
+class GPUPowerCapEnv(CloudGymEnv):
+    core_cls = GPUPowerCapCore
