@@ -80,7 +80,7 @@ def _ray_command(role: str) -> list[str]:
 def loopback_environment() -> Iterator[None]:
     """This process (the driver) with :data:`LOOPBACK_ENV` set, restored afterwards."""
     from ray._private import ray_constants
-    from ray._raylet import Config
+    from ray._raylet import Config  # type: ignore[attr-defined]
 
     saved = {k: os.environ.get(k) for k in LOOPBACK_ENV}
     saved_switch = ray_constants.ENABLE_RAY_CLUSTER

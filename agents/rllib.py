@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -297,7 +298,7 @@ class _ActionMasking:
             )
         self._space_with_mask = observation_space
         # The networks are built for the flat observations alone.
-        super().__init__(*args, observation_space=observation_space[OBSERVATIONS_KEY], **kwargs)
+        super().__init__(*args, observation_space=observation_space[OBSERVATIONS_KEY], **kwargs)  # type: ignore[call-arg]
 
     def setup(self) -> None:
         super().setup()  # type: ignore[misc]
@@ -573,7 +574,8 @@ def load_rllib_policy(info: CheckpointInfo, env: CloudGymVectorEnv) -> RLlibPoli
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: RLlib module missing (written by scripts/train_rllib.py)")
     module = RLModule.from_checkpoint(str(folder.resolve()))
-    module.eval()
+    if isinstance(module, torch.nn.Module):
+        module.eval()
     return RLlibPolicy(env, module, masked=bool(info.extra.get("action_masking", False)))
 
 
@@ -617,10 +619,10 @@ def connect_ray(address: str | None, num_cpus: int) -> bool:
             object_store_memory=OBJECT_STORE_BYTES,
             include_dashboard=False,
             configure_logging=True,
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
         )
     else:
-        ray.init(address=address, logging_level="WARNING")
+        ray.init(address=address, logging_level=logging.WARNING)
     return True
 
 
@@ -703,8 +705,7 @@ def train(
     history: list[dict[str, float]] = []
 
     def evaluate_now(step: int) -> list[dict[str, Any]]:
-        algo.env_runner_group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True)
-        rows = evaluate_module(algo.get_module(), masked, spec.env_id, spec.env_kwargs, eval_episodes)
+        rows = evaluate_module(current_module(algo), masked, spec.env_id, spec.env_kwargs, eval_episodes)
         write_eval_scalars(writer, rows, step, metrics)
         writer.flush()
         history.append({"step": float(step), **row_means(rows)})
@@ -730,7 +731,7 @@ def train(
                     writer.add_scalar(tag, float(value), sampled)
             writer.add_scalar("time/fps", (sampled - before) / max(time.time() - tick, 1e-9), sampled)
         rows = evaluate_now(sampled)
-        algo.get_module().save_to_path(str((run_dir / MODULE_DIR).resolve()))
+        current_module(algo).save_to_path(str((run_dir / MODULE_DIR).resolve()))
         if on_trained is not None:
             on_trained(algo)
     finally:
@@ -744,6 +745,18 @@ def train(
         eval_history=history,
         masked=masked,
     )
+
+
+def current_module(algo: Any) -> RLModule:
+    """The Algorithm's inference module with the learner's latest weights (the local env runner's copy)."""
+    group = algo.env_runner_group
+    if group is None:
+        raise RuntimeError("the Algorithm has no env runner group")
+    group.sync_weights(from_worker_or_learner_group=algo.learner_group, inference_only=True)
+    module = algo.get_module()
+    if module is None:
+        raise RuntimeError("the Algorithm has no default module")
+    return module
 
 
 def _metric_names(spec: RunSpec) -> list[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def main(argv: list[str] | None = None) -> dict[str, int]:
     per_node: dict[str, int] = {}
     cluster = LoopbackCluster()
     with time_limit(args.timeout), loopback_environment(), cluster:
-        ray.init(address=cluster.address, logging_level="WARNING")
+        ray.init(address=cluster.address, logging_level=logging.WARNING)
         nodes = cluster.wait_for_nodes(2)
         roles = {n["NodeID"]: cluster.node_role(n) for n in nodes}
         for node_id, role in roles.items():
