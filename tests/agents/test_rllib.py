@@ -189,7 +189,7 @@ def _event_tags(run_dir: Path) -> set[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("env_id", [TOY, *cloudgym.ENV_IDS])
+@pytest.mark.parametrize("env_id", [TOY, *cloudgym.ENV_IDS[:1]])  # the test env and the first real env
 def test_ppo_trains_and_its_checkpoint_evaluates_through_evaluate_py(
     env_id: str, tmp_path: Path, no_ray_left: object
 ) -> None:
