@@ -250,7 +250,25 @@ def test_unmasked_policy_on_tight_toy_does_reject(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_tune_sweep_writes_one_row_per_trial_and_plots(tmp_path: Path, no_ray_left: object) -> None:
+def test_tune_sweep_writes_one_row_per_trial_and_plots(
+    tmp_path: Path, no_ray_left: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import cloudgym.reports
+
+    # The env's registered paper figures receive the baselines and every trial (FaaSKeepAlive-v0 draws
+    # its cold-start vs wasted-memory plot this way); here a recording plot stands in for them.
+    seen: list[set[str]] = []
+
+    def recording_plot(frame: object, out_dir: Path) -> list[Path]:
+        seen.append(set(frame["policy"]))  # type: ignore[index]
+        return []
+
+    registered = cloudgym.reports.get_report
+    monkeypatch.setattr(
+        cloudgym.reports, "get_report", lambda env_id: dataclasses.replace(registered(env_id), plots=(recording_plot,))
+    )
     space = tmp_path / "toy.yaml"
     space.write_text(
         "env: ToyCluster-v0\nalgo: PPO\ntimesteps: 1024\neval_episodes: 4\nenvs_per_runner: 8\n"
@@ -270,6 +288,7 @@ def test_tune_sweep_writes_one_row_per_trial_and_plots(tmp_path: Path, no_ray_le
     assert (episodes.groupby("policy").size() == 4).all()
     assert (out / "plots" / f"{TOY}_returns.png").exists()
     assert (out / "plots" / f"{TOY}_cost_usd_vs_active_node_hours.png").exists()
+    assert seen == [{"t00", "t01", "cheapest_fit", "first_fit", "least_loaded", "random"}]
     # Every trial's checkpoint loads as a policy.
     for folder in trials["checkpoint"]:
         assert (Path(folder) / "checkpoint.yaml").exists()
