@@ -35,6 +35,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from cloudgym.envs.workloads.llm import sample_requests
+
 HIGH, LOW = 0, 1
 """Priority classes: 0 = high priority (HP), 1 = low priority (LP)."""
 
@@ -177,15 +179,19 @@ def sample_row_requests(
     )
 
 
-def lognormal_lengths(
-    prompt_median: float, prompt_sigma: float, output_median: float, output_sigma: float, max_context: int
-) -> LengthSampler:
-    """A simple length sampler (log-normal prompt and output, clipped to the context): a test fixture."""
+def azure_lengths(mix: Sequence[float], max_context_tokens: int) -> LengthSampler:
+    """Prompt and output lengths of the shared coding/conversation generator (Azure LLM trace 2023 shapes).
+
+    ``mix`` gives the (coding, conversation) shares; prompts are clipped to
+    the model's context and outputs to what is left of it (as
+    :func:`cloudgym.envs.workloads.llm.sample_requests` does).
+    """
 
     def sample(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
-        prompt = np.clip(np.round(prompt_median * np.exp(prompt_sigma * rng.standard_normal(n))), 1, max_context - 1)
-        output = np.clip(np.round(output_median * np.exp(output_sigma * rng.standard_normal(n))), 1, None)
-        output = np.minimum(output, max_context - prompt)
-        return prompt.astype(np.int64), output.astype(np.int64)
+        if n == 0:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        # Only the lengths are used: arrivals come from the row's load curve.
+        requests = sample_requests(rng, n=n, rate_per_s=1.0, mix=mix, max_context_tokens=max_context_tokens)
+        return requests.prompt_tokens, requests.output_tokens
 
     return sample
