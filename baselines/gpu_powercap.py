@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -9,9 +10,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cloudgym.agents.checkpoints import shipped_checkpoints
+from cloudgym.benchmarks import Benchmark, register_benchmark, register_throughput_config
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.gpu_powercap import GPUPowerCapConfig
-from cloudgym.evaluation import make_vector_env
+from cloudgym.evaluation import evaluate, held_out_seeds, make_vector_env
 from cloudgym.policy import BatchedPolicy, make_policy, policy_specs, register_policy
 from cloudgym.reports import EnvReport, register_report
 
@@ -266,5 +268,47 @@ register_report(
         policies=("polca", "no_cap", "static_lock"),
         plots=(write_paper_table, plot_row_power),
         tradeoff=("powerbrakes", "lp_p99_latency_change_pct"),
+    )
+)
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+THROUGHPUT_KWARGS = {"base_servers": 4, "oversubscription": 0.25, "warmup_s": 0, "slots_per_instance": 16}
+"""A 5-server row without warm-up for bench.py's native-vs-SyncVectorEnv table."""
+
+register_throughput_config(
+    ENV_ID,
+    THROUGHPUT_KWARGS,
+    reason=(
+        "a 5-server row: a single env of the default 52-server row is already a batch of 52 LLM instances, so "
+        "SyncVectorEnv over it is vectorised too (see docs/gpu_powercap.md for the default row's ratio)"
+    ),
+)
+
+
+def replay_row_hour(quick: bool) -> dict[str, float]:
+    """An hour (quick: a minute) of the default +30% row under POLCA, one long episode: simulated s per wall s."""
+    seconds = 60 if quick else 3600
+    kwargs: dict[str, Any] = {"steps_per_episode": seconds, "track_reference": False}
+    started = time.perf_counter()
+    rows = evaluate("polca", ENV_ID, held_out_seeds(1), env_kwargs=kwargs)
+    wall = time.perf_counter() - started
+    return {
+        "simulated_s": float(seconds),
+        "wall_s": wall,
+        "simulated_s_per_wall_s": seconds / wall,
+        "llm_instances": float(GPUPowerCapConfig(**kwargs).num_servers),
+        "powerbrakes": float(rows[0]["powerbrakes"]),
+        "peak_power_pct": float(rows[0]["peak_power_pct"]),
+    }
+
+
+register_benchmark(
+    Benchmark(
+        env_id=ENV_ID,
+        name="row_hour",
+        description="one hour of a 52-server (+30%) Llama-2-70B row under POLCA, every iteration simulated",
+        run=replay_row_hour,
     )
 )

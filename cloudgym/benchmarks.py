@@ -45,6 +45,30 @@ def register_benchmark(benchmark: Benchmark) -> None:
     _BENCHMARKS.append(benchmark)
 
 
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ThroughputConfig:
+    """Env kwargs bench.py's native-vs-SyncVectorEnv table uses for one env instead of its defaults."""
+
+    env_kwargs: Mapping[str, Any]
+    reason: str
+    """Why the table does not use the env's defaults (printed beside the figures)."""
+
+
+_THROUGHPUT_CONFIGS: dict[str, ThroughputConfig] = {}
+
+
+def register_throughput_config(env_id: str, env_kwargs: Mapping[str, Any], *, reason: str) -> None:
+    """Make bench.py measure ``env_id``'s native/Sync throughput with ``env_kwargs`` (say why in ``reason``)."""
+    _THROUGHPUT_CONFIGS[env_id] = ThroughputConfig(env_kwargs=dict(env_kwargs), reason=reason)
+
+
+def throughput_config(env_id: str) -> ThroughputConfig:
+    """The config bench.py's throughput table uses for an env (its defaults unless one was registered)."""
+    import cloudgym.baselines  # noqa: F401  (registers the env benchmarks)
+
+    return _THROUGHPUT_CONFIGS.get(env_id, ThroughputConfig(env_kwargs={}, reason=""))
+
+
 def benchmarks(env_ids: list[str]) -> list[Benchmark]:
     import cloudgym.baselines  # noqa: F401  (registers the env benchmarks)
 

@@ -1,6 +1,122 @@
 """GPUPowerCap-v0: power oversubscription and GPU frequency capping in an LLM inference row (after POLCA).
 
-DOCSTRING_BODY
+## Description
+Patel et al., "Characterizing Power Management Opportunities for LLMs in the
+Cloud" (POLCA, ASPLOS 2024) observe that LLM inference rows rarely draw their
+provisioned power, so a row can host about 30% more servers if a controller
+caps GPU clocks when power climbs, through out-of-band controls that take up
+to 40 s, and never lets the powerbrake fire. This env is that row.
+
+**The row.** ``base_servers`` DGX-A100 servers (POLCA: 40) set the power
+budget, ``base_servers x 6.5 kW`` (each server's peak); ``oversubscription``
+adds up to 50% more servers under the same budget. Each server runs
+Llama-2-70B on its eight A100s (one tensor-parallel instance of the shared
+LLM model, :mod:`cloudgym.envs.core.llm`: continuous batching, KV cache,
+roofline iteration time in which only compute scales with the SM clock). A
+share ``hp_share`` of the servers serves high-priority (HP) requests, the
+rest low-priority (LP) ones; a round-robin balancer per class spreads that
+class's requests over its servers.
+
+**Load.** Requests have the prompt and output lengths of the shared Azure
+LLM trace generator (coding and conversation shapes, 50/50;
+:mod:`cloudgym.envs.workloads.llm`; prompts beyond Llama-2's 4,096-token
+window are truncated) and arrive along a load curve shared by the whole row
+(:mod:`cloudgym.envs.workloads.llm_row`): an episode is a busy period, its
+level drawn in ``load_level`` x ``peak_rate_per_server``, the load climbing
+to it from half of it over the first 150 s, with Ornstein-Uhlenbeck swings
+(volatility 0.1, time constant 60 s).
+
+**Power.** Every second, each instance's iterations say how long it was
+compute-bound (prefill) and memory-bound (decode);
+:class:`~cloudgym.envs.core.power.LLMPhaseActivity` turns that into GPU
+activity (prefill 1.05: TDP and brief excursions beyond it; decode 0.45:
+~56% of TDP), and the shared :class:`~cloudgym.envs.core.power.GpuPowerModel`
+and :class:`~cloudgym.envs.core.power.ServerPowerModel` into watts: idle at
+20% of TDP, 1410 -> 1110 MHz saves 20% of peak, GPUs about half of a
+server's 6.5 kW. A lower clock stretches prefill (compute) far more than
+decode, and lowers the draw of every busy second.
+
+**Controls.** Every step the agent commands an SM clock cap per priority
+class (or per server); a command lands ``cap_delay_s`` (40) seconds later,
+as POLCA's out-of-band capping does. When the row's power over a second
+exceeds the budget, the powerbrake engages ``brake_delay_s`` (5) seconds
+later: every GPU of the row runs at 288 MHz for ``brake_hold_s`` (15)
+seconds. More than ``ups_ride_through_s`` (10) consecutive seconds over
+budget trips the breaker and ends the episode.
+
+**What it reproduces** (POLCA's figures, DOMAIN.md section 3; measured with
+``scripts/compare.py --env GPUPowerCap-v0`` and the calibration commands in
+``docs/gpu_powercap.md``):
+
+* production rows peak at ~79% of provisioned power: here the uncapped
+  +0% row peaks at 78.8% in the median episode (76-84% over 32 episodes);
+* the largest inference rise is ~11.8% of provisioned power within 40 s:
+  here the largest over 32 episodes is 11.7% (median per episode 8.7%);
+* 1410 -> 1110 MHz saves ~20% of a GPU's peak power (the shared model's
+  calibration), and idle draw is 20% of TDP;
+* the headline, at +30% servers: POLCA has **zero powerbrakes** with HP
+  throughput within ~0.1% and LP within ~0.3% of the uncapped row (the
+  paper: within 1% and 2%), HP median latency +0.5% and LP +5%, while no
+  capping brakes 1-3 times in most 150-s episodes and loses 0-10% of its
+  throughput; at +40% POLCA brakes too (the paper's safe limit is ~30%).
+
+Not modelled: sub-second power (telemetry here is 1-s averages, POLCA's
+100 ms), reactive power capping, temperature, and requests that time out.
+
+## Action Space
+``MultiDiscrete([L, L])``: the cap level of HP and LP servers, an index into
+``freq_levels_mhz`` (default 1410, 1350, 1305, 1275, 1200, 1110, 1005,
+900 MHz; 0 = uncapped). With ``per_server_caps=True``:
+``MultiDiscrete([L] * num_servers)`` (HP servers first).
+
+## Observation Space
+``Box(0, 10, (26,), float32)`` (plus 4 entries per server with ``per_server_caps``):
+
+| index   | observation                                                                |
+|---------|----------------------------------------------------------------------------|
+| 0       | row power over the last second / budget                                    |
+| 1 .. 4  | row power / budget 5, 10, 20 and 40 s ago                                  |
+| 5       | highest row power / budget over the last 41 s                              |
+| 6, 7    | clock cap in effect, HP and LP (f / f_max; per-server mode: class mean)    |
+| 8 .. 15 | caps already commanded that land in 10, 20, 30 and 40 s (HP, LP pairs)     |
+| 16      | 1 while the powerbrake holds                                               |
+| 17      | 1 while a powerbrake is pending (engages within brake_delay_s)             |
+| 18      | consecutive seconds over budget / ups_ride_through_s                       |
+| 19, 20  | requests in flight per HP / LP server / slots per server                   |
+| 21, 22  | arrivals in the last second per HP / LP server / peak_rate_per_server      |
+| 23, 24  | mean GPU activity of HP / LP servers in the last second                    |
+| 25      | share of the episode elapsed                                               |
+| 26 ..   | per server (per-server mode): cap in effect, latest command, power / peak, in flight / slots |
+
+## Rewards
+Per step, weighting HP by ``hp_weight`` (2) and LP by 1, per server of the
+row: ``token_reward`` (0.01) per output token served, minus ``latency_cost``
+(0.1) per request in the system (queued or running: Little's law makes its
+sum the requests' total latency); minus ``brake_penalty`` (50) when a
+powerbrake engages, ``braked_cost`` (1) per second it holds, and
+``trip_penalty`` (1000) if the breaker trips.
+
+## Starting State
+The row has served ``warmup_s`` (30) seconds of its load uncapped; no cap is
+commanded, no brake pending. With ``track_reference=True`` an uncapped copy
+of the row (same requests, every GPU at f_max, no power limit) starts from
+the same state and runs beside it for the relative metrics.
+
+## Episode End
+Terminated when the breaker trips; truncated after ``steps_per_episode``
+(150) one-second steps. Episode metrics (``info["metrics"]``): powerbrakes,
+breaker trips, throughput loss and p50/p99 end-to-end latency change per
+class against the uncapped reference row (NaN without ``track_reference``),
+absolute p50/p99 latencies (requests still in flight count their age),
+peak and mean power, energy, tokens served, rejections, capped time.
+
+## Arguments
+``gym.make("GPUPowerCap-v0", oversubscription=0.3, ...)``: any field of
+:class:`GPUPowerCapConfig`; ``scenario="+30%"`` (``"+0%"`` ... ``"+50%"``)
+sets the level with the reference row on.
+
+## Version History
+* v0: initial version.
 """
 
 from __future__ import annotations
@@ -163,7 +279,7 @@ class GPUPowerCapConfig:
         levels = np.asarray(self.freq_levels_mhz)
         gpu = self.gpu_power
         check_config(
-            levels.size >= 1 and levels[0] == gpu.max_freq_mhz and np.all(np.diff(levels) < 0),
+            bool(levels.size >= 1 and levels[0] == gpu.max_freq_mhz and np.all(np.diff(levels) < 0)),
             self,
             f"freq_levels_mhz must start at f_max ({gpu.max_freq_mhz}) and decrease, got {self.freq_levels_mhz}",
         )

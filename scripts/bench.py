@@ -5,7 +5,9 @@
 For each env and batch size B: env-steps/s (sub-env steps) of the native
 vector env, of ``gymnasium.vector.SyncVectorEnv`` over B single envs measured
 in the same run on the same trajectories, their ratio, and the SB3 adapter's
-env-steps/s. Then each env's own benchmarks (long replays at trace scale),
+env-steps/s. An env may register a smaller config for this table
+(``cloudgym.benchmarks.register_throughput_config``); the table then says
+which and why. Then each env's own benchmarks (long replays at trace scale),
 unless ``--no-extras``. With ``--rllib`` (needs the ``rllib`` extra), also
 the env steps/s one RLlib env runner samples (PPO's RLModule, RLlib's episode
 bookkeeping) with B sub-envs as the native vector env and as SyncVectorEnv
@@ -21,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import cloudgym
-from cloudgym.benchmarks import benchmarks, machine, peak_rss_mb, vector_throughput
+from cloudgym.benchmarks import benchmarks, machine, peak_rss_mb, throughput_config, vector_throughput
 
 
 @dataclasses.dataclass
@@ -57,15 +59,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(header)
     print("-" * len(header))
     rows = []
+    notes = []
     for env_id in args.env:
+        config = throughput_config(env_id)
+        if config.env_kwargs:
+            notes.append(f"{env_id}: measured with {dict(config.env_kwargs)}: {config.reason}")
         for b in args.batch:
-            r = vector_throughput(env_id, b, seconds=args.seconds)
-            rows.append({"env_id": env_id, "batch": b, **r})
+            r = vector_throughput(env_id, b, seconds=args.seconds, env_kwargs=config.env_kwargs)
+            rows.append({"env_id": env_id, "batch": b, "env_kwargs": dict(config.env_kwargs), **r})
             print(
                 f"{env_id:<22} {b:>5} {r['native_steps_per_s']:>15,.0f} {r['sync_steps_per_s']:>13,.0f} "
                 f"{r['ratio']:>6.1f}x {r['sb3_steps_per_s']:>12,.0f}",
                 flush=True,
             )
+    for note in notes:
+        print(f"  * {note}")
     rllib_rows = []
     if args.rllib:
         from cloudgym.benchmarks import rllib_sampling_throughput
@@ -74,7 +82,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         print(f"\nRLlib sampling, one env runner (PPO module, explore=True)\n{header}\n" + "-" * len(header))
         for env_id in args.env:
             for b in args.batch:
-                r = rllib_sampling_throughput(env_id, b, seconds=args.seconds)
+                r = rllib_sampling_throughput(
+                    env_id, b, seconds=args.seconds, env_kwargs=throughput_config(env_id).env_kwargs
+                )
                 rllib_rows.append({"env_id": env_id, "batch": b, **r})
                 print(
                     f"{env_id:<22} {b:>5} {r['rllib_native_steps_per_s']:>21,.0f} "
