@@ -272,6 +272,40 @@ register_report(
 )
 
 
+# ----------------------------------------------------------------------------- calibration
+
+
+def power_calibration(episodes: int, env_kwargs: Mapping[str, Any] | None = None) -> dict[str, np.ndarray]:
+    """Per held-out episode of the uncapped row (no capping, default +0% unless overridden): the row's peak power
+    and its largest rise within 40 s, both in % of the budget (POLCA: peak ~79%, largest rise ~11.8%)."""
+    kwargs = {"oversubscription": 0.0, **dict(env_kwargs or {})}
+    env = make_vector_env(ENV_ID, episodes, kwargs)
+    env.reset(seed=held_out_seeds(episodes))
+    zero = NoCap(env).act(None)
+    power = []
+    for _ in range(env.config.steps_per_episode):
+        _, _, _, _, info = env.step(zero)
+        power.append(info["row_power_pct"])
+    env.close()
+    trace = np.asarray(power)
+    window = min(40, trace.shape[0] - 1)
+    rise = (trace[window:] - trace[:-window]).max(axis=0)
+    return {"peak_power_pct": trace.max(axis=0), "max_rise_40s_pct": rise, "mean_power_pct": trace.mean(axis=0)}
+
+
+def print_calibration(episodes: int = 32) -> None:
+    """Print the calibration against POLCA's production figures (the numbers in the env's docstring).
+
+    ``python -c "from cloudgym.baselines.gpu_powercap import print_calibration; print_calibration(32)"``
+    """
+    cal = power_calibration(episodes)
+    peak, rise = cal["peak_power_pct"], cal["max_rise_40s_pct"]
+    print(f"{episodes} held-out episodes of the uncapped +0% row (POLCA: peak ~79%, largest 40-s rise ~11.8%)")
+    print(f"  peak power:  median {np.median(peak):.1f}%, range {peak.min():.1f}-{peak.max():.1f}%")
+    print(f"  40-s rise:   median {np.median(rise):.1f}%, largest {rise.max():.1f}%")
+    print(f"  mean power:  {cal['mean_power_pct'].mean():.1f}%")
+
+
 # ----------------------------------------------------------------------------- benchmarks
 
 THROUGHPUT_KWARGS = {"base_servers": 4, "oversubscription": 0.25, "warmup_s": 0, "slots_per_instance": 16}

@@ -23,8 +23,8 @@ LLM trace generator (coding and conversation shapes, 50/50;
 window are truncated) and arrive along a load curve shared by the whole row
 (:mod:`cloudgym.envs.workloads.llm_row`): an episode is a busy period, its
 level drawn in ``load_level`` x ``peak_rate_per_server``, the load climbing
-to it from half of it over the first 150 s, with Ornstein-Uhlenbeck swings
-(volatility 0.1, time constant 60 s).
+from half of it at the start of the warm-up to it 150 s later, with
+Ornstein-Uhlenbeck swings (volatility 0.1, time constant 60 s).
 
 **Power.** Every second, each instance's iterations say how long it was
 compute-bound (prefill) and memory-bound (decode);
@@ -49,9 +49,11 @@ budget trips the breaker and ends the episode.
 ``docs/gpu_powercap.md``):
 
 * production rows peak at ~79% of provisioned power: here the uncapped
-  +0% row peaks at 78.8% in the median episode (76-84% over 32 episodes);
+  +0% row peaks at 79.0% in the median episode (75.8-83.4% over 32
+  held-out episodes);
 * the largest inference rise is ~11.8% of provisioned power within 40 s:
-  here the largest over 32 episodes is 11.7% (median per episode 8.7%);
+  here the largest over those 32 episodes is 12.7% (median per episode
+  8.3%), 1-s telemetry noise included;
 * 1410 -> 1110 MHz saves ~20% of a GPU's peak power (the shared model's
   calibration), and idle draw is 20% of TDP;
 * the headline, at +30% servers: POLCA has **zero powerbrakes** with HP
@@ -634,7 +636,10 @@ class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapState]):
             arr[env_ids] = 0
         acc.generated_start[env_ids] = self._generated_tokens()[env_ids]
         acc.generated_last[env_ids] = 0.0
-        s.arrived[env_ids] = 0
+        # Requests still in flight, and those refused, count as the episode's arrivals: every arrival is then
+        # completed, in flight or rejected from the first step on.
+        live = (s.llm.status[env_ids, :m] != EMPTY).sum(axis=2) @ self.class_onehot
+        s.arrived[env_ids] = live.astype(np.int64) + acc.rejected[env_ids, 0]
 
     def _take_activity(self, env_ids: np.ndarray) -> np.ndarray:
         """(k, rows x M) GPU activity of every instance of the listed sub-envs since it was last taken (zeroes it)."""

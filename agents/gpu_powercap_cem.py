@@ -1,0 +1,304 @@
+"""A capping controller for GPUPowerCap-v0 whose thresholds and cap levels are learned from the env's reward.
+
+POLCA's controller has hand-set knobs: two power thresholds (80%, 89%), a
+hysteresis (5%), the cap of low-priority (LP) servers at each threshold
+(1275, 1110 MHz) and of high-priority (HP) servers (1305 MHz). The agent
+keeps that shape (a stage per sub-env, escalation on thresholds, HP capped
+only once the LP cap has had the out-of-band delay to act, relaxation with
+hysteresis) and adds one input POLCA lacks: the rise of the row's power over
+the last 40 s, one capping delay, weighted by ``trend`` (the risk it acts on
+is ``p + trend x max(p - p_40s_ago, 0)``). The eight parameters are trained
+with the cross-entropy method (CEM, Rubinstein 1999) on the env's episode
+return: every iteration samples a population of parameter vectors from a
+diagonal Gaussian, runs each on the same training episodes (common random
+numbers; all candidates x episodes step together as one batched vector env),
+and refits the Gaussian to the elite. Held-out seeds are never used for
+training; the last mean ships.
+
+    python -m cloudgym.agents.gpu_powercap_cem [--name cem] [--ship]
+
+Hyperparameters: section ``CEM`` of ``agents/hyperparams/GPUPowerCap-v0.yaml``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import cloudgym
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, CheckpointInfo, write_metadata
+from cloudgym.envs.core.shells import CloudGymVectorEnv
+from cloudgym.envs.gpu_powercap import GPUPowerCapConfig
+from cloudgym.evaluation import evaluate, held_out_seeds, make_vector_env, metric_names, summarise, write_eval_scalars
+from cloudgym.policy import BatchedPolicy
+
+ENV_ID = "GPUPowerCap-v0"
+LOADER = "cloudgym.agents.gpu_powercap_cem:load_policy"
+HYPERPARAMS = Path(__file__).resolve().parent / "hyperparams" / f"{ENV_ID}.yaml"
+
+PARAMS: tuple[tuple[str, float, float], ...] = (
+    ("t1", 0.70, 1.00),
+    ("t2", 0.75, 1.05),
+    ("hysteresis", 0.0, 0.15),
+    ("lp_mild", 0.0, 7.0),
+    ("lp_deep", 0.0, 7.0),
+    ("hp", 0.0, 7.0),
+    ("trend", 0.0, 2.0),
+    ("relax_trend", 0.0, 1.0),
+)
+"""(name, low, high) of each parameter: thresholds as shares of the budget, cap levels as indices into
+freq_levels_mhz (rounded), the weight of the 40-s rise in the escalation risk and in the relaxation test."""
+POLCA_PARAMS = {
+    "t1": 0.80, "t2": 0.89, "hysteresis": 0.05, "lp_mild": 3.0, "lp_deep": 5.0, "hp": 2.0, "trend": 0.0,
+    "relax_trend": 0.0,
+}  # fmt: skip
+"""POLCA itself in this family (levels of the default freq_levels_mhz: 1275, 1110, 1305 MHz): CEM's start."""
+
+OBS_POWER, OBS_POWER_40S = 0, 4
+"""Observation indices: row power over the last second, and 40 s ago (see the env's table)."""
+
+
+class CemCapController(BatchedPolicy):
+    """POLCA's two-threshold controller with learned knobs; parameters may differ per sub-env (for training)."""
+
+    name = "cem"
+
+    def __init__(self, env: CloudGymVectorEnv, params: Mapping[str, Any]) -> None:
+        super().__init__(env)
+        if self.config.per_server_caps:
+            raise ValueError("the CEM controller caps per priority class (per_server_caps=False)")
+        missing = {p for p, _, _ in PARAMS} - set(params)
+        if missing:
+            raise ValueError(f"controller parameters missing: {sorted(missing)}")
+        b = self.num_envs
+        top = len(self.config.freq_levels_mhz) - 1
+        p = {k: np.broadcast_to(np.asarray(params[k], np.float64), (b,)).copy() for k, _, _ in PARAMS}
+        self.t1, self.t2, self.hysteresis = p["t1"], np.maximum(p["t2"], p["t1"]), p["hysteresis"]
+        self.lp_mild = np.clip(np.rint(p["lp_mild"]), 0, top).astype(np.int64)
+        self.lp_deep = np.maximum(np.clip(np.rint(p["lp_deep"]), 0, top).astype(np.int64), self.lp_mild)
+        self.hp = np.clip(np.rint(p["hp"]), 0, top).astype(np.int64)
+        self.trend, self.relax_trend = p["trend"], p["relax_trend"]
+        self.delay = self.config.cap_delay_s
+        self.stage = np.zeros(b, np.int64)
+        self.since = np.zeros(b, np.int64)
+
+    def reset(self, env_ids: np.ndarray) -> None:
+        self.stage[env_ids] = 0
+        self.since[env_ids] = 0
+
+    def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
+        o = np.asarray(obs, np.float64)
+        p = o[:, OBS_POWER]
+        rise = np.maximum(p - o[:, OBS_POWER_40S], 0.0)
+        risk = p + self.trend * rise
+        calm = p + self.relax_trend * rise
+        stage = self.stage
+        self.since += 1
+        above_t2 = risk > self.t2
+        to_deep = above_t2 & (stage < 2)
+        to_hp = above_t2 & (stage == 2) & (self.since > self.delay)
+        to_mild = (risk > self.t1) & (stage < 1)
+        rising = to_deep | to_hp | to_mild
+        stage = np.where(to_mild, 1, stage)
+        stage = np.where(to_deep, 2, stage)
+        stage = np.where(to_hp, 3, stage)
+        self.since[rising] = 0
+        stage = np.where((stage >= 2) & (calm < self.t2 - self.hysteresis), 1, stage)
+        stage = np.where((stage >= 1) & (calm < self.t1 - self.hysteresis), 0, stage)
+        self.stage = stage
+        lp = np.select([stage >= 2, stage == 1], [self.lp_deep, self.lp_mild], 0)
+        hp = np.where(stage == 3, self.hp, 0)
+        return np.stack([hp, lp], axis=1)
+
+
+def load_policy(info: CheckpointInfo, env: CloudGymVectorEnv) -> CemCapController:
+    """Checkpoint loader: the learned parameters live in checkpoint.yaml (``params``)."""
+    params = info.extra.get("params")
+    if not isinstance(params, dict):
+        raise ValueError(f"{info.path}: checkpoint.yaml has no 'params' mapping")
+    return CemCapController(env, params)
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CemSettings:
+    """The ``CEM`` section of the env's hyperparameter YAML."""
+
+    iterations: int = 12
+    """CEM iterations."""
+    population: int = 16
+    """Parameter vectors sampled per iteration."""
+    elite: int = 4
+    """Best vectors the Gaussian is refitted to."""
+    episodes: int = 4
+    """Training episodes per candidate per iteration (the same for every candidate)."""
+    init_std: float = 0.25
+    """Initial standard deviation, as a share of each parameter's range."""
+    min_std: float = 0.02
+    """Floor of the standard deviation, as a share of each parameter's range (keeps exploring)."""
+    eval_episodes: int = 8
+    """Held-out episodes of the final evaluation."""
+    env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Config fields of the training env (default: the env's defaults, the +30% row)."""
+
+    @classmethod
+    def from_yaml(cls, path: Path) -> CemSettings:
+        import yaml
+
+        data = yaml.safe_load(path.read_text()) or {}
+        section = dict(data.get("CEM") or {})
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(section) - known)
+        if unknown:
+            raise ValueError(f"{path} [CEM]: unknown keys {unknown}; known: {sorted(known)}")
+        return cls(**section)
+
+
+def episode_returns(
+    candidates: np.ndarray, seeds: Sequence[int], env_kwargs: Mapping[str, Any]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(mean return, mean powerbrakes) of each candidate (K, P) over the same episodes, all in one vector env."""
+    k, e = candidates.shape[0], len(seeds)
+    env = make_vector_env(ENV_ID, k * e, env_kwargs)
+    per_env = np.repeat(candidates, e, axis=0)  # sub-env i runs candidate i // e on seed i % e
+    controller = CemCapController(env, {name: per_env[:, j] for j, (name, _, _) in enumerate(PARAMS)})
+    obs, _ = env.reset(seed=[int(seeds[i % e]) for i in range(k * e)])
+    controller.reset(np.arange(k * e))
+    returns = np.full(k * e, np.nan)
+    brakes = np.full(k * e, np.nan)
+    while np.isnan(returns).any():
+        obs, _, terminated, truncated, info = env.step(controller.act(obs))
+        ended = (terminated | truncated) & np.isnan(returns)
+        if ended.any():
+            returns[ended] = info["episode"]["r"][ended]
+            brakes[ended] = info["metrics"]["powerbrakes"][ended]
+    env.close()
+    return returns.reshape(k, e).mean(axis=1), brakes.reshape(k, e).mean(axis=1)
+
+
+def train(settings: CemSettings, seed: int, log: Any = None) -> tuple[dict[str, float], list[dict[str, float]]]:
+    """Run CEM; returns the final mean parameters and one history row per iteration."""
+    low = np.array([lo for _, lo, _ in PARAMS])
+    high = np.array([hi for _, _, hi in PARAMS])
+    span = high - low
+    mean = np.array([POLCA_PARAMS[name] for name, _, _ in PARAMS])
+    std = settings.init_std * span
+    rng = np.random.default_rng(seed)
+    history: list[dict[str, float]] = []
+    episode_seed = 0
+    for it in range(settings.iterations):
+        candidates = np.clip(mean + std * rng.standard_normal((settings.population, len(PARAMS))), low, high)
+        candidates[0] = mean  # the current mean is always scored
+        seeds = [seed * 100_000 + episode_seed + j for j in range(settings.episodes)]  # training seeds (< 1e6)
+        episode_seed += settings.episodes
+        scores, brakes = episode_returns(candidates, seeds, settings.env_kwargs)
+        elite = candidates[np.argsort(-scores)[: settings.elite]]
+        mean = elite.mean(axis=0)
+        std = np.maximum(elite.std(axis=0), settings.min_std * span)
+        row = {
+            "iteration": float(it + 1),
+            "best_return": float(scores.max()),
+            "mean_candidate_return": float(scores.mean()),
+            "current_mean_return": float(scores[0]),
+            "current_mean_brakes": float(brakes[0]),
+            **{f"param/{name}": float(v) for (name, _, _), v in zip(PARAMS, mean)},
+        }
+        history.append(row)
+        if log is not None:
+            log(row)
+    return {name: float(v) for (name, _, _), v in zip(PARAMS, mean)}, history
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--name", default="cem", help="run name")
+    parser.add_argument("--seed", type=int, default=0, help="training seed (episodes and CEM sampling)")
+    parser.add_argument("--hyperparams", type=Path, default=HYPERPARAMS, help="YAML with a CEM section")
+    parser.add_argument("--out", type=Path, default=Path("runs"), help="runs folder")
+    parser.add_argument("--ship", action="store_true", help="copy the checkpoint into agents/checkpoints")
+    args = parser.parse_args(argv)
+    settings = CemSettings.from_yaml(args.hyperparams)
+    run_dir = args.out / ENV_ID / args.name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    from torch.utils.tensorboard import SummaryWriter
+
+    writer = SummaryWriter(log_dir=str(run_dir))
+    started = time.time()
+    episode_steps = GPUPowerCapConfig(**dict(settings.env_kwargs)).steps_per_episode
+    steps_per_iteration = settings.population * settings.episodes * episode_steps
+
+    def log(row: dict[str, float]) -> None:
+        step = int(row["iteration"]) * steps_per_iteration
+        for key, value in row.items():
+            if key != "iteration":
+                writer.add_scalar(f"cem/{key}", value, step)
+        print(
+            f"iteration {int(row['iteration'])}: mean return {row['current_mean_return']:.2f} "
+            f"(brakes {row['current_mean_brakes']:.2f}), best {row['best_return']:.2f}",
+            flush=True,
+        )
+
+    params, history = train(settings, args.seed, log)
+    elapsed = time.time() - started
+    timesteps = settings.iterations * steps_per_iteration
+
+    def factory(env: CloudGymVectorEnv) -> CemCapController:
+        return CemCapController(env, params)
+
+    rows = evaluate(factory, ENV_ID, held_out_seeds(settings.eval_episodes), env_kwargs=settings.env_kwargs)
+    metrics = metric_names(ENV_ID, settings.env_kwargs)
+    write_eval_scalars(writer, rows, timesteps, metrics)
+    writer.close()
+    final = {c: summarise(rows, c)[0] for c in ["return", *metrics]}
+    command = "python -m cloudgym.agents.gpu_powercap_cem " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    write_metadata(
+        run_dir,
+        {
+            "env_id": ENV_ID,
+            "name": args.name,
+            "loader": LOADER,
+            "algo": "CEM",
+            "command": command.strip(),
+            "seed": args.seed,
+            "timesteps": timesteps,
+            "env_kwargs": dict(settings.env_kwargs),
+            "hyperparams_file": args.hyperparams.name,
+            "hyperparams": {
+                f.name: getattr(settings, f.name) for f in dataclasses.fields(settings) if f.name != "env_kwargs"
+            },
+            "params": params,
+            "train_seconds": round(elapsed, 1),
+            "final_metrics": {k: float(v) for k, v in final.items()},
+            "eval_history": [
+                {"step": (i + 1) * steps_per_iteration, "return": h["current_mean_return"]}
+                for i, h in enumerate(history)
+            ],
+            "versions": {"cloudgym": cloudgym.__version__, "numpy": np.__version__},
+        },
+    )
+    print(f"{ENV_ID} CEM {timesteps} env steps in {elapsed:.0f}s -> {run_dir}")
+    print("params: " + ", ".join(f"{k}={v:.3f}" for k, v in params.items()))
+    print("held-out: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
+    if args.ship:
+        target = CHECKPOINT_ROOT / ENV_ID / args.name
+        target.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(run_dir / "checkpoint.yaml", target / "checkpoint.yaml")
+        print(f"shipped to {target}")
+    return run_dir
+
+
+if __name__ == "__main__":
+    main()
