@@ -38,7 +38,9 @@ decode, and lowers the draw of every busy second.
 
 **Controls.** Every step the agent commands an SM clock cap per priority
 class (or per server); a command lands ``cap_delay_s`` (40) seconds later,
-as POLCA's out-of-band capping does. When the row's power over a second
+as POLCA's out-of-band capping does (the first command of an episode is in
+effect from its start: the row was under its controller before the episode
+opened). When the row's power over a second
 exceeds the budget, the powerbrake engages ``brake_delay_s`` (5) seconds
 later: every GPU of the row runs at 288 MHz for ``brake_hold_s`` (15)
 seconds. More than ``ups_ride_through_s`` (10) consecutive seconds over
@@ -94,9 +96,11 @@ Not modelled: sub-second power (telemetry here is 1-s averages, POLCA's
 Per step, weighting HP by ``hp_weight`` (2) and LP by 1, per server of the
 row: ``token_reward`` (0.01) per output token served, minus ``latency_cost``
 (0.1) per request in the system (queued or running: Little's law makes its
-sum the requests' total latency); minus ``brake_penalty`` (50) when a
+sum the requests' total latency); minus ``brake_penalty`` (500) when a
 powerbrake engages, ``braked_cost`` (1) per second it holds, and
-``trip_penalty`` (1000) if the breaker trips.
+``trip_penalty`` (5000) if the breaker trips. A normal 150-s episode earns
+about 200, so one brake costs more than two episodes of served work: POLCA
+treats the powerbrake as a catastrophe to be avoided, not a cost to trade.
 
 ## Starting State
 The row has served ``warmup_s`` (30) seconds of its load uncapped; no cap is
@@ -210,7 +214,8 @@ class GPUPowerCapConfig:
     per_server_caps: bool = False
     """Actions cap each server separately instead of each priority class."""
     cap_delay_s: int = 40
-    """Out-of-band capping delay: a cap commanded at step t takes effect at step t + cap_delay_s (POLCA: <= 40 s)."""
+    """Out-of-band capping delay: a cap commanded at step t >= 1 takes effect at step t + cap_delay_s (POLCA: <= 40 s);
+    the first step's command is in effect from the start (the row was under it before the episode opened)."""
     brake_threshold: float = 1.0
     """Row power (share of budget) above which the powerbrake engages."""
     brake_delay_s: int = 5
@@ -229,11 +234,11 @@ class GPUPowerCapConfig:
     """Reward per output token served (weighted by class), per server."""
     latency_cost: float = 0.1
     """Cost per request-second spent in the system (queued or running, weighted by class), per server."""
-    brake_penalty: float = 50.0
-    """Cost of each powerbrake engagement."""
+    brake_penalty: float = 500.0
+    """Cost of each powerbrake engagement (more than two normal episodes' reward: a catastrophe)."""
     braked_cost: float = 1.0
     """Cost per second the powerbrake holds."""
-    trip_penalty: float = 1000.0
+    trip_penalty: float = 5000.0
     """Cost of tripping the breaker (the episode ends)."""
 
     def __post_init__(self) -> None:
@@ -672,6 +677,10 @@ class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapState]):
         commands = np.asarray(actions, np.int8)
 
         # 1. Caps: the command of this step enters the out-of-band pipeline; the one issued cap_delay_s ago lands.
+        # The episode opens on a row that has been under the first command for a while: it fills the pipeline.
+        first = t == 0
+        if first.any() and c.cap_delay_s > 0:
+            ctl.pipeline[first] = commands[first, None, :]
         if c.cap_delay_s == 0:
             ctl.level[...] = commands
         else:

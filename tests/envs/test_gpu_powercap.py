@@ -214,6 +214,18 @@ def test_a_cap_lands_exactly_cap_delay_s_later(delay: int) -> None:
     np.testing.assert_array_equal(lp, expected)
 
 
+def test_the_first_command_of_an_episode_is_in_effect_from_its_start() -> None:
+    """The row was under its controller before the episode opened: the first command fills the pipeline."""
+    delay = 6
+    env = small_env(1, cap_delay_s=delay, brake_threshold=10.0, steps_per_episode=12)
+    env.reset(seed=2)
+    lp = []
+    for t in range(12):
+        _, _, _, _, info = env.step(np.array([[0, 5 if t == 0 else 0]]))
+        lp.append(info["lp_freq_mhz"][0])
+    assert lp == [1110.0] * (delay + 1) + [1410.0] * (12 - delay - 1)
+
+
 def test_powerbrake_engages_after_its_delay_holds_and_repeats() -> None:
     delay, hold = 3, 4
     env = small_env(1, brake_threshold=0.3, brake_delay_s=delay, brake_hold_s=hold, ups_ride_through_s=100)
@@ -241,7 +253,7 @@ def test_the_breaker_trips_after_the_ups_ride_through() -> None:
         rewards.append(reward[0])
     assert terminated[0]  # the fourth consecutive second over budget
     assert info["metrics"]["breaker_trips"][0] == 1.0
-    assert rewards[-1] < rewards[-2] - 900  # the trip penalty (1000)
+    assert rewards[-1] < rewards[-2] - 4900  # the trip penalty (5000)
     _, reward, terminated, truncated, _ = env.step(np.zeros((1, 2), np.int64))
     assert reward[0] == 0.0  # NEXT_STEP autoreset
     assert not terminated[0]
