@@ -9,7 +9,9 @@ hysteresis) and adds one input POLCA lacks: the rise of the row's power over
 the last 40 s, one capping delay, weighted by ``trend`` (the risk it acts on
 is ``p + trend x max(p - p_40s_ago, 0)``). The eight parameters are trained
 with the cross-entropy method (CEM, Rubinstein 1999) on the env's episode
-return: every iteration samples a population of parameter vectors from a
+return, less a cost for episodes whose peak power comes within
+``margin_pct`` of the budget (brakes are rare: a finite training set
+under-samples the rises behind them): every iteration samples a population of parameter vectors from a
 diagonal Gaussian, runs each on the same training episodes (common random
 numbers; all candidates x episodes step together as one batched vector env),
 and refits the Gaussian to the elite. Every candidate plays the same fixed
@@ -149,6 +151,12 @@ class CemSettings:
     """Initial standard deviation, as a share of each parameter's range."""
     min_std: float = 0.02
     """Floor of the standard deviation, as a share of each parameter's range (keeps exploring)."""
+    margin_pct: float = 1.0
+    """Headroom below the budget the trainer asks for, % of the budget (see margin_cost)."""
+    margin_cost: float = 50.0
+    """Score lost per percent-point an episode's peak power passes 100 - margin_pct: brakes are rare, and a
+    finite set of training episodes under-samples the rises that cause them; a candidate that skims the
+    budget on them would brake on others."""
     eval_episodes: int = 8
     """Held-out episodes of the final evaluation."""
     env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -168,9 +176,14 @@ class CemSettings:
 
 
 def episode_returns(
-    candidates: np.ndarray, seeds: Sequence[int], env_kwargs: Mapping[str, Any]
+    candidates: np.ndarray, seeds: Sequence[int], env_kwargs: Mapping[str, Any], margin: tuple[float, float] = (0, 0)
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(mean return, mean powerbrakes) of each candidate (K, P) over the same episodes, all in one vector env."""
+    """(mean score, mean powerbrakes) of each candidate (K, P) over the same episodes, all in one vector env.
+
+    The score is the episode return minus ``margin = (margin_pct, margin_cost)``'s cost of the episode's peak
+    power above ``100 - margin_pct`` % of the budget (no cost with the default).
+    """
+    margin_pct, margin_cost = margin
     k, e = candidates.shape[0], len(seeds)
     env = make_vector_env(ENV_ID, k * e, env_kwargs)
     per_env = np.repeat(candidates, e, axis=0)  # sub-env i runs candidate i // e on seed i % e
@@ -183,7 +196,8 @@ def episode_returns(
         obs, _, terminated, truncated, info = env.step(controller.act(obs))
         ended = (terminated | truncated) & np.isnan(returns)
         if ended.any():
-            returns[ended] = info["episode"]["r"][ended]
+            over = np.maximum(info["metrics"]["peak_power_pct"][ended] - (100.0 - margin_pct), 0.0)
+            returns[ended] = info["episode"]["r"][ended] - margin_cost * over
             brakes[ended] = info["metrics"]["powerbrakes"][ended]
     env.close()
     return returns.reshape(k, e).mean(axis=1), brakes.reshape(k, e).mean(axis=1)
@@ -209,7 +223,9 @@ def train(settings: CemSettings, seed: int, log: Any = None) -> tuple[dict[str, 
     for it in range(settings.iterations):
         candidates = np.clip(mean + std * rng.standard_normal((settings.population, len(PARAMS))), low, high)
         candidates[0] = mean  # the current mean is always scored
-        scores, brakes = episode_returns(candidates, seeds, settings.env_kwargs)
+        scores, brakes = episode_returns(
+            candidates, seeds, settings.env_kwargs, (settings.margin_pct, settings.margin_cost)
+        )
         top = int(np.argmax(scores))
         if scores[top] > best_score:
             best, best_score, best_brakes = candidates[top].copy(), float(scores[top]), float(brakes[top])

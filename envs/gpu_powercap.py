@@ -103,8 +103,11 @@ about 200, so one brake costs more than two episodes of served work: POLCA
 treats the powerbrake as a catastrophe to be avoided, not a cost to trade.
 
 ## Starting State
-The row has served ``warmup_s`` (30) seconds of its load uncapped; no cap is
-commanded, no brake pending. With ``track_reference=True`` an uncapped copy
+The row has served ``warmup_s`` (30) seconds of its load uncapped; no brake
+is pending. The first step's command is in effect from the start (the row
+was under its controller before the episode opened; without this, a busy
++30% row opens uncapped and no controller could act within 40 s); later
+commands land ``cap_delay_s`` after they are issued. With ``track_reference=True`` an uncapped copy
 of the row (same requests, every GPU at f_max, no power limit) starts from
 the same state and runs beside it for the relative metrics.
 

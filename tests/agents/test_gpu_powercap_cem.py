@@ -47,9 +47,13 @@ def test_training_moves_the_mean_and_the_checkpoint_loads(tmp_path: Path) -> Non
     # Elitism on a fixed episode set: the best score never falls, and it is at least POLCA's (the first candidate).
     best = [h["best_return"] for h in history]
     assert best == sorted(best)
-    polca = cem.episode_returns(np.array([[cem.POLCA_PARAMS[n] for n, _, _ in cem.PARAMS]]), [100_000], SMALL)[0][0]
-    assert best[0] >= polca
-    assert cem.episode_returns(np.array([[params[n] for n, _, _ in cem.PARAMS]]), [100_000], SMALL)[0][0] == best[-1]
+    margin = (settings.margin_pct, settings.margin_cost)
+
+    def score(p: dict[str, float]) -> float:
+        return float(cem.episode_returns(np.array([[p[n] for n, _, _ in cem.PARAMS]]), [100_000], SMALL, margin)[0][0])
+
+    assert best[0] >= score(cem.POLCA_PARAMS)
+    assert score(params) == best[-1]
     write_metadata(
         tmp_path, {"env_id": ENV_ID, "name": "t", "loader": cem.LOADER, "algo": "CEM", "command": "x", "params": params}
     )
