@@ -166,7 +166,7 @@ class RobustOracle(BatchedPolicy):
         self.horizon_hours = horizon_hours
 
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
-        return self.env.core.robust_hindsight_levels(self.horizon_hours)  # type: ignore[attr-defined, no-any-return]
+        return self.env.core.robust_hindsight_levels(self.horizon_hours)  # type: ignore[attr-defined]
 
 
 class ArrivalOracle(BatchedPolicy):
@@ -183,7 +183,7 @@ class ArrivalOracle(BatchedPolicy):
         self.horizon_hours = horizon_hours
 
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
-        return self.env.core.hindsight_levels(self.horizon_hours)  # type: ignore[attr-defined, no-any-return]
+        return self.env.core.hindsight_levels(self.horizon_hours)  # type: ignore[attr-defined]
 
 
 def _static_factory(level: int) -> Any:
@@ -198,7 +198,9 @@ def _p95_with_rules(env: CloudGymVectorEnv) -> RuleConstrained:
 
 
 for _level, _ratio in enumerate(OversubscriptionConfig().ratios):
-    register_policy(ENV_ID, f"static_{_ratio:g}", _static_factory(_level), description=f"ratio {_ratio:g} on every node")
+    register_policy(
+        ENV_ID, f"static_{_ratio:g}", _static_factory(_level), description=f"ratio {_ratio:g} on every node"
+    )
 register_policy(ENV_ID, "p95_sizing", P95Sizing, description="ratio from the P95 of the last 24 hourly peaks")
 register_policy(ENV_ID, "moving_average", MovingAverageSizing, description="ratio from the mean of the last 6 peaks")
 register_policy(ENV_ID, "headroom", Headroom, description="sell at most (threshold - past 24 h peak) above sold")
@@ -244,7 +246,9 @@ def plot_saved_vs_hot(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         static = static.iloc[np.argsort([float(p.split("_")[1]) for p in static.index])]
         ax.plot(static["hot_rate_pct"], static["saved_cores"], "o-", color="grey", label="static ratios")
         for policy, (saved, hot) in static.iterrows():
-            ax.annotate(str(policy).replace("static_", ""), (hot, saved), fontsize=7, xytext=(3, -9), textcoords="offset points")
+            ax.annotate(
+                str(policy).replace("static_", ""), (hot, saved), fontsize=7, xytext=(3, -9), textcoords="offset points"
+            )
         others = means[~means.index.str.startswith("static_")]
         for policy, (saved, hot) in others.iterrows():
             name = str(policy)
@@ -277,7 +281,8 @@ def tradeoff_table(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         if best is not None:
             lines += [f"Best static ratio with hot rate <= 1%: `{best}`.", ""]
         lines += [
-            "| policy | saved cores | hot node-windows / episode | hot rate % | cores vs best safe static | hot windows vs it |",
+            "| policy | saved cores | hot node-windows / episode | hot rate % "
+            "| cores vs best safe static | hot windows vs it |",
             "|---|---|---|---|---|---|",
         ]
         for policy in stats.index:
@@ -339,11 +344,14 @@ def replay_benchmark(quick: bool) -> dict[str, float]:
     from cloudgym.envs.workloads.vm import TICKS_PER_DAY, sample_vm_instance, write_vm_trace
 
     days, vms = (3, 300) if quick else (30, 10_000)
-    nodes = max(2, int(round(32 * vms / 10_000)))
+    nodes = max(2, round(32 * vms / 10_000))
     rng = np.random.default_rng(0)
     # Cores sized so that the arrival process yields about `vms` VMs over the span, then cut to exactly that.
     instance = sample_vm_instance(
-        rng, physical_cores=nodes * 48 * 1.08 * vms / 10_000 * 10_000 / vms, load_factor=1.5, episode_ticks=days * TICKS_PER_DAY
+        rng,
+        physical_cores=nodes * 48 * 1.08 * vms / 10_000 * 10_000 / vms,
+        load_factor=1.5,
+        episode_ticks=days * TICKS_PER_DAY,
     )
     instance = instance.take(np.arange(min(vms, instance.num_vms)))
     with tempfile.TemporaryDirectory() as folder:
@@ -358,7 +366,7 @@ def replay_benchmark(quick: bool) -> dict[str, float]:
         env.reset(seed=0)
         level = np.full((1, nodes), 3, np.int64)  # static 1.25
         for _ in range(days * 24):
-            _, _, _, truncated, info = env.step(level)
+            _, _, _, _, info = env.step(level)
         replayed = time.perf_counter() - started
         metrics = {k: float(v[0]) for k, v in info["metrics"].items()}
     return {

@@ -90,6 +90,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 from typing import ClassVar, NamedTuple
@@ -113,7 +114,7 @@ from cloudgym.envs.workloads.vm import (
     sample_toy_instance,
     sample_vm_instance,
     trace_instance,
-    utilisation,
+    utilisation_of,
 )
 
 HISTORY_HOURS = 24
@@ -172,12 +173,14 @@ class OversubscriptionConfig:
         r = tuple(self.ratios)
         check_config(len(r) >= 1, self, "ratios must not be empty")
         check_config(
-            all(1.0 <= a for a in r) and all(a < b for a, b in zip(r, r[1:])),
+            all(a >= 1.0 for a in r) and all(a < b for a, b in itertools.pairwise(r)),
             self,
             f"ratios must be increasing and >= 1.0, got {r}",
         )
         check_config(
-            0 <= self.start_level < len(r), self, f"start_level must index ratios (0..{len(r) - 1}), got {self.start_level}"
+            0 <= self.start_level < len(r),
+            self,
+            f"start_level must index ratios (0..{len(r) - 1}), got {self.start_level}",
         )
         check_config(self.load_factor > 0, self, f"load_factor must be positive, got {self.load_factor}")
         check_config(
@@ -202,7 +205,9 @@ class OversubscriptionConfig:
         check_config(
             0 <= self.hint_error_rate <= 1, self, f"hint_error_rate must be in [0, 1], got {self.hint_error_rate}"
         )
-        check_config(0 <= self.tolerant_weight <= 1, self, f"tolerant_weight must be in [0, 1], got {self.tolerant_weight}")
+        check_config(
+            0 <= self.tolerant_weight <= 1, self, f"tolerant_weight must be in [0, 1], got {self.tolerant_weight}"
+        )
         check_config(
             0 <= self.sensitive_tightening < self.hot_threshold,
             self,
@@ -301,7 +306,10 @@ class OversubscriptionState:
 def _slot_view(slots: Placements, width: int) -> Placements:
     """The first ``width`` slots of a table, as views (writes go through to the table)."""
     return Placements(
-        node=slots.node[:, :width], item=slots.item[:, :width], demand=slots.demand[:, :, :width], end=slots.end[:, :width]
+        node=slots.node[:, :width],
+        item=slots.item[:, :width],
+        demand=slots.demand[:, :, :width],
+        end=slots.end[:, :width],
     )
 
 
@@ -326,7 +334,9 @@ def _grow(array: np.ndarray, size: int, fill: float | int) -> np.ndarray:
 
 SERIES_FIELDS = ("offset", "start", "length")
 _SERIES_DTYPES = {"offset": np.int64, "start": np.int32, "length": np.int32}
-_UTIL_DTYPES = {f: (np.uint32 if f in ("burst_threshold", "vm_key", "dep_key") else np.float32) for f in UtilParams.FIELDS}
+_UTIL_DTYPES = {
+    f: (np.uint32 if f in ("burst_threshold", "vm_key", "dep_key") else np.float32) for f in UtilParams.FIELDS
+}
 # The slots compute readings from these (excursion only shapes the trace's max_cpu).
 SLOT_UTIL_FIELDS = tuple(f for f in UtilParams.FIELDS if f != "excursion")
 
@@ -346,9 +356,7 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
             higher_is_better=False,
             description="node-hours whose peak 5-minute demand exceeded the threshold x cores",
         ),
-        MetricSpec(
-            name="hot_rate_pct", unit="%", higher_is_better=False, description="hot node-windows / node-hours"
-        ),
+        MetricSpec(name="hot_rate_pct", unit="%", higher_is_better=False, description="hot node-windows / node-hours"),
         MetricSpec(
             name="accepted_core_hours",
             unit="core-h",
@@ -623,7 +631,7 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
                     t3,
                 )
             else:
-                u = utilisation(*(p.vm_util[f][env_ids, :w][:, :, None] for f in SLOT_UTIL_FIELDS), t3)
+                u = utilisation_of({f: p.vm_util[f][env_ids, :w][:, :, None] for f in SLOT_UTIL_FIELDS}, t3)
             weight = cores[:, :, None] * (t3 >= created[:, :, None])
             flat = (base[:, :, None] * TICKS_PER_HOUR + np.arange(TICKS_PER_HOUR)[None, None, :]).ravel()
             size = k * n * TICKS_PER_HOUR
@@ -731,7 +739,7 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
             return replayed_utilisation(
                 self._trace.pool, series["offset"], series["start"], series["length"], tick[:, None]
             )
-        return utilisation(*(p.vm_util[f][:, :width] for f in SLOT_UTIL_FIELDS), tick[:, None])
+        return utilisation_of({f: p.vm_util[f][:, :width] for f in SLOT_UTIL_FIELDS}, tick[:, None])
 
     def _thresholds(self, sold: np.ndarray, truly_sensitive: np.ndarray) -> np.ndarray:
         """(B, N) heat limit of each node, cores: threshold x cores, lowered by its truly sensitive share."""
@@ -1003,7 +1011,7 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
                     ticks,
                 )
             else:
-                u = utilisation(*(params[f][:, :, None] for f in SLOT_UTIL_FIELDS), ticks)
+                u = utilisation_of({f: params[f][:, :, None] for f in SLOT_UTIL_FIELDS}, ticks)
             weight = present_cores[:, :, None] * alive
             flat = (base[:, :, None] * (hi - lo) + np.arange(hi - lo)[None, None, :]).ravel()
             size = b * n * (hi - lo)

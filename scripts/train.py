@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import cloudgym
 from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, write_metadata
@@ -80,7 +81,11 @@ def main(argv: list[str] | None = None) -> Path:
 
     env = make_vector_env(args.env, num_envs, env_kwargs)
     check_algorithm_fits(args.algo, env)
-    vec_env = SB3VecEnv(env)
+    vec_env: VecEnv = SB3VecEnv(env)
+    if run.get("normalize_reward", False):
+        # Envs whose rewards are large sums (cores, dollars) train better on scaled rewards; the policy sees
+        # raw observations, so the saved model needs no normalisation statistics to act.
+        vec_env = VecNormalize(vec_env, norm_obs=False, norm_reward=True, gamma=float(algo_kwargs.get("gamma", 0.99)))
     model = algorithm(args.algo)(
         run.get("policy", "MlpPolicy"), vec_env, seed=args.seed, device="cpu", verbose=0, **algo_kwargs
     )

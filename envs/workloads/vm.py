@@ -50,8 +50,9 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -65,7 +66,16 @@ TICKS_PER_DAY = 24 * TICKS_PER_HOUR
 
 # ----------------------------------------------------------------------------- calibration (DOMAIN.md section 4)
 
-AVG_CPU_CDF = ((0.0, 0.0), (1.0, 0.20), (5.0, 0.45), (10.0, 0.60), (20.0, 0.74), (40.0, 0.89), (60.0, 0.95), (100.0, 1.0))
+AVG_CPU_CDF = (
+    (0.0, 0.0),
+    (1.0, 0.20),
+    (5.0, 0.45),
+    (10.0, 0.60),
+    (20.0, 0.74),
+    (40.0, 0.89),
+    (60.0, 0.95),
+    (100.0, 1.0),
+)
 """(per-VM average CPU %, share of VMs at or below it), Azure 2019; linear in between."""
 P95_MAX_CPU_CDF = ((0.0, 0.0), (10.0, 0.27), (40.0, 0.44), (60.0, 0.56), (80.0, 0.71), (95.0, 0.85), (100.0, 1.0))
 """(per-VM P95 of 5-minute max CPU %, share of VMs at or below it), Azure 2019: 15% peak above 95%."""
@@ -169,7 +179,17 @@ class UtilParams:
     vm_key: np.ndarray  # (V,) uint32, key of the VM's own noise
     dep_key: np.ndarray  # (V,) uint32, key of the deployment's shared noise and bursts
 
-    FIELDS = ("log_base", "sigma", "amp_cos", "amp_sin", "burst_threshold", "burst_level", "excursion", "vm_key", "dep_key")
+    FIELDS = (
+        "log_base",
+        "sigma",
+        "amp_cos",
+        "amp_sin",
+        "burst_threshold",
+        "burst_level",
+        "excursion",
+        "vm_key",
+        "dep_key",
+    )
 
     def take(self, index: np.ndarray) -> UtilParams:
         return UtilParams(**{f: getattr(self, f)[index] for f in self.FIELDS})
@@ -225,6 +245,21 @@ def utilisation(
     np.copyto(level, burst_level, where=(h_dep >> np.uint32(24)) < burst_threshold)
     np.minimum(level, np.float32(1.0), out=level)
     return level
+
+
+def utilisation_of(params: Mapping[str, np.ndarray], tick: int | np.ndarray) -> np.ndarray:
+    """:func:`utilisation` with the parameters given by field name (e.g. a slot table's columns)."""
+    return utilisation(
+        params["log_base"],
+        params["sigma"],
+        params["amp_cos"],
+        params["amp_sin"],
+        params["burst_threshold"],
+        params["burst_level"],
+        params["vm_key"],
+        params["dep_key"],
+        tick,
+    )
 
 
 def max_reading(params: UtilParams, average: np.ndarray, tick: int | np.ndarray) -> np.ndarray:
@@ -335,7 +370,7 @@ def _normal_cdf(z: np.ndarray) -> np.ndarray:
 def mean_lifetime_hours() -> float:
     """Mean of :data:`LIFETIME_CDF` (log-uniform within each segment)."""
     total = 0.0
-    for (a, pa), (b, pb) in zip(LIFETIME_CDF[:-1], LIFETIME_CDF[1:]):
+    for (a, pa), (b, pb) in itertools.pairwise(LIFETIME_CDF):
         total += (pb - pa) * (b - a) / math.log(b / a)
     return total
 
@@ -549,7 +584,7 @@ def toy_optimum(
     u = float(np.exp(instance.util.log_base[0]))
     best = ToyOptimum(level=0, vms_per_node=int(node_cores // c), saved_cores=0.0)
     for level, r in enumerate(ratios):
-        k = int(math.floor(r * node_cores / c + 1e-9))
+        k = math.floor(r * node_cores / c + 1e-9)
         if k * c * u <= threshold * node_cores + 1e-6:
             best = ToyOptimum(level=level, vms_per_node=k, saved_cores=num_nodes * max(k * c - node_cores, 0.0))
     return best

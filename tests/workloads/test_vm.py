@@ -204,7 +204,8 @@ def test_writer_and_loader_round_trip_a_generated_instance(tmp_path: Path) -> No
     table, readings = vm.write_vm_trace(tmp_path, inst, rng, episode_ticks=120)
     assert table.name == "vmtable.csv"
     first = next(csv.reader(readings.open()))
-    assert len(first) == 5 and int(first[0]) % 300 == 0  # timestamp, vmid, min, max, avg: no header
+    assert len(first) == 5
+    assert int(first[0]) % 300 == 0
     trace = vm.load_vm_trace(table, readings)
     alive = np.flatnonzero(np.minimum(inst.departure, 120) > inst.arrival)
     assert trace.num_vms == alive.size
@@ -216,7 +217,9 @@ def test_writer_and_loader_round_trip_a_generated_instance(tmp_path: Path) -> No
         np.testing.assert_allclose(got, inst.readings(int(v), ticks), atol=1e-5)
     # The vmtable's avgcpu is the mean of the written readings.
     np.testing.assert_allclose(
-        trace.avgcpu[:25], [trace.pool[o : o + n].mean() for o, n in zip(trace.offset[:25], trace.ticks[:25])], atol=1e-4
+        trace.avgcpu[:25],
+        [trace.pool[o : o + n].mean() for o, n in zip(trace.offset[:25], trace.ticks[:25])],
+        atol=1e-4,
     )
 
 
@@ -229,7 +232,8 @@ def test_trace_instance_windows_and_samples(tmp_path: Path) -> None:
     assert np.all(np.diff(episode.arrival) >= 0)
     assert np.all(episode.departure > 0)
     assert np.all(episode.arrival < vm.TICKS_PER_DAY)
-    assert episode.series is not None and episode.series.pool is trace.pool  # shared, not copied
+    assert episode.series is not None
+    assert episode.series.pool is trace.pool
     half = vm.trace_instance(trace, np.random.default_rng(0), episode_ticks=vm.TICKS_PER_DAY, sample=0.5)
     assert half.num_vms < episode.num_vms
 
