@@ -44,6 +44,7 @@ RUN_KEYS = {
     "eval_freq": "env steps between periodic evaluations on held-out seeds",
     "eval_episodes": "held-out episodes per evaluation",
     "policy": "SB3 policy class name (MlpPolicy, MultiInputPolicy)",
+    "torch_threads": "torch intra-op threads (1 avoids thread thrash for small networks on a busy machine)",
     "normalize_reward": "scale rewards by a running estimate of the return's spread (VecNormalize, no obs change)",
 }
 

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
@@ -79,6 +80,8 @@ def main(argv: list[str] | None = None) -> Path:
     run_dir = args.out / args.env / name
     run_dir.mkdir(parents=True, exist_ok=True)
 
+    if "torch_threads" in run:
+        torch.set_num_threads(int(run["torch_threads"]))
     env = make_vector_env(args.env, num_envs, env_kwargs)
     check_algorithm_fits(args.algo, env)
     vec_env: VecEnv = SB3VecEnv(env)

@@ -48,6 +48,7 @@ format.
 
 from __future__ import annotations
 
+import array
 import csv
 import dataclasses
 import itertools
@@ -751,29 +752,26 @@ def load_vm_trace(vmtable: str | Path, readings: str | Path | Sequence[str | Pat
     offset = np.concatenate([[0], np.cumsum(ticks_arr)[:-1]]).astype(np.int64)
     pool = np.full(int(ticks_arr.sum()), np.nan, np.float32)
     count = 0
+    offsets = offset.tolist()
     for path in paths:
+        chunk = _ReadingChunk()
         for line, f in _rows(path, READINGS_COLUMNS):
-            ts = int(_number(path, line, "timestamp", f[0].strip(), integer=True))
-            if ts % TICK_SECONDS:
-                raise TraceFormatError(path, line, f"timestamp {ts} is not a multiple of {TICK_SECONDS} s")
-            vm = index.get(f[1].strip())
-            if vm is None:
-                raise TraceFormatError(path, line, f"vmid {f[1].strip()!r} is not in {table.name}")
-            low = _percent(path, line, "min_cpu", f[2].strip())
-            high = _percent(path, line, "max_cpu", f[3].strip())
-            avg = _percent(path, line, "avg_cpu", f[4].strip())
-            if low > high + 1e-6:
-                raise TraceFormatError(path, line, f"min_cpu ({low}) exceeds max_cpu ({high})")
+            # Fast path for a well-formed row; any doubt goes to _check_reading, which names the problem.
+            try:
+                ts = int(f[0])
+                vm = index[f[1].strip()]
+                low, high, avg = float(f[2]), float(f[3]), float(f[4])
+            except (ValueError, KeyError):
+                _check_reading(path, line, f, index, table.name)
+                raise  # pragma: no cover - _check_reading raises first
             k = ts // TICK_SECONDS - created[vm]
-            if not 0 <= k < ticks[vm]:
-                raise TraceFormatError(
-                    path, line, f"timestamp {ts} lies outside the VM's lifetime in {table.name} (vmcreated..vmdeleted)"
-                )
-            slot = offset[vm] + k
-            if not math.isnan(pool[slot]):
-                raise TraceFormatError(path, line, f"a second reading for VM {f[1].strip()!r} at timestamp {ts}")
-            pool[slot] = avg / 100.0
-            count += 1
+            if ts % TICK_SECONDS or not (0.0 <= low <= high <= 100.0 and 0.0 <= avg <= 100.0) or not 0 <= k < ticks[vm]:
+                _check_reading(path, line, f, index, table.name, created[vm], ticks[vm])
+            chunk.add(offsets[vm] + k, avg / 100.0, line)
+            if len(chunk.slot) >= 65_536:
+                chunk.flush(pool, path, trace_ids=list(index), offset=offset)
+        chunk.flush(pool, path, trace_ids=list(index), offset=offset)
+        count += chunk.rows
     filled = int(np.isnan(pool).sum())
     if filled:
         _fill_forward(pool, offset, ticks_arr, np.array(avgcpu, np.float32))
@@ -791,6 +789,65 @@ def load_vm_trace(vmtable: str | Path, readings: str | Path | Sequence[str | Pat
         readings=count,
         filled=filled,
     )
+
+
+class _ReadingChunk:
+    """Readings parsed but not yet written to the pool (written in vectorised chunks, duplicates found there)."""
+
+    def __init__(self) -> None:
+        self.slot = array.array("q")
+        self.value = array.array("f")
+        self.line = array.array("q")
+        self.rows = 0
+
+    def add(self, slot: int, value: float, line: int) -> None:
+        self.slot.append(slot)
+        self.value.append(value)
+        self.line.append(line)
+
+    def flush(self, pool: np.ndarray, path: Path, *, trace_ids: list[str], offset: np.ndarray) -> None:
+        if not self.slot:
+            return
+        slots = np.frombuffer(self.slot, np.int64)
+        order = np.argsort(slots, kind="stable")
+        repeated = np.flatnonzero(np.diff(slots[order]) == 0)
+        taken = ~np.isnan(pool[slots])
+        bad = [int(order[i + 1]) for i in repeated[:1]] + [int(i) for i in np.flatnonzero(taken)[:1]]
+        if bad:
+            j = min(bad, key=lambda i: self.line[i])
+            vm = int(np.searchsorted(offset, slots[j], side="right") - 1)
+            raise TraceFormatError(
+                path, int(self.line[j]), f"a second reading for VM {trace_ids[vm]!r} at this timestamp"
+            )
+        pool[slots] = np.frombuffer(self.value, np.float32)
+        self.rows += len(self.slot)
+        self.slot, self.value, self.line = array.array("q"), array.array("f"), array.array("q")
+
+
+def _check_reading(
+    path: Path,
+    line: int,
+    f: list[str],
+    index: dict[str, int],
+    table: str,
+    created: int | None = None,
+    ticks: int | None = None,
+) -> None:
+    """Raise the error a malformed reading row deserves (the slow, precise twin of the loader's fast path)."""
+    ts = int(_number(path, line, "timestamp", f[0].strip(), integer=True))
+    if ts % TICK_SECONDS:
+        raise TraceFormatError(path, line, f"timestamp {ts} is not a multiple of {TICK_SECONDS} s")
+    if f[1].strip() not in index:
+        raise TraceFormatError(path, line, f"vmid {f[1].strip()!r} is not in {table}")
+    low = _percent(path, line, "min_cpu", f[2].strip())
+    high = _percent(path, line, "max_cpu", f[3].strip())
+    _percent(path, line, "avg_cpu", f[4].strip())
+    if low > high + 1e-6:
+        raise TraceFormatError(path, line, f"min_cpu ({low}) exceeds max_cpu ({high})")
+    if created is not None and ticks is not None and not 0 <= ts // TICK_SECONDS - created < ticks:
+        raise TraceFormatError(
+            path, line, f"timestamp {ts} lies outside the VM's lifetime in {table} (vmcreated..vmdeleted)"
+        )
 
 
 def _fill_forward(pool: np.ndarray, offset: np.ndarray, ticks: np.ndarray, average: np.ndarray) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -166,3 +167,46 @@ def test_shipped_checkpoints_load_act_and_are_small(ckpt: object) -> None:
     assert info.command.startswith("python scripts/")  # type: ignore[attr-defined]
     rows = evaluate(info.path, ENV_ID, held_out_seeds(1), env_kwargs={**TINY, "hours": 2})  # type: ignore[attr-defined]
     assert np.isfinite(rows[0]["return"])
+
+
+@pytest.mark.slow
+def test_ppo_trains_through_train_py_with_scaled_rewards(tmp_path: Path) -> None:
+    """scripts/train.py's normalize_reward and torch_threads run keys (this env's PPO uses both)."""
+    import importlib.util
+
+    import yaml
+
+    hyper = tmp_path / "hp.yaml"
+    hyper.write_text(
+        yaml.safe_dump(
+            {
+                "PPO": {
+                    "num_envs": 2,
+                    "total_timesteps": 64,
+                    "eval_freq": 64,
+                    "eval_episodes": 1,
+                    "normalize_reward": True,
+                    "torch_threads": 1,
+                    "env_kwargs": {**TINY, "hours": 4},
+                    "n_steps": 16,
+                    "batch_size": 32,
+                    "n_epochs": 1,
+                }
+            }
+        )
+    )
+    spec = importlib.util.spec_from_file_location("train_script", Path(__file__).parents[2] / "scripts" / "train.py")
+    assert spec is not None
+    assert spec.loader is not None
+    train = importlib.util.module_from_spec(spec)
+    sys.modules["train_script"] = train  # dataclasses of a module need it registered
+    spec.loader.exec_module(train)
+    run = train.main(
+        ["--env", ENV_ID, "--algo", "PPO", "--hyperparams", str(hyper), "--out", str(tmp_path), "--no-progress"]
+    )
+    policy = load_policy(run, make_vector_env(ENV_ID, 2, {**TINY, "hours": 4}))
+    env = make_vector_env(ENV_ID, 2, {**TINY, "hours": 4})
+    obs, _ = env.reset(seed=0)
+    actions = np.asarray(policy.act(obs))
+    assert actions.shape == (2, 3)
+    assert torch.get_num_threads() == 1
