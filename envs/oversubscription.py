@@ -273,6 +273,7 @@ class SlotParams:
     vm_util: dict[str, np.ndarray]  # field of UtilParams -> (B, M) array
     series: dict[str, np.ndarray]  # offset, start, length -> (B, M) arrays (replay)
     heat_weight: np.ndarray  # (B, M) float32
+    cores: np.ndarray  # (B, M) float32, vCPUs of the VM placed there (stale in a free slot: its node bin is a dummy)
 
 
 @dataclasses.dataclass
@@ -425,6 +426,7 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
                 vm_util={f: np.zeros((b, 1), _UTIL_DTYPES[f]) for f in SLOT_UTIL_FIELDS},
                 series=slot_series,
                 heat_weight=np.ones((b, 1), np.float32),
+                cores=np.zeros((b, 1), np.float32),
             ),
             slot_high=np.zeros(b, np.int64),
             level=np.zeros((b, n), np.int64),
@@ -649,6 +651,7 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
         for f in s.slot_params.series:
             s.slot_params.series[f][env, slot] = s.vms.series[f][env, vm]
         s.slot_params.heat_weight[env, slot] = s.vms.heat_weight[env, vm]
+        s.slot_params.cores[env, slot] = s.vms.cores[env, vm]
 
     def _grow_vms(self, size: int) -> None:
         vms = self.state.vms
@@ -669,6 +672,7 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
         p.vm_util = {f: _grow(a, size, 0) for f, a in p.vm_util.items()}
         p.series = {f: _grow(a, size, 0) for f, a in p.series.items()}
         p.heat_weight = _grow(p.heat_weight, size, 1.0)
+        p.cores = _grow(p.cores, size, 0.0)
 
     # ------------------------------------------------------------------ the allocator
     def _limit(self, level: np.ndarray) -> np.ndarray:
@@ -719,8 +723,8 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
         """(demand, heat demand), each (B, N) cores, of the running VMs at ``tick`` (B,)."""
         s, c = self.state, self.config
         w = max(1, int(s.slot_high.max()))
-        u = self._slot_utilisation(tick, w)
-        contrib = u * s.slots.demand[:, 0, :w]
+        contrib = self._slot_utilisation(tick, w)
+        contrib *= s.slot_params.cores[:, :w]
         # Bin b * (N + 1) + node + 1 per slot: a free slot (node -1, no cores) falls in its sub-env's bin 0.
         flat = (self._env_bins + s.slots.node[:, :w]).ravel()
         shape = (self.num_envs, c.num_nodes + 1)

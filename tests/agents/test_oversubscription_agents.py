@@ -165,7 +165,7 @@ def test_shipped_checkpoints_load_act_and_are_small(ckpt: object) -> None:
     for f in info.path.iterdir():  # type: ignore[attr-defined]
         assert f.stat().st_size < 2_000_000, f"{f} is too large to ship"
     assert info.command.startswith("python scripts/")  # type: ignore[attr-defined]
-    rows = evaluate(info.path, ENV_ID, held_out_seeds(1), env_kwargs={**TINY, "hours": 2})  # type: ignore[attr-defined]
+    rows = evaluate(info.path, ENV_ID, held_out_seeds(1), env_kwargs={"hours": 2})  # type: ignore[attr-defined]
     assert np.isfinite(rows[0]["return"])
 
 
