@@ -73,21 +73,28 @@ each entry):
 
 | index | field | values |
 |-------|-------|--------|
-| 0 | ``buy_generation`` | 0 = newest released generation, k = the k-th older released one (clipped to the oldest) |
-| 1 | ``buy_cover`` | index into ``buy_cover_levels``: buy servers of that generation until capacity covers level x this quarter's demand (0 buys nothing) |
-| 2 | ``lifetime`` | index into ``lifetime_years_levels``: cohorts retire once this old (extension costs x1.15 maintenance past ``default_lifetime_years``) |
-| 3 | ``retire_lagging`` | 0 keeps; k >= 1 retires every cohort whose generation is k or more releases behind the newest released (1 = replace all) |
-| 4 | ``build`` | index into ``build_lumps``: lumps of ``build_lump_mw`` ordered now (``sunk`` building only; ignored by ``compass``) |
-| 5 | ``oversubscription`` | index into ``oversubscription_levels``: installed server W per provisioned W |
-| 6 | ``frequency`` | index into ``frequency_levels``: GPU clock cap as a share of the maximum |
-| 7 | ``disaggregate`` | 0 = every server serves whole requests; 1 = prefill on the newest generation, decode on older ones |
-| 8 .. 8+T-1 | ``cohort_<t>`` (only with ``cohort_actions``) | per cohort bought in quarter t: 0 = follow the rules above, 1 = retire now, 2 = keep this quarter even past its lifetime (up to ``max_lifetime_years``) |
+| 0 | ``buy_generation`` | 0 = newest released generation, k = k-th older released one |
+| 1 | ``buy_cover`` | ``buy_cover_levels``: buy until capacity >= level x demand (0: no purchase) |
+| 2 | ``lifetime`` | ``lifetime_years_levels``: cohorts retire at this age |
+| 3 | ``retire_lagging`` | k >= 1 retires cohorts k or more releases behind the newest (1: replace all) |
+| 4 | ``build`` | ``build_lumps``: lumps of ``build_lump_mw`` ordered now (``sunk`` building only) |
+| 5 | ``oversubscription`` | ``oversubscription_levels``: installed server W per provisioned W |
+| 6 | ``frequency`` | ``frequency_levels``: GPU clock cap, share of the maximum |
+| 7 | ``disaggregate`` | 1 = prefill on the newest generation, decode on older ones |
+| 8+t | ``cohort_<t>`` | per cohort bought in quarter t: 0 rules above, 1 retire now, 2 keep |
+
+The ``cohort_<t>`` entries exist only with ``cohort_actions``; "keep"
+exempts the cohort from the lifetime rule this quarter (never past
+``max_lifetime_years``, never from ``retire_lagging``). Lifetimes past
+``default_lifetime_years`` pay x1.15 maintenance; ``buy_generation`` is
+clipped to the oldest released generation; ``build`` is ignored under the
+``rent`` building.
 
 A purchase the building cannot power is cut to what fits (the rest is
 counted as blocked). A cohort slot that holds no servers ignores its entry.
 
 ## Observation Space
-``Box(-inf, inf, (13 + 6G + 2T,), float32)`` with G generations on the
+``Box(-100, 100, (13 + 6G + 2T,), float32)`` with G generations on the
 roadmap and T quarters; values are O(1) (logs of counts, shares):
 
 | index | observation |
@@ -141,7 +148,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, ClassVar, Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 from gymnasium import spaces
@@ -175,6 +182,8 @@ COST_CATEGORIES = (
 """Ledger categories, $; all but ``unserved_penalty`` make up the TCO."""
 
 TCO_CATEGORIES = COST_CATEGORIES[:-1]
+OBS_BOUND = 100.0
+"""Observations are clipped to [-OBS_BOUND, OBS_BOUND] (they are O(1) by construction)."""
 HOURS_PER_QUARTER = 8760.0 / 4
 NEVER = np.iinfo(np.int64).max // 2
 """Retirement quarter of a cohort still in service."""
@@ -557,7 +566,7 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleState]):
             "cohort_age": slice(head + 6 * g + t, head + 6 * g + 2 * t),
         }
         """Where each block of the observation lies (the docstring's table)."""
-        self.single_observation_space = spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
+        self.single_observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, (obs_dim,), np.float32)
         self._t_index = np.arange(t)
         return DCLifecycleState(
             demand=np.zeros((b, t)),
@@ -1010,7 +1019,7 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleState]):
             ],
             axis=1,
         )
-        return obs.astype(np.float32)
+        return np.clip(obs, -OBS_BOUND, OBS_BOUND).astype(np.float32)
 
     def _episode_metrics(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
         s, c = self.state, self.config

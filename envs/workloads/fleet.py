@@ -53,7 +53,8 @@ GPU_FIELDS = (
 """Per-GPU metrics of a generation (server_tflops is per 8-GPU server, as the simulator tabulates it)."""
 
 KNOWN_GPUS: tuple[tuple[str, str, float, float, float, float, float, float, float], ...] = (
-    # name, release, TDP W, price $, HBM TB/s, HBM GB, NVLink GB/s, simulator TFLOPS per server, dense FP16 TFLOPS per GPU
+    # name, release, TDP W, price $, HBM TB/s, HBM GB, NVLink GB/s,
+    # simulator TFLOPS per server, dense FP16 TFLOPS per GPU
     ("P100", "Q1'16", 300.0, 9_428.0, 0.7322, 16.0, 160.0, 21.22, 21.2),
     ("V100", "Q1'18", 250.0, 11_458.0, 0.897, 32.0, 300.0, 31.33, 125.0),
     ("A100", "Q2'21", 400.0, 18_000.0, 2.09, 80.0, 600.0, 77.97, 312.0),
