@@ -51,6 +51,8 @@ class RefreshPolicy(BatchedPolicy):
         skip: tuple[str, ...] = (),
         disaggregate: bool = False,
         cover: float = 1.0,
+        build_margin: float = 1.3,
+        oversubscription: float = 1.0,
     ) -> None:
         super().__init__(env)
         core: DCLifecycleCore = env.core  # type: ignore[assignment]
@@ -65,9 +67,31 @@ class RefreshPolicy(BatchedPolicy):
         self.replace_all = replace_all
         self.disaggregate = int(disaggregate)
         self.last_choice = np.full(self.num_envs, -1, np.int64)
+        self.build_margin = build_margin
+        self.over_idx = list(c.oversubscription_levels).index(oversubscription)
+        self.over = oversubscription
 
     def reset(self, env_ids: np.ndarray) -> None:
         self.last_choice[env_ids] = -1
+
+    def build(self, obs: np.ndarray) -> np.ndarray:
+        """Lumps to order so that provisioned power covers installed power x margin one lead time ahead.
+
+        The traditional rule (margin 1.3, no oversubscription) provisions every
+        server's nameplate with headroom; the installed power's trend is the
+        observed demand growth. Only a ``sunk`` building is built.
+        """
+        c = self.core.config
+        if c.building_model != "sunk":
+            return np.zeros(obs.shape[0], np.int64)
+        head = obs[:, :13].astype(np.float64)
+        growth = 1.0 + np.clip(head[:, 2], 0.0, 0.5)
+        lump_share, pending_share, installed_share = head[:, 8], head[:, 9], head[:, 10]
+        need = installed_share / self.over * growth ** (c.build_lead_quarters + 1) * self.build_margin
+        short = need - (1.0 + pending_share)
+        want = np.where(short > 0, np.ceil(short / np.maximum(lump_share, 1e-9)), 0)
+        lumps = np.asarray(c.build_lumps)
+        return np.minimum(np.searchsorted(lumps, want, side="left"), len(lumps) - 1)
 
     def base_action(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(actions with defaults, newest released index, chosen generation index) per sub-env."""
@@ -83,6 +107,8 @@ class RefreshPolicy(BatchedPolicy):
         actions[:, 1] = self.cover_idx
         actions[:, 2] = self.lifetime_idx
         actions[:, 7] = self.disaggregate
+        actions[:, 4] = self.build(obs)
+        actions[:, 5] = self.over_idx
         return actions, newest, newest - lag
 
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
@@ -96,77 +122,67 @@ class RefreshPolicy(BatchedPolicy):
 
 
 class CoOptimisingPolicy(RefreshPolicy):
-    """All three stages by hand: the best-value generation, longer lives, POLCA oversubscription, timely builds.
+    """The three stages by hand; ``stages`` picks which are on (to measure each one's cut).
 
     * refresh: buy the released generation (of the ``max_generation_lag``
-      newest) with the most capacity per dollar of its 5-year cost (price +
-      maintenance + energy + provisioning, estimated from the observation),
+      newest) with the most capacity per dollar of its 5-year cost (price,
+      maintenance, energy, provisioning, all read from the observation),
       which skips generations that bring little; retire at 8 years (the
-      simulator's best extension);
+      simulator's best extension is 3 years);
+    * build (sunk building): provision one lead time ahead of the installed
+      power's trend with 5% headroom instead of the traditional 30%;
     * operation: the highest oversubscription whose POLCA capping costs at
-      most 3% throughput; full clock; disaggregate when older generations are
-      alive and the capacity model splits phases (``llm_slo``);
-    * build (sunk building): order lumps so that provisioned power stays one
-      lead time ahead of the installed power's trend, with 10% headroom.
+      most 3% throughput, full clock, and disaggregation (newest generation
+      prefills, older ones decode) when older generations are alive and the
+      capacity model splits phases (``llm_slo``).
     """
 
     name = "co_optimising"
 
-    def __init__(self, env: CloudGymVectorEnv, *, lifetime_years: int = 8, cover: float = 1.0) -> None:
-        super().__init__(env, lifetime_years=lifetime_years, cover=cover)
-        c = self.core.config
-        ok = self.core.throughput_factor[:, 0] >= 0.97
-        self.over_idx = int(np.flatnonzero(ok)[-1])
-        self.over = c.oversubscription_levels[self.over_idx]
-        self.split_phases = c.capacity_model == "llm_slo"
-        self.installed_history = np.zeros((self.num_envs, 2))
-
-    def reset(self, env_ids: np.ndarray) -> None:
-        super().reset(env_ids)
-        self.installed_history[env_ids] = 0.0
+    def __init__(self, env: CloudGymVectorEnv, *, stages: tuple[str, ...] = ("refresh", "build", "operation")) -> None:
+        unknown = set(stages) - {"refresh", "build", "operation"}
+        if unknown:
+            raise ValueError(f"unknown stages {sorted(unknown)}; known: refresh, build, operation")
+        core: DCLifecycleCore = env.core  # type: ignore[assignment]
+        c = core.config
+        over = 1.0
+        if "operation" in stages:
+            ok = core.throughput_factor[:, 0] >= 0.97
+            over = c.oversubscription_levels[int(np.flatnonzero(ok)[-1])]
+        super().__init__(
+            env,
+            lifetime_years=8 if "refresh" in stages else 5,
+            build_margin=1.05 if "build" in stages else 1.3,
+            oversubscription=over,
+        )
+        self.stages = stages
+        self.split_phases = "operation" in stages and c.capacity_model == "llm_slo"
 
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
         core, c = self.core, self.core.config
         actions, newest, _ = self.base_action(obs)
         sl = core.obs_slices
-        released = obs[:, sl["released"]] > 0.5
-        rel_cap = obs[:, sl["relative_capacity"]].astype(np.float64)
-        price = obs[:, sl["price_musd"]].astype(np.float64) * 1e6
-        server_w = obs[:, sl["server_w_20kw"]].astype(np.float64) * 20e3
-        years = c.amortization_years
-        run_cost = (
-            price
-            + years * c.maintenance_usd_per_server_year
-            + years * 8760 * server_w / 1000 * c.utilization * c.energy_usd_per_kwh * (1 + c.cooling_opex_ratio)
-            + server_w
-            / self.over
-            * (c.power_provisioning_usd_per_w + c.cooling_provisioning_usd_per_w + c.facility_usd / c.facility_w)
-            * years
-            / c.building_life_years
-        )
-        value = np.where(released, rel_cap / np.maximum(run_cost, 1.0), -np.inf)
-        window = np.arange(value.shape[1])[None, :] > (newest[:, None] - c.max_generation_lag)
-        value = np.where(window, value, -np.inf)
-        best = np.argmax(value, axis=1)
-        actions[:, 0] = np.clip(newest - best, 0, c.max_generation_lag - 1)
-        actions[:, 5] = self.over_idx
+        if "refresh" in self.stages:
+            released = obs[:, sl["released"]] > 0.5
+            rel_cap = obs[:, sl["relative_capacity"]].astype(np.float64)
+            price = obs[:, sl["price_musd"]].astype(np.float64) * 1e6
+            server_w = obs[:, sl["server_w_20kw"]].astype(np.float64) * 20e3
+            years = c.amortization_years
+            provisioning = c.power_provisioning_usd_per_w + c.cooling_provisioning_usd_per_w
+            provisioning += c.facility_usd / c.facility_w
+            run_cost = (
+                price
+                + years * c.maintenance_usd_per_server_year
+                + years * 8760 * server_w / 1000 * c.utilization * c.energy_usd_per_kwh * (1 + c.cooling_opex_ratio)
+                + server_w / self.over * provisioning * years / c.building_life_years
+            )
+            value = np.where(released, rel_cap / np.maximum(run_cost, 1.0), -np.inf)
+            window = np.arange(value.shape[1])[None, :] > (newest[:, None] - c.max_generation_lag)
+            best = np.argmax(np.where(window, value, -np.inf), axis=1)
+            actions[:, 0] = np.clip(newest - best, 0, c.max_generation_lag - 1)
         if self.split_phases:
             actions[:, 7] = (obs[:, sl["servers_by_gen"]] > 0).sum(axis=1) >= 2
-        if c.building_model == "sunk":
-            actions[:, 4] = self._build(obs)
         return actions
-
-    def _build(self, obs: np.ndarray) -> np.ndarray:
-        c = self.core.config
-        head = obs[:, :13].astype(np.float64)
-        growth = 1.0 + np.clip(head[:, 2], 0.0, 0.5)
-        lump_share, pending_share, installed_share = head[:, 8], head[:, 9], head[:, 10]
-        # Provisioned power must cover the installed power's trend one lead time (plus a quarter) ahead.
-        need = installed_share / self.over * growth ** (c.build_lead_quarters + 1) * 1.1
-        short = need - (1.0 + pending_share)
-        want = np.where(short > 0, np.ceil(short / np.maximum(lump_share, 1e-9)), 0)
-        lumps = np.asarray(c.build_lumps)
-        return np.minimum(np.searchsorted(lumps, want, side="left"), len(lumps) - 1)
 
 
 def _factory(**kwargs: Any) -> Any:
@@ -198,6 +214,18 @@ for _gen in ("V100", "A100", "H100", "H200", "B100", "B200"):
     )
 register_policy(ENV_ID, "disaggregated", _factory(disaggregate=True), description="baseline + prefill new / decode old")
 register_policy(ENV_ID, "co_optimising", CoOptimisingPolicy, description="hand-written build+refresh+operation")
+register_policy(
+    ENV_ID,
+    "coopt_refresh",
+    lambda env: CoOptimisingPolicy(env, stages=("refresh",)),
+    description="co-optimising policy, refresh stage only",
+)
+register_policy(
+    ENV_ID,
+    "coopt_refresh_build",
+    lambda env: CoOptimisingPolicy(env, stages=("refresh", "build")),
+    description="co-optimising policy, refresh and build stages",
+)
 
 
 # ----------------------------------------------------------------------------- report

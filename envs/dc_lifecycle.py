@@ -147,6 +147,7 @@ any field of :class:`DCLifecycleConfig`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -320,7 +321,7 @@ class DCLifecycleConfig:
     """Target capacity / demand of a purchase; 0 = buy nothing."""
     lifetime_years_levels: tuple[int, ...] = (3, 4, 5, 6, 7, 8, 9, 10)
     """Retirement ages a policy may set."""
-    build_lumps: tuple[int, ...] = (0, 1, 2, 4)
+    build_lumps: tuple[int, ...] = (0, 1, 2, 4, 8)
     """Lumps a policy may order in one quarter."""
     oversubscription_levels: tuple[float, ...] = (1.0, 1.15, 1.3, 1.45)
     """Installed server W per provisioned W."""
@@ -446,7 +447,9 @@ class DCLifecycleConfig:
                 building_model="sunk",
                 demand_growth_noise=0.03,
                 shock_probability=(0.25, 0.25, 0.25, 0.25),
-                unserved_penalty_usd=20.0,
+                unserved_penalty_usd=2.0,
+                initial_building_mw=0.5,
+                build_lump_mw=2.0,
             )
         raise ValueError(f"unknown DCLifecycle-v0 scenario {name!r}; known: compass, realistic")
 
@@ -722,14 +725,50 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleState]):
         return np.minimum(np.minimum(memory, compute), network)
 
     def _llm_tables(self, inst: FleetInstance) -> dict[str, np.ndarray]:
-        try:
-            from cloudgym.envs.core import llm  # noqa: F401
-        except ImportError as exc:
-            raise ImportError(
-                "capacity_model='llm_slo' needs the LLM instance model cloudgym.envs.core.llm "
-                "(max sustainable tokens/s under TTFT/TBT SLOs), which is not in this checkout"
-            ) from exc
-        raise NotImplementedError("llm_slo capacity: wire cloudgym.envs.core.llm here")
+        """(T, G) tables from the LLM instance model: mixed, prefill-only and decode-only output tokens/s per server.
+
+        A server's 8 GPUs hold ``8 / tp`` instances of the served model, where
+        the tensor-parallel degree ``tp`` is the LLM model's choice (weights plus
+        room for the KV cache); a model wider than a server spreads over
+        ``tp / 8`` servers. ``capacity`` is the SLO-bound throughput with
+        continuous batching (prefills mixed into decode batches); ``prefill``
+        and ``decode`` are what the server sustains doing only one phase (for
+        disaggregation), all in output tokens/s of the request shape.
+        """
+        c = self.config
+        t, g = c.horizon_quarters, self.num_generations
+        out = {name: np.zeros((t, g)) for name in ("mixed_primary", "mixed_secondary", "p1", "p2", "d1", "d2")}
+        for k in range(g):
+            spec = (
+                float(inst.fp16_tflops[k]),
+                float(inst.hbm_tb_s[k]),
+                float(inst.hbm_gb[k]),
+                float(self.roadmap.nvlink_gb_s[k]),
+                float(self.roadmap.tdp_w[k]),
+            )
+            for params, (mixed, pre, dec) in (
+                (inst.primary_params, ("mixed_primary", "p1", "d1")),
+                (inst.secondary_params, ("mixed_secondary", "p2", "d2")),
+            ):
+                for value in np.unique(params):
+                    rates = llm_server_rates(
+                        spec,
+                        float(value),
+                        c.gpus_per_server,
+                        c.prompt_tokens,
+                        c.output_tokens,
+                        c.ttft_slo_s,
+                        c.tbt_slo_s,
+                    )
+                    rows = params == value
+                    out[mixed][rows, k], out[pre][rows, k], out[dec][rows, k] = rates
+        share = inst.primary_share[:, None]
+        return {
+            "capacity": share * out["mixed_primary"] + (1 - share) * out["mixed_secondary"],
+            "prefill": share * out["p1"] + (1 - share) * out["p2"],
+            "decode": share * out["d1"] + (1 - share) * out["d2"],
+            "split_capacity": np.zeros((t, g)),
+        }
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -908,7 +947,33 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleState]):
         return (per_server * s.cohort_alive * share * factor).sum(axis=1)
 
     def _splitwise_capacity(self, q: np.ndarray, freq_idx: np.ndarray, over_idx: np.ndarray) -> np.ndarray:
-        raise NotImplementedError("llm_slo disaggregation needs cloudgym.envs.core.llm")
+        """Splitwise across generations: the newest alive generation prefills for older ones that decode.
+
+        With new-pool rates P_N (prefill only) and M_N (mixed) and old-pool
+        rates D_O (decode only, less ``kv_transfer_overhead``) and M_O (mixed),
+        a share phi of the new pool prefills for a share psi = phi P_N / D_O of
+        the old pool, the rest of both serve mixed: throughput phi P_N + (1 -
+        phi) M_N + (1 - psi) M_O, linear in phi, so the best split is phi = 0
+        or the largest phi with psi <= 1.
+        """
+        s, c = self.state, self.config
+        rows = self._env_index
+        alive = s.cohort_alive
+        gen = np.maximum(s.cohort_gen, 0)
+        release = np.where(alive > 0, self.release_quarter[gen], -1)
+        newest = release.max(axis=1, keepdims=True)
+        new = (alive > 0) & (release == newest)
+        factor = self.throughput_factor[over_idx, freq_idx]
+
+        def pool(table: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            return (np.take_along_axis(table[rows, q], gen, axis=1) * alive * mask).sum(axis=1) * factor
+
+        old = (alive > 0) & ~new
+        p_new, m_new = pool(s.prefill, new), pool(s.capacity, new)
+        d_old, m_old = pool(s.decode, old) * (1 - c.kv_transfer_overhead), pool(s.capacity, old)
+        phi = np.where(p_new > 0, np.minimum(1.0, d_old / np.maximum(p_new, 1e-300)), 0.0)
+        split = phi * p_new + (1 - phi) * m_new + (1 - phi * p_new / np.maximum(d_old, 1e-300)) * m_old
+        return np.maximum(split, m_new + m_old)
 
     def _stranded_w(self, over: np.ndarray) -> np.ndarray:
         """(B,) provisioned W no server uses: unused rack power (rent) or unused building power (sunk)."""
@@ -1036,6 +1101,51 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleState]):
             "built_mw": s.built_w[env_ids] / 1e6,
         }
         return out
+
+
+@functools.lru_cache(maxsize=8192)
+def llm_server_rates(
+    gpu: tuple[float, float, float, float, float],
+    params: float,
+    gpus_per_server: int,
+    prompt_tokens: int,
+    output_tokens: int,
+    ttft_slo_s: float,
+    tbt_slo_s: float,
+) -> tuple[float, float, float]:
+    """(mixed, prefill-only, decode-only) output tokens/s of one server serving a Llama-like model of ``params``.
+
+    ``gpu`` is (dense FP16 TFLOPS, HBM TB/s, HBM GB, NVLink GB/s both ways, TDP W). Mixed is the LLM model's
+    SLO throughput; prefill-only packs as many prompts into one iteration as the TTFT SLO allows; decode-only
+    runs the largest batch the TBT SLO and the KV cache allow. Zero when the model cannot meet the SLOs.
+    """
+    from cloudgym.envs.core import llm
+
+    tflops, hbm, mem, nvlink, tdp = gpu
+    spec_gpu = llm.GpuSpec(
+        name="dc-gen", peak_tflops=tflops, hbm_tbps=hbm, memory_gb=mem, link_gbps=nvlink / 2, tdp_w=tdp
+    )
+    try:
+        spec = llm.instance(llm.ModelSpec.llama_like(params), spec_gpu, None)
+    except ValueError:
+        return 0.0, 0.0, 0.0
+    per_server = gpus_per_server / spec.num_gpus
+    mixed = llm.slo_throughput(
+        spec, prompt_tokens=prompt_tokens, output_tokens=output_tokens, ttft_slo_s=ttft_slo_s, tbt_slo_s=tbt_slo_s
+    ).tokens_per_s
+    p, o = float(prompt_tokens), float(output_tokens)
+    limit = max(int(spec.scheduler.max_batch_requests), 1)
+    k = np.arange(1, limit + 1, dtype=np.float64)
+    prefill_s = np.asarray(spec.prefill_time(k * p))
+    ok = prefill_s <= ttft_slo_s
+    prefill = float(np.max(np.where(ok, k / prefill_s, 0.0))) * o
+    context = p + o / 2
+    b = k[k * context <= spec.kv_capacity_tokens]
+    decode = 0.0
+    if b.size:
+        decode_s = np.asarray(spec.decode_time(b, b * context))
+        decode = float(np.max(np.where(decode_s <= tbt_slo_s, b / decode_s, 0.0)))
+    return mixed * per_server, prefill * per_server, decode * per_server
 
 
 class DCLifecycleVectorEnv(CloudGymVectorEnv):
