@@ -189,7 +189,7 @@ class PerfectForesightPolicy(BatchedPolicy):
         core, c = self.core, self.core.config
         s = core.state
         t_max = c.horizon_quarters
-        actions = np.zeros((self.num_envs, len(core.single_action_space.nvec)), np.int64)
+        actions = np.zeros((self.num_envs, core.action_size), np.int64)
         actions[:, 2] = len(c.lifetime_years_levels) - 1
         covers = np.asarray(c.buy_cover_levels)
         lumps = np.asarray(c.build_lumps) * c.build_lump_mw * 1e6

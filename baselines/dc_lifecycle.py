@@ -101,7 +101,7 @@ class RefreshPolicy(BatchedPolicy):
         choosable = released & self.allowed[None, :]
         has = choosable.any(axis=1)
         last_allowed = np.where(has, choosable.shape[1] - 1 - np.argmax(choosable[:, ::-1], axis=1), newest)
-        actions = np.zeros((self.num_envs, len(core.single_action_space.nvec)), np.int64)
+        actions = np.zeros((self.num_envs, core.action_size), np.int64)
         lag = np.clip(newest - last_allowed, 0, core.config.max_generation_lag - 1)
         actions[:, 0] = lag
         actions[:, 1] = self.cover_idx

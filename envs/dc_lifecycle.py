@@ -793,6 +793,11 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleState]):
         cap = np.take_along_axis(per_server, gen, axis=1)
         return cap * s.cohort_alive * self.throughput_factor[over_idx, freq_idx][:, None]
 
+    @property
+    def action_size(self) -> int:
+        """Entries of the flattened action."""
+        return len(ACTION_FIELDS) + (self.config.horizon_quarters if self.config.cohort_actions else 0)
+
     def action_fields(self) -> list[str]:
         """Names of the entries of the flattened action."""
         names = list(ACTION_FIELDS)

@@ -174,7 +174,8 @@ def test_a_server_is_paid_over_exactly_its_amortisation_window_even_if_retired_e
         _, _, _, _, info = venv.step(a)
         capex.append(info["cost/it_capex"][0])
         if q == 3:
-            assert core.state.cohort_alive[0, 0] == 0 and core.state.cohort_retired_q[0, 0] == 3
+            assert core.state.cohort_alive[0, 0] == 0
+            assert core.state.cohort_retired_q[0, 0] == 3
             assert info["capacity"][0] == 0.0
     bought = core.state.cohort_bought[0, 0]
     price = core.state.price[0, 0]
