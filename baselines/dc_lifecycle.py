@@ -130,7 +130,8 @@ class CoOptimisingPolicy(RefreshPolicy):
       which skips generations that bring little; retire at 8 years (the
       simulator's best extension is 3 years);
     * build (sunk building): provision one lead time ahead of the installed
-      power's trend with 5% headroom instead of the traditional 30%;
+      power's trend with 20% headroom instead of the traditional 30% (a sweep
+      of 5-100% headroom put 20% first with oversubscription on);
     * operation: the highest oversubscription whose POLCA capping costs at
       most 3% throughput, full clock, and disaggregation (newest generation
       prefills, older ones decode) when older generations are alive and the
@@ -152,7 +153,7 @@ class CoOptimisingPolicy(RefreshPolicy):
         super().__init__(
             env,
             lifetime_years=8 if "refresh" in stages else 5,
-            build_margin=1.05 if "build" in stages else 1.3,
+            build_margin=1.2 if "build" in stages else 1.3,
             oversubscription=over,
         )
         self.stages = stages
@@ -222,9 +223,9 @@ register_policy(
 )
 register_policy(
     ENV_ID,
-    "coopt_refresh_build",
-    lambda env: CoOptimisingPolicy(env, stages=("refresh", "build")),
-    description="co-optimising policy, refresh and build stages",
+    "coopt_refresh_operation",
+    lambda env: CoOptimisingPolicy(env, stages=("refresh", "operation")),
+    description="co-optimising policy, refresh and operation stages",
 )
 
 

@@ -273,3 +273,59 @@ def test_perfect_foresight_lp_is_a_lower_bound_of_every_baseline(building: str) 
     # The executed plan is near its bound under the simulator's rent building (actions are coarser than the LP).
     if building == "rent":
         assert totals["perfect_foresight"] <= 1.10 * bound
+
+
+# ----------------------------------------------------------------------------- the realistic capacity model
+
+REALISTIC_SMALL = {"scenario": "realistic", "horizon_quarters": 24, "shock_window": (2, 20)}
+
+
+def test_realistic_preset_contracts() -> None:
+    checks.check_batch_invariance(ENV_ID, seeds=[2, 9], steps=26, env_kwargs=REALISTIC_SMALL)
+    checks.check_determinism(ENV_ID, seed=3, num_envs=2, steps=26, env_kwargs=REALISTIC_SMALL)
+
+
+def test_llm_capacity_grows_with_generation_and_shrinks_with_model_size() -> None:
+    from cloudgym.envs.dc_lifecycle import llm_server_rates
+
+    venv = DCLifecycleVectorEnv(num_envs=1, scenario="realistic")
+    r = venv.core.roadmap  # type: ignore[attr-defined]
+
+    def rates(g: int, params: float) -> tuple[float, float, float]:
+        spec = (r.fp16_tflops[g], r.hbm_tb_s[g], r.hbm_gb[g], r.nvlink_gb_s[g], r.tdp_w[g])
+        return llm_server_rates(spec, params, 8, 1020, 129, 0.4, 0.1)
+
+    a100, h100, h200 = (r.names.index(n) for n in ("A100", "H100", "H200"))
+    for params in (7e9, 7e10):
+        assert rates(a100, params)[0] < rates(h100, params)[0] < rates(h200, params)[0]
+        assert rates(h100, params)[2] >= rates(h100, params)[0]  # decode-only beats mixed serving
+    assert rates(h100, 7e10)[0] < rates(h100, 7e9)[0]
+
+
+def test_disaggregation_never_lowers_capacity_and_is_neutral_on_one_generation() -> None:
+    venv = DCLifecycleVectorEnv(num_envs=2, **REALISTIC_SMALL)
+    core: DCLifecycleCore = venv.core  # type: ignore[assignment]
+    venv.reset(seed=[5, 6])
+    for q in range(24):
+        a = np.zeros((2, core.action_size), np.int64)
+        a[:, 1] = 1
+        a[:, 4] = 2
+        a[:, 0] = q % 2  # alternate newest and previous generation: several generations alive
+        venv.step(a)
+        zeros = np.zeros(2, np.int64)
+        quarter = np.minimum(core.stats.length, 23)
+        mixed = core._fleet_capacity(quarter, zeros, zeros, zeros)
+        split = core._fleet_capacity(quarter, zeros, zeros, np.ones(2, np.int64))
+        assert np.all(split >= mixed - 1e-9)
+        one_gen = len(np.unique(core.state.cohort_gen[core.state.cohort_alive > 0])) <= 1
+        if one_gen:
+            np.testing.assert_allclose(split, mixed)
+
+
+def test_compass_roofline_gives_the_simulators_h100_figure() -> None:
+    venv = DCLifecycleVectorEnv(num_envs=1)
+    core: DCLifecycleCore = venv.core  # type: ignore[assignment]
+    inst = core.sample(np.random.default_rng(0))
+    per_server = core._compass_roofline(inst, np.full(core.config.horizon_quarters, 70e9))
+    h100 = core.roadmap.names.index("H100")
+    assert per_server[0, h100] == pytest.approx(8 * 3440 / 140, rel=1e-9)  # DOMAIN.md: ~197 tokens/s
