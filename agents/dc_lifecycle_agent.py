@@ -42,6 +42,8 @@ from cloudgym.evaluation import make_vector_env, summarise
 from cloudgym.policy import make_policy
 
 ENV_ID = "DCLifecycle-v0"
+TRAINING_ONLY = {"reward_scale_usd"}
+"""Config fields used while training that the shipped checkpoint does not impose on evaluation."""
 SECTION = "PPO_BC"
 """The YAML section this script reads (scripts/train.py reads ``PPO``: plain PPO from random weights)."""
 SCRIPT_KEYS = {
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> Path:
         section["policy_kwargs"] = _policy_kwargs(dict(section["policy_kwargs"]), args.hyperparams)
     grid = dict(run.get("env_kwargs") or {})
     env_kwargs = {"scenario": run.get("train_scenario", "realistic"), **grid}
+    # The checkpoint records the action grid only: the reward scale matters to training, not to acting.
+    recorded = {k: v for k, v in grid.items() if k not in TRAINING_ONLY}
     timesteps = int(args.timesteps if args.timesteps is not None else run["total_timesteps"])
     run_dir = args.out / ENV_ID / args.name
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -172,8 +176,9 @@ def main(argv: list[str] | None = None) -> Path:
             "seed": args.seed,
             "timesteps": int(model.num_timesteps),
             "num_envs": int(run["num_envs"]),
-            "env_kwargs": grid,
+            "env_kwargs": recorded,
             "trained_scenario": env_kwargs["scenario"],
+            "training_env_kwargs": env_kwargs,
             "hyperparams_file": args.hyperparams.name,
             "hyperparams": {k: v if not isinstance(v, dict) else str(v) for k, v in section.items()},
             "behaviour_cloning": {
