@@ -329,3 +329,40 @@ def test_compass_roofline_gives_the_simulators_h100_figure() -> None:
     per_server = core._compass_roofline(inst, np.full(core.config.horizon_quarters, 70e9))
     h100 = core.roadmap.names.index("H100")
     assert per_server[0, h100] == pytest.approx(8 * 3440 / 140, rel=1e-9)  # DOMAIN.md: ~197 tokens/s
+
+
+# ----------------------------------------------------------------------------- the trained agent
+
+
+def test_shipped_agent_loads_and_plans_the_realistic_preset() -> None:
+    from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, read_checkpoint
+
+    folder = CHECKPOINT_ROOT / ENV_ID / "ppo_bc_realistic"
+    info = read_checkpoint(folder)
+    assert info.extra["trained_scenario"] == "realistic"
+    assert "reward_scale_usd" not in info.env_kwargs  # returns in compare.py are in $M like every baseline's
+    assert (folder / "model.zip").stat().st_size < 2_000_000
+    seeds = held_out_seeds(2)
+    kwargs = {"scenario": "realistic", **info.env_kwargs}
+    agent = evaluate(folder, ENV_ID, seeds, env_kwargs=kwargs)
+    rand = evaluate("random", ENV_ID, seeds, env_kwargs=kwargs)
+    for a, r in zip(agent, rand):
+        assert np.isfinite(a["tco_usd"])
+        assert a["return"] > r["return"]
+
+
+def test_behaviour_cloning_fits_the_teacher() -> None:
+    from stable_baselines3 import PPO
+
+    from cloudgym.agents.dc_lifecycle_agent import behaviour_clone, demonstrations
+    from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
+    from cloudgym.evaluation import make_vector_env
+
+    kwargs = {"horizon_quarters": 24, "shock_window": (2, 20), "cohort_actions": False}
+    obs, actions, returns = demonstrations("extend_3y", kwargs, episodes=4, seed=0, gamma=0.99)
+    assert obs.shape[0] == actions.shape[0] == returns.shape[0] == 4 * 24
+    model = PPO("MlpPolicy", SB3VecEnv(make_vector_env(ENV_ID, 2, kwargs)), n_steps=24, batch_size=48, seed=0)
+    losses = behaviour_clone(model, obs, actions, returns, epochs=60, lr=3e-3, seed=0)
+    assert losses[-1] < 0.2 * losses[0]
+    predicted, _ = model.predict(obs, deterministic=True)
+    assert np.mean(np.all(predicted == actions, axis=1)) > 0.9
