@@ -336,7 +336,13 @@ def plot_fleet(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
                 ax.set_title(f"{policy} (not rebuilt)", fontsize=8)
                 continue
             used = fleet.sum(axis=0) > 0
-            ax.stackplot(np.arange(fleet.shape[0]) / 4, fleet[:, used].T, labels=np.array(names)[used])
+            colors = plt.get_cmap("tab20")(np.arange(len(names)) % 20)  # one colour per generation in every panel
+            ax.stackplot(
+                np.arange(fleet.shape[0]) / 4,
+                fleet[:, used].T,
+                labels=np.array(names)[used],
+                colors=colors[used],
+            )
             ax.set_title(policy, fontsize=8)
             ax.legend(fontsize=5, loc="upper left")
         for ax in axes[-1]:

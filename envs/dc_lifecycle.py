@@ -906,7 +906,8 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleState]):
         terminated = self.stats.length + 1 >= t_max
         reward = -s.ledger.step_total() / c.reward_scale_usd
         servers_by_gen = np.zeros((self.num_envs, self.num_generations))
-        np.add.at(servers_by_gen, (np.repeat(rows, t_max), gen.ravel()), alive_now.ravel())
+        gen_now = np.maximum(s.cohort_gen, 0)  # after this quarter's purchase
+        np.add.at(servers_by_gen, (np.repeat(rows, t_max), gen_now.ravel()), alive_now.ravel())
         info: Info = {
             **s.ledger.step_breakdown(),
             "demand": demand,

@@ -202,6 +202,10 @@ def test_stranded_power_is_never_negative_and_capacity_counts_only_alive_servers
         alive_ref = np.where(bought_by_q & (s.cohort_retired_q > q), s.cohort_bought, 0.0)
         np.testing.assert_array_equal(s.cohort_alive, alive_ref)
         assert np.all(s.cohort_alive[:, q + 1 :] == 0)
+        by_gen = np.array(
+            [[alive_ref[i, s.cohort_gen[i] == g].sum() for g in range(core.num_generations)] for i in range(3)]
+        )
+        np.testing.assert_array_equal(info["servers_by_gen"], by_gen)
         mixed = actions[:, 7] == 0
         freq = actions[:, 6]
         for i in np.flatnonzero(mixed):
