@@ -132,3 +132,32 @@ def test_bad_hyperparameter_key_names_file_and_key(tmp_path: Path) -> None:
     )
     assert result.returncode != 0
     assert "hp.yaml [PPO]: unknown keys ['learning_rat']" in result.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("algo", ["A2C", "DQN", "MaskablePPO"])
+def test_train_runs_each_discrete_algorithm(algo: str, tmp_path: Path) -> None:
+    result = run_script(
+        "train.py",
+        "--env",
+        ENV_ID,
+        "--algo",
+        algo,
+        "--timesteps",
+        "1500",
+        "--out",
+        str(tmp_path),
+        "--eval-episodes",
+        "2",
+        "--no-progress",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / ENV_ID / f"{algo.lower()}_s0" / "model.zip").exists()
+
+
+def test_algorithm_that_cannot_handle_the_action_space_is_refused(tmp_path: Path) -> None:
+    hp = tmp_path / "hp.yaml"
+    hp.write_text("SAC:\n  num_envs: 2\n")
+    result = run_script("train.py", "--env", ENV_ID, "--algo", "SAC", "--hyperparams", str(hp), "--out", str(tmp_path))
+    assert result.returncode != 0
+    assert "SAC needs a Box action space" in result.stderr
