@@ -4,6 +4,6 @@ Importing this package registers every baseline with :mod:`cloudgym.policy`
 and every env's comparison report with :mod:`cloudgym.reports`.
 """
 
-from cloudgym.baselines import toy_cluster
+from cloudgym.baselines import faas_keepalive, toy_cluster
 
-__all__ = ["toy_cluster"]
+__all__ = ["faas_keepalive", "toy_cluster"]

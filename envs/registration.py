@@ -11,7 +11,9 @@ from __future__ import annotations
 import gymnasium as gym
 
 # id -> module under cloudgym.envs holding the `<Name>Env` and `<Name>VectorEnv` shells
-ENV_MODULES: dict[str, tuple[str, str]] = {}
+ENV_MODULES: dict[str, tuple[str, str]] = {
+    "FaaSKeepAlive-v0": ("faas_keepalive", "FaaSKeepAlive"),
+}
 """The problem envs (shown by compare.py and bench.py by default)."""
 
 TEST_ENV_MODULES: dict[str, tuple[str, str]] = {
