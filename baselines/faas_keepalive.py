@@ -248,7 +248,10 @@ def plot_paper_figure(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
                 for name, row in sel.iterrows():
                     tag = str(name).split("_", 1)[1]
                     ax.annotate(
-                        tag, (row["wmt_pct_of_fixed10"], row["p75_cold_start_pct"]), fontsize=7, xytext=(3, 3),
+                        tag,
+                        (row["wmt_pct_of_fixed10"], row["p75_cold_start_pct"]),
+                        fontsize=7,
+                        xytext=(3, 3),
                         textcoords="offset points",
                     )
         known = set(fixed) | set(hybrid) | {"random"}

@@ -285,7 +285,7 @@ class FaaSKeepAliveConfig:
     @classmethod
     def scenario(cls, name: str) -> FaaSKeepAliveConfig:
         """Named presets: 'default', 'toy_timer' (known optimum), 'two_weeks' (the paper's horizon)."""
-        presets = {
+        presets: dict[str, dict[str, Any]] = {
             "default": {},
             "toy_timer": {"workload": "toy", "warmup_minutes": 240, "episode_minutes": 480},
             "two_weeks": {"warmup_minutes": 1440, "episode_minutes": 13 * 1440},

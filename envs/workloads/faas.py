@@ -228,7 +228,7 @@ class AppProcess:
     key: int
     """64-bit key of the app's counter-based random stream."""
     rate_on: float
-    """Poisson rate of the non-timer functions while the burst chain is on, invocations/min (before the diurnal factor)."""
+    """Poisson rate of the non-timer functions while the burst chain is on, invocations/min (before diurnal)."""
     p_off: float
     """Probability per minute that an on burst ends (0: never bursty)."""
     p_on: float
@@ -320,8 +320,10 @@ def sample_app(rng: np.random.Generator) -> AppProcess:
     p_off, p_on, start_on, rate_on = 0.0, 1.0, True, rate
     client_period = client_jitter = client_phase = 0.0
     client_period_target = 1.0 / rate if rate > 0 else 0.0
-    if rate > 0 and BURSTY_SHARE <= u[4] < BURSTY_SHARE + PERIODIC_CLIENT_SHARE and (
-        client_period_target >= MIN_CLIENT_PERIOD_MIN
+    if (
+        rate > 0
+        and BURSTY_SHARE <= u[4] < BURSTY_SHARE + PERIODIC_CLIENT_SHARE
+        and (client_period_target >= MIN_CLIENT_PERIOD_MIN)
     ):
         client_period = client_period_target
         client_jitter = PERIODIC_JITTER[0] + u[11] * (PERIODIC_JITTER[1] - PERIODIC_JITTER[0])
@@ -336,7 +338,7 @@ def sample_app(rng: np.random.Generator) -> AppProcess:
         p_on = p_off * duty / (1.0 - duty)
         start_on = bool(u[7] < duty)
     amplitude = u[8] * DIURNAL_MAX_AMPLITUDE
-    diurnal_phase = int(round((u[9] * 2.0 - 1.0) * DIURNAL_PHASE_JITTER_MIN))
+    diurnal_phase = round((u[9] * 2.0 - 1.0) * DIURNAL_PHASE_JITTER_MIN)
     z = _STANDARD_NORMAL.inv_cdf(min(max(u[12], 1e-15), 1.0 - 1e-15))
     duration = min(math.exp(DURATION_LOG_MU + DURATION_LOG_SIGMA * z), MAX_DURATION_S)
     return AppProcess(
@@ -633,7 +635,11 @@ def _rows(path: Path, header: list[str]) -> Iterable[tuple[int, list[str]]]:
         if [h.strip() for h in first] != header:
             shown = ",".join(first[:6]) + (",..." if len(first) > 6 else "")
             want = ",".join(header[:6]) + (",..." if len(header) > 6 else "")
-            raise TraceFormatError(path, 1, f"unexpected header {shown!r} ({len(first)} columns); expected {want!r} ({len(header)} columns)")
+            raise TraceFormatError(
+                path,
+                1,
+                f"unexpected header {shown!r} ({len(first)} columns); expected {want!r} ({len(header)} columns)",
+            )
         for fields in reader:
             line = reader.line_num
             if not fields:
@@ -706,8 +712,8 @@ def load_azure2019(folder: str | os.PathLike[str], days: Sequence[int] | None = 
                 )
             key = f"{owner}/{app}"
             events = per_app.setdefault(key, {})
-            for m in np.flatnonzero(counts):
-                events[base + int(m)] = events.get(base + int(m), 0) + int(counts[m])
+            for minute in np.flatnonzero(counts).tolist():
+                events[base + minute] = events.get(base + minute, 0) + int(counts[minute])
             groups = triggers.setdefault(key, [False] * 4)
             groups[_GROUP_OF[trigger]] = True
         dpath = root / f"function_durations_percentiles.anon.d{day:02d}.csv"

@@ -42,7 +42,9 @@ from cloudgym.evaluation import evaluate, held_out_seeds
 
 ENV_ID = "FaaSKeepAlive-v0"
 SMALL = {"episode_minutes": 40, "warmup_minutes": 30}
-TRACE_2021 = Path(__file__).resolve().parents[2] / ".." / "shared" / "traces" / "AzureFunctionsInvocationTrace2021_first998.csv"
+TRACE_2021 = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "traces" / "AzureFunctionsInvocationTrace2021_first998.csv"
+)
 
 
 def test_registered_both_ways() -> None:
@@ -109,7 +111,8 @@ def test_codes_invert_exactly() -> None:
     counts = np.arange(100_000)
     np.testing.assert_array_equal(decode_count(encode_count(counts)), counts)
     action = windows_action([0, 7, 3], [10, NEVER, 0])
-    assert action[1, 1] == 1.0 and action.dtype == np.float32
+    assert action[1, 1] == 1.0
+    assert action.dtype == np.float32
     np.testing.assert_array_equal(decode_minutes(action[:, 0]), [0, 7, 3])
 
 
@@ -140,7 +143,8 @@ def test_histogram_tracks_percentiles_exactly(streams: list[list[int]]) -> None:
         hist.add(rows, np.array([streams[i][t] for i in rows], np.int64))
         for i in rows:
             n, oob, cv, p5, p99 = _reference_summary(streams[i][: t + 1], width)
-            assert hist.n_in[i] == n and hist.n_oob[i] == oob
+            assert hist.n_in[i] == n
+            assert hist.n_oob[i] == oob
             assert hist.cv(np.array([i]))[0] == pytest.approx(cv, abs=1e-9)
             assert hist.percentile_minutes(0, np.array([i]))[0] == p5
             assert hist.percentile_minutes(1, np.array([i]))[0] == p99
@@ -161,8 +165,8 @@ def _reference_minute(
     cold = 1 if count > 0 and not loaded else 0
     wasted = memory_gb if loaded and count == 0 and not running else 0.0
     if count > 0:
-        state["busy_until"] = max(state["busy_until"], minute + busy_minutes - 1) if state["ran"] else (
-            minute + busy_minutes - 1
+        state["busy_until"] = (
+            max(state["busy_until"], minute + busy_minutes - 1) if state["ran"] else (minute + busy_minutes - 1)
         )
         state["ran"] = 1
     return cold, wasted
@@ -357,7 +361,8 @@ def test_paper_points_and_plot(tmp_path: Path) -> None:
     invoked = fixed10[fixed10["invocations"] > 0]
     assert points.loc["fixed_10", "p75_cold_start_pct"] == pytest.approx(np.percentile(invoked["cold_start_pct"], 75))
     files = plot_paper_figure(frame, tmp_path)
-    assert len(files) == 1 and files[0].stat().st_size > 10_000
+    assert len(files) == 1
+    assert files[0].stat().st_size > 10_000
 
 
 def test_replay_benchmark_runs_at_small_scale() -> None:

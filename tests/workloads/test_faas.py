@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from cloudgym.envs.workloads import faas
 
-TRACE_2021 = Path(__file__).resolve().parents[2] / ".." / "shared" / "traces" / "AzureFunctionsInvocationTrace2021_first998.csv"
+TRACE_2021 = (
+    Path(__file__).resolve().parents[2] / ".." / "shared" / "traces" / "AzureFunctionsInvocationTrace2021_first998.csv"
+)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +31,8 @@ def test_daily_rates_match_the_paper(population: tuple[list[faas.AppProcess], np
     top = np.sort(daily)[::-1]
     assert top[: int(0.186 * top.size)].sum() / top.sum() > 0.99  # paper: 99.6%
     target = np.array([a.daily_invocations for a in apps])
-    assert target.min() >= 1.0 and target.max() <= 1e8  # 8 orders of magnitude
+    assert target.min() >= 1.0
+    assert target.max() <= 1e8
     assert np.log10(target.max()) - np.log10(target.min()) > 6.5
 
 
@@ -115,7 +118,11 @@ def _write_2019(folder: Path) -> None:
         _invocation_row("o1", "a1", "f2", "timer", {2: 2, 1440: 1}),
         _invocation_row("o2", "a2", "f1", "queue", {10: 5}),
     ]
-    day2 = [INV_HEADER, _invocation_row("o1", "a1", "f1", "http", {5: 4}), _invocation_row("o3", "a3", "f9", "event", {})]
+    day2 = [
+        INV_HEADER,
+        _invocation_row("o1", "a1", "f1", "http", {5: 4}),
+        _invocation_row("o3", "a3", "f9", "event", {}),
+    ]
     (folder / "invocations_per_function_md.anon.d01.csv").write_text("\n".join(day1) + "\n")
     (folder / "invocations_per_function_md.anon.d02.csv").write_text("\n".join(day2) + "\n")
     (folder / "function_durations_percentiles.anon.d01.csv").write_text(
@@ -135,7 +142,9 @@ def test_azure2019_loader_aggregates_functions_and_days(tmp_path: Path) -> None:
     assert trace.app_ids == ("o1/a1", "o2/a2", "o3/a3")
     assert trace.minutes == 2 * 1440
     a1 = trace.dense_counts(0)
-    assert a1[0] == 3 and a1[1] == 3 and a1[1439] == 1  # functions summed per minute
+    assert a1[0] == 3
+    assert a1[1] == 3
+    assert a1[1439] == 1
     assert a1[1440 + 4] == 4  # day 2, minute 5
     assert a1.sum() == 11
     np.testing.assert_array_equal(trace.invocations(), [11, 5, 0])
@@ -148,7 +157,8 @@ def test_azure2019_loader_aggregates_functions_and_days(tmp_path: Path) -> None:
     assert trace.triggers[0].tolist() == [True, True, False, False]  # http + timer
     assert trace.triggers[1].tolist() == [False, False, True, False]  # queue
     one_day = faas.load_azure2019(tmp_path, days=[2])
-    assert one_day.minutes == 1440 and one_day.dense_counts(0)[4] == 4
+    assert one_day.minutes == 1440
+    assert one_day.dense_counts(0)[4] == 4
 
 
 @pytest.mark.parametrize(
@@ -168,7 +178,8 @@ def test_azure2019_malformed_rows_name_file_line_and_problem(tmp_path: Path, row
     with pytest.raises(faas.TraceFormatError) as err:
         faas.load_azure2019(tmp_path)
     assert err.value.line == 3
-    assert str(path) in str(err.value) and "line 3" in str(err.value)
+    assert str(path) in str(err.value)
+    assert "line 3" in str(err.value)
     assert problem in str(err.value)
 
 
@@ -180,8 +191,8 @@ def test_azure2019_bad_header_and_side_files(tmp_path: Path) -> None:
     (tmp_path / "app_memory_percentiles.anon.d02.csv").write_text(MEM_HEADER + "\no1,a1,3,abc,1,1,1,1,1,1,1,1\n")
     with pytest.raises(faas.TraceFormatError, match=r"d02\.csv, line 2: column AverageAllocatedMb: 'abc'"):
         faas.load_azure2019(tmp_path)
+    (tmp_path / "invocations_per_function_md.anon.d05.csv").write_text(INV_HEADER + "\n")
     with pytest.raises(ValueError, match="consecutive"):
-        (tmp_path / "invocations_per_function_md.anon.d05.csv").write_text(INV_HEADER + "\n")
         faas.load_azure2019(tmp_path, days=[1, 5])
     with pytest.raises(FileNotFoundError, match="day"):
         faas.load_azure2019(tmp_path, days=[7])
@@ -200,12 +211,14 @@ def test_azure2021_loader_on_the_public_sample() -> None:
     assert invocations.max() / 998 == pytest.approx(0.23, abs=0.01)  # the top app has 23%
     assert np.sort(invocations)[::-1][:3].sum() / 998 == pytest.approx(0.63, abs=0.01)
     assert trace.minutes == pytest.approx(6465 / 60, abs=2)
-    assert trace.memory_imputed.all() and not trace.duration_imputed.any()
+    assert trace.memory_imputed.all()
+    assert not trace.duration_imputed.any()
     assert not trace.triggers.any()
     # Start minutes from the raw rows, recomputed the obvious way, match the sparse counts.
     import csv
 
-    rows = list(csv.DictReader(open(TRACE_2021)))
+    with open(TRACE_2021) as f:
+        rows = list(csv.DictReader(f))
     app = trace.app_ids[int(np.argmax(invocations))]
     expected = np.zeros(trace.minutes, np.int64)
     for r in rows:
