@@ -447,8 +447,14 @@ def process_counts(proc: ProcessArrays, minute: np.ndarray) -> np.ndarray:
     # The burst chain moves first, so a burst's first minute can already hold invocations.
     switch = u_chain < np.where(proc.burst_on, proc.p_off, proc.p_on)
     proc.burst_on ^= switch
-    diurnal = 1.0 + proc.amplitude * DIURNAL[(minute + proc.phase) % MINUTES_PER_DAY]
-    mean = np.where(proc.burst_on, proc.rate_on * diurnal, 0.0)
+    first = int(minute[0])
+    if (minute == first).all():  # the usual case: one clock for every app
+        diurnal = proc.amplitude * DIURNAL[(first + proc.phase) % MINUTES_PER_DAY]
+    else:
+        diurnal = proc.amplitude * DIURNAL[(minute + proc.phase) % MINUTES_PER_DAY]
+    diurnal += 1.0
+    mean = proc.rate_on * diurnal
+    mean *= proc.burst_on
     counts = poisson_from_uniform(mean, u_count)
     fire = minute >= proc.next_timer
     if fire.any():
