@@ -53,30 +53,31 @@ encoding, rather than a menu, lets the hybrid policy's exact windows (any
 whole minute) and a learned policy share one space.
 
 ## Observation Space
-``Box(low, high, (23,), float32)``: minutes are encoded as actions are
+``Box(low, high, (24,), float32)``: minutes are encoded as actions are
 (:func:`encode_minutes`), counts and rates as log1p(x)/log1p(1e9)
 (:func:`encode_count`); :func:`decode_minutes` and :func:`decode_count` invert
-them exactly for whole numbers.
+them exactly for whole numbers. ``OBS[name]`` gives each field's index.
 
-| index | observation                                                                 |
-|-------|-----------------------------------------------------------------------------|
-| 0     | age: minutes since the last execution ended (1.0 if never run, 0 if running) |
-| 1     | 1 if the app has run (in the warm-up or the episode)                         |
-| 2     | 1 if an execution is still running this minute                               |
-| 3     | 1 if the image was loaded during the last minute                             |
-| 4     | 1 if the app was invoked in the last minute                                  |
-| 5     | invocations in the last minute (count code)                                  |
-| 6     | invocations per minute, EWMA over ~10 min (count code)                       |
-| 7     | invocations per minute, EWMA over ~4 h (count code)                          |
-| 8     | memory of the image / 1536 MB                                                |
-| 9-12  | trigger groups present: HTTP, timer, queue-like, other (0 when unknown)      |
-| 13    | idle times recorded, in range and OOB (count code)                           |
-| 14    | share of recorded idle times that were OOB                                    |
-| 15    | coefficient of variation of the histogram's bin counts / 8                   |
-| 16-18 | 5th, 50th and 99th percentile of in-range idle times (minute code; 0 if none) |
-| 19    | forecast of the next idle time (minute code of a fractional number; 0 if none) |
-| 20    | idle time recorded in the last minute (minute code; 0 if none)               |
-| 21-22 | sin and cos of the time of day                                               |
+| field              | observation                                                                 |
+|--------------------|-----------------------------------------------------------------------------|
+| age                | minutes since the last execution ended (1.0 if never run, 0 if running)     |
+| has_run            | 1 if the app has run (in the warm-up or the episode)                         |
+| busy               | 1 if an execution is still running this minute                               |
+| loaded_last        | 1 if the image was loaded during the last minute                             |
+| invoked_last       | 1 if the app was invoked in the last minute                                  |
+| count_last         | invocations in the last minute (count code)                                  |
+| rate_10min, rate_4h| invocations per minute, EWMA over ~10 min and ~4 h (count code)              |
+| tod_sin, tod_cos   | time of day                                                                  |
+| idle_recorded      | idle time recorded in the last minute (minute code; 0 if none)               |
+| idle_hazard        | recorded in-range idle times equal to the current age / those >= it (0 if none) |
+| idle_survival      | share of all recorded idle times >= the current age (in range; 0 beyond it)  |
+| idle_times         | idle times recorded, in range and OOB (count code)                           |
+| oob_share          | share of recorded idle times that were OOB                                   |
+| cv                 | coefficient of variation of the histogram's bin counts x 1/8                 |
+| p5, p99            | 5th and 99th percentile of in-range idle times (minute code; 0 if none)      |
+| idle_forecast      | forecast of the next idle time (minute code of a fractional number; 0 if none) |
+| memory             | memory of the image / 1536 MB                                                |
+| trigger_*          | trigger groups present: http, timer, queue_like, other (0 when unknown)      |
 
 ## Rewards
 ``-(cold_start_weight x cold starts + memory_weight x wasted GB-minutes)`` of
@@ -155,6 +156,8 @@ OBS_FIELDS = (
     "tod_sin",
     "tod_cos",
     "idle_recorded",
+    "idle_hazard",
+    "idle_survival",
     # changing only when an idle time is recorded (kept in the state, updated sparsely)
     "idle_times",
     "oob_share",
@@ -432,6 +435,7 @@ class FaaSKeepAliveState:
     rate_long: np.ndarray  # (B,) float32, EWMA of invocations/min, ~4 h
     hist: IdleTimeHistogram  # (B, R) idle-time histograms
     forecast_log: np.ndarray  # (B,) float64, EWMA of log(idle time, minutes); NaN before the first
+    shorter: np.ndarray  # (B,) int64, in-range idle times recorded that are shorter than the current age
     # observation features that change only when an idle time is recorded, or never (float32 codes)
     obs_idle_recorded: np.ndarray  # (B,) float32, code of the idle time recorded in the last minute (0: none)
     obs_idle_times: np.ndarray  # (B,) float32, count code of idle times recorded
@@ -518,6 +522,7 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
             rate_long=np.zeros(b, np.float32),
             hist=IdleTimeHistogram.zeros(b, c.histogram_range_min),
             forecast_log=np.full(b, np.nan),
+            shorter=np.zeros(b, np.int64),
             obs_idle_recorded=codes(),
             obs_idle_times=codes(),
             obs_oob_share=codes(),
@@ -579,6 +584,7 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
         s.rate_long[env_ids] = 0.0
         s.hist.clear(env_ids)
         s.forecast_log[env_ids] = np.nan
+        s.shorter[env_ids] = 0
         for codes in (s.obs_idle_recorded, s.obs_idle_times, s.obs_oob_share, s.obs_cv, s.obs_p5, s.obs_p99):
             codes[env_ids] = 0.0
         s.obs_forecast[env_ids] = 0.0
@@ -660,6 +666,16 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
             np.take(_TOD_SIN, tod, out=out[OBS["tod_sin"]])
             np.take(_TOD_COS, tod, out=out[OBS["tod_cos"]])
         out[OBS["idle_recorded"]] = s.obs_idle_recorded
+        # Empirical hazard and survival of the current idle period from the app's own histogram.
+        h = s.hist
+        width = h.range_min
+        in_range = (age >= 1) & (age <= width)
+        rows = np.flatnonzero(in_range)
+        at_age = np.zeros(self.num_envs, np.float32)
+        at_age[rows] = h.counts.reshape(-1)[rows * width + age[rows] - 1]
+        surviving = np.where(in_range, h.n_in - s.shorter, 0).astype(np.float32)
+        out[OBS["idle_hazard"]] = at_age / np.maximum(surviving, 1.0)
+        out[OBS["idle_survival"]] = surviving / np.maximum(h.n_in + h.n_oob, 1).astype(np.float32)
         out[OBS["idle_times"]] = s.obs_idle_times
         out[OBS["oob_share"]] = s.obs_oob_share
         out[OBS["cv"]] = s.obs_cv
@@ -735,6 +751,14 @@ def _advance(
         s.obs_p5[rows] = MINUTE_CODES[h.percentile_minutes(0, rows)]
         s.obs_p99[rows] = MINUTE_CODES[h.percentile_minutes(1, rows)]
         s.obs_forecast[rows] = encode_minutes(np.exp(forecast))
+    # Idle minutes move the age on: idle times equal to the age just lived become shorter than the next one.
+    still_idle = ~invoked
+    still_idle &= ~busy
+    still_idle &= s.has_run
+    still_idle &= age <= s.hist.range_min
+    waiting = np.flatnonzero(still_idle)
+    s.shorter[~still_idle] = 0
+    s.shorter[waiting] += s.hist.counts.reshape(-1)[waiting * s.hist.range_min + age[waiting] - 1]
     ran = np.flatnonzero(invoked)
     s.busy_until[ran] = np.maximum(s.busy_until[ran], minute[ran] + s.busy_minutes[ran] - 1)
     s.has_run |= invoked

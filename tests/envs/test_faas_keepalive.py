@@ -209,6 +209,28 @@ def test_observations_stay_in_the_space_and_are_finite() -> None:
         obs, *_ = env.step(rng.random((32, 2)).astype(np.float32))
 
 
+def test_idle_hazard_and_survival_match_the_histogram() -> None:
+    env = FaaSKeepAliveVectorEnv(num_envs=48, episode_minutes=200, warmup_minutes=600, histogram_range_min=60)
+    obs, _ = env.reset(seed=9)
+    core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
+    rng = np.random.default_rng(2)
+    checked = 0
+    for _ in range(200):
+        h, minute = core.state.hist, core.minute()
+        for i in range(48):
+            age = int(minute[i] - core.state.busy_until[i])
+            if not core.state.has_run[i] or age < 1 or age > 60:
+                assert obs[i, OBS["idle_survival"]] == 0
+                continue
+            longer = int(h.counts[i, age - 1 :].sum())
+            total = int(h.n_in[i] + h.n_oob[i])
+            assert obs[i, OBS["idle_survival"]] == pytest.approx(longer / max(total, 1), rel=1e-6)
+            assert obs[i, OBS["idle_hazard"]] == pytest.approx(h.counts[i, age - 1] / max(longer, 1), rel=1e-6)
+            checked += 1
+        obs, *_ = env.step(rng.random((48, 2)).astype(np.float32))
+    assert checked > 1000
+
+
 # ----------------------------------------------------------------------------- the paper's sanity properties
 
 
