@@ -75,7 +75,8 @@ class RandomPolicy(BatchedPolicy):
         b = self.num_envs
         if isinstance(space, spaces.Discrete):
             if action_mask is None:
-                return self.rng.integers(space.start, space.start + space.n, size=b)
+                start, n = int(space.start), int(space.n)  # plain ints: gymnasium 1.2's stubs type them loosely
+                return self.rng.integers(start, start + n, size=b)
             # A uniform choice among admissible actions: argmax of random keys on the allowed set.
             keys = np.where(action_mask, self.rng.random(action_mask.shape), -1.0)
             return space.start + np.argmax(keys, axis=1)

@@ -625,21 +625,25 @@ class LLMClusterState:
     queue_head: np.ndarray  # (B, N) int64, ring position of the oldest waiting request
     partial: np.ndarray  # (B, N) int64, slot of the request whose prompt is part-prefilled (chunked), -1 if none
     last_done: np.ndarray  # (B, N) int64, requests completed by the instance's last iteration (at time clock)
-    queue: np.ndarray  # (B, N, S) int64, ring of waiting slots in admission order
+    slot_high: np.ndarray  # (B, N) int64, one past the highest slot in use (slots are taken lowest first)
+    queue: np.ndarray  # (B, N, S) int32, ring of waiting slots in admission order
     # per slot
     status: np.ndarray  # (B, N, S) int8, EMPTY / WAITING / RUNNING
     request: np.ndarray  # (B, N, S) int64, caller's request id (increasing with arrival: orders preemption)
     tag: np.ndarray  # (B, N, S) int64, caller's label copied into completions (class, priority)
-    prompt: np.ndarray  # (B, N, S) int64, prompt tokens
-    output: np.ndarray  # (B, N, S) int64, output tokens the request generates
-    target: np.ndarray  # (B, N, S) int64, tokens the current prefill must compute (prompt + tokens generated)
-    computed: np.ndarray  # (B, N, S) int64, tokens whose KV is in the cache
-    generated: np.ndarray  # (B, N, S) int64, output tokens emitted so far
-    blocks: np.ndarray  # (B, N, S) int64, KV blocks held
+    prompt: np.ndarray  # (B, N, S) int32, prompt tokens
+    output: np.ndarray  # (B, N, S) int32, output tokens the request generates
+    target: np.ndarray  # (B, N, S) int32, tokens the current prefill must compute (prompt + tokens generated)
+    computed: np.ndarray  # (B, N, S) int32, tokens whose KV is in the cache
+    generated: np.ndarray  # (B, N, S) int32, output tokens emitted so far
+    blocks: np.ndarray  # (B, N, S) int32, KV blocks held
     arrival: np.ndarray  # (B, N, S) float64, arrival time, s
     first_token: np.ndarray  # (B, N, S) float64, time of the first output token, s (-1 before it)
-    last_token: np.ndarray  # (B, N, S) float64, time of the latest output token, s
+    last_token: np.ndarray  # (B, N, S) float64, time of the last token before the request's current prefill, s
+    # (a decoding request emits a token at the end of each of its instance's iterations, so its previous token
+    # always came at the instance's clock; this field is kept for tokens emitted by prefills)
     max_gap: np.ndarray  # (B, N, S) float64, longest time between two consecutive output tokens, s
+    estimate: np.ndarray  # (B, N, S) float64, caller's estimate of the output tokens (a predictor's); not simulated
     activity: InstanceActivity  # (B, N) accumulators since the last take_activity()
 
 
@@ -736,20 +740,22 @@ class LLMCluster:
             queue_head=np.zeros((b, n), np.int64),
             partial=np.full((b, n), -1, np.int64),
             last_done=np.zeros((b, n), np.int64),
-            queue=per_slot(np.int64),
+            slot_high=np.zeros((b, n), np.int64),
+            queue=per_slot(np.int32),
             status=per_slot(np.int8),
             request=per_slot(np.int64, -1),
             tag=per_slot(np.int64),
-            prompt=per_slot(np.int64),
-            output=per_slot(np.int64),
-            target=per_slot(np.int64),
-            computed=per_slot(np.int64),
-            generated=per_slot(np.int64),
-            blocks=per_slot(np.int64),
+            prompt=per_slot(np.int32),
+            output=per_slot(np.int32),
+            target=per_slot(np.int32),
+            computed=per_slot(np.int32),
+            generated=per_slot(np.int32),
+            blocks=per_slot(np.int32),
             arrival=per_slot(np.float64),
             first_token=per_slot(np.float64, -1.0),
             last_token=per_slot(np.float64),
             max_gap=per_slot(np.float64),
+            estimate=per_slot(np.float64),
             activity=InstanceActivity.zeros(b, n),
         )
         return state
@@ -759,7 +765,7 @@ class LLMCluster:
         ids = np.asarray(env_ids, np.int64)
         state.clock[ids] = np.asarray(start_time, np.float64).reshape(-1, 1) if np.ndim(start_time) else start_time
         state.freq_scale[ids] = 1.0
-        for name in ("kv_used", "running", "waiting", "queue_head", "last_done"):
+        for name in ("kv_used", "running", "waiting", "queue_head", "last_done", "slot_high"):
             getattr(state, name)[ids] = 0
         state.partial[ids] = -1
         for name in ("queue", "status", "tag", "prompt", "output", "target", "computed", "generated", "blocks"):
@@ -769,6 +775,7 @@ class LLMCluster:
         state.first_token[ids] = -1.0
         state.last_token[ids] = 0.0
         state.max_gap[ids] = 0.0
+        state.estimate[ids] = 0.0
         state.activity.reset_envs(ids)
 
     # ------------------------------------------------------------------ routing
@@ -803,6 +810,7 @@ class LLMCluster:
         output: np.ndarray,
         arrival: np.ndarray,
         tag: np.ndarray | None = None,
+        estimate: np.ndarray | None = None,
     ) -> np.ndarray:
         """Append arrivals to the waiting queues of (sub-env, instance) pairs; (m,) True where accepted.
 
@@ -810,7 +818,9 @@ class LLMCluster:
         whole context could never fit the instance's KV cache; the caller
         counts it as rejected. Pairs may repeat: they are queued in the given
         order. Arrival times may lie ahead of the instance's clock (the
-        request is admitted only once its instance reaches it).
+        request is admitted only once its instance reaches it). ``tag`` (an
+        integer label) and ``estimate`` (e.g. a predicted output length) are
+        carried for the caller; the simulation does not read them.
         """
         env_ids = np.asarray(env_ids, np.int64)
         m = env_ids.size
@@ -825,6 +835,7 @@ class LLMCluster:
         if np.any(prompt < 1) or np.any(output < 1):
             raise ValueError("requests need at least one prompt token and one output token")
         tag_arr = np.zeros(m, np.int64) if tag is None else np.asarray(tag, np.int64)
+        estimate_arr = np.zeros(m) if estimate is None else np.asarray(estimate, np.float64)
         flat = env_ids * self.num_instances + instances
         possible = self.fits_ever(prompt, output, instances)
         # Pairs that repeat are queued rank by rank, so each sees the slots the previous one took.
@@ -855,6 +866,8 @@ class LLMCluster:
             views.first_token[f, slot] = -1.0
             views.last_token[f, slot] = arrival[sel]
             views.max_gap[f, slot] = 0.0
+            views.estimate[f, slot] = estimate_arr[sel]
+            views.slot_high[f] = np.maximum(views.slot_high[f], slot + 1)
             tail = (views.queue_head[f] + views.waiting[f]) % self.slots
             views.queue[f, tail] = slot
             views.waiting[f] += 1
@@ -905,130 +918,156 @@ class LLMCluster:
         return Completions.concat(records)
 
     def _iterate(self, v: _FlatViews, idx: np.ndarray) -> Completions | None:
-        """One iteration of each listed flat instance (all start at their own clock)."""
+        """One iteration of each listed flat instance (each starts at its own clock).
+
+        Dense (k, S) work is limited to what every decoding request needs each
+        iteration; admissions, prompt chunks, preemptions and completions are
+        few and handled as sparse (row, slot) lists.
+        """
         n_inst, slots = self.num_instances, self.slots
         k = idx.size
         inst = idx % n_inst
         bt = self.block_tokens[inst]
         clock = v.clock[idx]
-        st = v.status[idx]
-        comp = v.computed[idx]
-        tgt = v.target[idx]
-        gen = v.generated[idx]
-        blk = v.blocks[idx]
+        # Slots are taken lowest first: dense work covers only the slots up to the highest in use.
+        sl = slice(0, int(v.slot_high[idx].max()))
+        st = v.status[idx, sl]
+        comp = v.computed[idx, sl]
+        tgt = v.target[idx, sl]
+        blk = v.blocks[idx, sl]
         free = self.capacity_blocks[inst] - v.kv_used[idx]
         n_run = v.running[idx]
         q_head = v.queue_head[idx]
         q_len = v.waiting[idx]
         partial = v.partial[idx]
         preempted = np.zeros(k)
+        status_changed = False
 
-        running = st == RUNNING
-        decoding = running & (comp >= tgt)
-        # Decode KV growth: a token past the last block needs a new one; without one, preempt the newest request.
-        while True:
-            grow = decoding & (comp + 1 > blk * bt[:, None])
-            need = grow.sum(axis=1)
-            short = need > free
-            if not short.any():
-                break
+        decoding = (st == RUNNING) & (comp >= tgt)
+        # Decode KV growth: a token past the last block needs a new block; without one, preempt the newest request.
+        grow = decoding & (comp >= blk * bt[:, None])
+        need = grow.sum(axis=1)
+        short = need > free
+        while short.any():
             r = np.flatnonzero(short)
-            victim = np.argmax(np.where(running[r], v.request[idx[r]], -1), axis=1)
+            victim = np.argmax(np.where(st[r] == RUNNING, v.request[idx[r], sl], -1), axis=1)
+            f = idx[r]
             free[r] += blk[r, victim]
+            need[r] -= grow[r, victim]
             blk[r, victim] = 0
             st[r, victim] = WAITING
-            running[r, victim] = False
             decoding[r, victim] = False
-            tgt[r, victim] = v.prompt[idx[r], victim] + gen[r, victim]
+            grow[r, victim] = False
+            tgt[r, victim] = v.prompt[f, victim] + v.generated[f, victim]
             comp[r, victim] = 0
+            # A decoding victim's latest token came at the end of the previous iteration, i.e. now.
+            v.last_token[f, victim] = np.where(v.generated[f, victim] > 0, clock[r], v.last_token[f, victim])
             partial[r] = np.where(partial[r] == victim, -1, partial[r])
             n_run[r] -= 1
             q_head[r] = (q_head[r] - 1) % slots
-            v.queue[idx[r], q_head[r]] = victim
+            v.queue[f, q_head[r]] = victim
             q_len[r] += 1
             preempted[r] += 1
+            status_changed = True
+            short = need > free
         free -= need
         n_dec = decoding.sum(axis=1)
 
+        # Prompt work of this iteration as sparse lists: (row, slot, chunk tokens, tokens computed before).
+        pr: list[np.ndarray] = []
+        ps: list[np.ndarray] = []
+        pc: list[np.ndarray] = []
         chunked = self.chunked[inst]
         budget = np.where(chunked, self.max_tokens[inst] - n_dec, self.max_tokens[inst])
-        chunk = np.zeros_like(comp)
-        # A part-prefilled prompt (chunked mode) continues first.
-        has_partial = np.flatnonzero(partial >= 0)
-        if has_partial.size:
-            s = partial[has_partial]
-            c = np.minimum(tgt[has_partial, s] - comp[has_partial, s], np.maximum(budget[has_partial], 0))
-            chunk[has_partial, s] = c
-            budget[has_partial] -= c
-            finished = comp[has_partial, s] + c >= tgt[has_partial, s]
-            partial[has_partial[finished]] = -1
-        # Admissions, FCFS: the head of the queue joins while it has arrived and fits; the first misfit stops it.
+        rows = np.flatnonzero(partial >= 0)
+        if rows.size:  # a part-prefilled prompt (chunked mode) continues first
+            s = partial[rows]
+            c = np.minimum(tgt[rows, s] - comp[rows, s], np.maximum(budget[rows], 0))
+            keep = c > 0
+            pr.append(rows[keep])
+            ps.append(s[keep])
+            pc.append(c[keep])
+            budget[rows] -= c
+            finished = comp[rows, s] + c >= tgt[rows, s]
+            partial[rows[finished]] = -1
+        # Admissions, FCFS: the queue's head joins while it has arrived and fits; the first misfit stops the row.
         prefilled = np.zeros(k, np.int64)
-        stopped = np.zeros(k, bool)
-        max_batch = self.max_batch[inst]
+        cand = (q_len > 0) & (n_run < self.max_batch[inst]) & (budget > 0) & (partial < 0)
         room_floor = self.watermark_blocks[inst]
-        while True:
-            cand = ~stopped & (q_len > 0) & (n_run < max_batch) & (budget > 0) & (partial < 0)
+        while cand.any():
             r = np.flatnonzero(cand)
-            if r.size == 0:
-                break
-            head = v.queue[idx[r], q_head[r]]
+            f = idx[r]
+            head = v.queue[f, q_head[r]]
             t = tgt[r, head]
             need_blocks = -(-t // bt[r])
-            ok = v.arrival[idx[r], head] <= clock[r]
+            ok = v.arrival[f, head] <= clock[r]
             ok &= need_blocks <= free[r] - room_floor[r]
             ok &= chunked[r] | (prefilled[r] == 0) | (prefilled[r] + t <= budget[r])
-            stopped[r[~ok]] = True
+            cand[r[~ok]] = False
             r, head, t, need_blocks = r[ok], head[ok], t[ok], need_blocks[ok]
             if r.size == 0:
                 break
             st[r, head] = RUNNING
-            running[r, head] = True
             blk[r, head] = need_blocks
             free[r] -= need_blocks
             n_run[r] += 1
             c = np.where(chunked[r], np.minimum(t, budget[r]), t)
-            chunk[r, head] = c
+            pr.append(r)
+            ps.append(head)
+            pc.append(c)
             budget[r] -= np.where(chunked[r], c, 0)
             prefilled[r] += c
             partial[r] = np.where(c < t, head, partial[r])
             q_head[r] = (q_head[r] + 1) % slots
             q_len[r] -= 1
+            status_changed = True
+            cand[r] = (q_len[r] > 0) & (n_run[r] < self.max_batch[inst[r]]) & (budget[r] > 0) & (partial[r] < 0)
 
         # Cost of the iteration.
-        prefilling = chunk > 0
-        n_prefill = chunk.sum(axis=1)
-        ctx_decode = np.where(decoding, comp + 1, 0).sum(axis=1)
-        pairs = ctx_decode + (chunk * comp + chunk * (chunk + 1) // 2).sum(axis=1)
-        kv_read = ctx_decode + np.where(prefilling, comp + chunk, 0).sum(axis=1)
+        p_rows = np.concatenate(pr) if pr else np.zeros(0, np.int64)
+        p_slots = np.concatenate(ps) if ps else np.zeros(0, np.int64)
+        p_chunk = (np.concatenate(pc) if pc else np.zeros(0, np.int64)).astype(np.float64)
+        p_before = comp[p_rows, p_slots].astype(np.float64)
+        n_prefill = np.bincount(p_rows, weights=p_chunk, minlength=k)
+        ctx_decode = np.where(decoding, comp + 1, 0).sum(axis=1, dtype=np.float64)
+        pairs = ctx_decode + np.bincount(p_rows, weights=p_chunk * p_before + p_chunk * (p_chunk + 1) / 2, minlength=k)
+        kv_read = ctx_decode + np.bincount(p_rows, weights=p_before + p_chunk, minlength=k)
         if np.any(n_prefill + n_dec == 0):
             bad = int(idx[np.argmax(n_prefill + n_dec == 0)])
             raise RuntimeError(
                 f"instance {bad % n_inst} of sub-env {bad // n_inst} has work but can run nothing "
                 f"(running {int(v.running[bad])}, waiting {int(v.waiting[bad])}); a request larger than its KV cache?"
             )
-        freq = v.freq_scale[idx]
-        cost = iteration_time(self.coef.take(inst), n_prefill, n_dec, pairs, kv_read, freq)
-        t_end = clock + cost.total_s
+        cost = iteration_time(self.coef.take(inst), n_prefill, n_dec, pairs, kv_read, v.freq_scale[idx])
+        t_iter = cost.total_s
+        t_end = clock + t_iter
 
-        # Apply: decodes emit a token, prompt chunks advance, finished prompts emit their first token.
-        blk = np.where(grow & decoding, blk + 1, blk)
-        comp = comp + decoding + chunk
-        prefill_done = prefilling & (comp >= tgt)
-        emitted = decoding | prefill_done
-        gen = gen + emitted
-        first_tok = v.first_token[idx]
-        last_tok = v.last_token[idx]
-        max_gap = v.max_gap[idx]
-        is_first = prefill_done & (first_tok < 0)
-        later = emitted & ~is_first
-        end = t_end[:, None]
-        max_gap = np.where(later, np.maximum(max_gap, end - last_tok), max_gap)
-        first_tok = np.where(is_first, end, first_tok)
-        last_tok = np.where(emitted, end, last_tok)
+        # Decodes: one token each; their previous token came at the end of the previous iteration (the clock).
+        blk += grow
+        comp += decoding
+        gen = v.generated[idx, sl]
+        gen += decoding
+        max_gap = v.max_gap[idx, sl]
+        np.maximum(max_gap, np.where(decoding, t_iter[:, None], 0.0), out=max_gap)
+        done = decoding & (gen >= v.output[idx, sl])
+        # Prompt chunks: those that finish their prompt emit a token (the first, or the next after a preemption).
+        if p_rows.size:
+            comp[p_rows, p_slots] += p_chunk.astype(comp.dtype)
+            fin = comp[p_rows, p_slots] >= tgt[p_rows, p_slots]
+            fr, fs = p_rows[fin], p_slots[fin]
+            if fr.size:
+                f = idx[fr]
+                end = t_end[fr]
+                gen[fr, fs] += 1
+                first = v.first_token[f, fs]
+                later = first >= 0
+                max_gap[fr[later], fs[later]] = np.maximum(
+                    max_gap[fr[later], fs[later]], (end - v.last_token[f, fs])[later]
+                )
+                v.first_token[f[~later], fs[~later]] = end[~later]
+                v.last_token[f, fs] = end
+                done[fr, fs] = gen[fr, fs] >= v.output[f, fs]
 
-        out = v.output[idx]
-        done = emitted & (gen >= out)
         n_done = done.sum(axis=1)
         records = None
         if n_done.any():
@@ -1039,28 +1078,28 @@ class LLMCluster:
                 instance=fr % n_inst,
                 request=v.request[fr, ds],
                 tag=v.tag[fr, ds],
-                prompt=v.prompt[fr, ds],
-                output=gen[dr, ds],
+                prompt=v.prompt[fr, ds].astype(np.int64),
+                output=gen[dr, ds].astype(np.int64),
                 arrival=v.arrival[fr, ds],
-                first_token=first_tok[dr, ds],
+                first_token=v.first_token[fr, ds],
                 finish=t_end[dr],
                 max_gap=max_gap[dr, ds],
             )
             free += np.where(done, blk, 0).sum(axis=1)
-            blk = np.where(done, 0, blk)
-            st = np.where(done, np.int8(EMPTY), st)
+            blk[dr, ds] = 0
+            st[dr, ds] = EMPTY
             n_run -= n_done
             v.request[fr, ds] = -1
+            status_changed = True
 
         # Write back.
-        v.status[idx] = st
-        v.computed[idx] = comp
-        v.target[idx] = tgt
-        v.generated[idx] = gen
-        v.blocks[idx] = blk
-        v.first_token[idx] = first_tok
-        v.last_token[idx] = last_tok
-        v.max_gap[idx] = max_gap
+        if status_changed:
+            v.status[idx, sl] = st
+            v.target[idx, sl] = tgt
+        v.computed[idx, sl] = comp
+        v.generated[idx, sl] = gen
+        v.blocks[idx, sl] = blk
+        v.max_gap[idx, sl] = max_gap
         v.clock[idx] = t_end
         v.kv_used[idx] = self.capacity_blocks[inst] - free
         v.running[idx] = n_run
@@ -1068,8 +1107,9 @@ class LLMCluster:
         v.queue_head[idx] = q_head
         v.partial[idx] = partial
         v.last_done[idx] = n_done
+        v.slot_high[idx] = np.where(n_run + q_len == 0, 0, v.slot_high[idx])
         act = v.activity
-        act.busy_s[idx] += cost.total_s
+        act.busy_s[idx] += t_iter
         act.compute_s[idx] += cost.compute_s
         act.memory_s[idx] += cost.memory_s
         act.prefill_tokens[idx] += n_prefill
@@ -1111,11 +1151,13 @@ class _FlatViews:
     def __init__(self, state: LLMClusterState, num_instances: int, slots: int) -> None:
         b = state.clock.shape[0]
         f = b * num_instances
-        for name in ("clock", "freq_scale", "kv_used", "running", "waiting", "queue_head", "partial", "last_done"):
+        for name in (
+            "clock", "freq_scale", "kv_used", "running", "waiting", "queue_head", "partial", "last_done", "slot_high",
+        ):  # fmt: skip
             setattr(self, name, getattr(state, name).reshape(f))
         for name in (
             "queue", "status", "request", "tag", "prompt", "output", "target", "computed", "generated", "blocks",
-            "arrival", "first_token", "last_token", "max_gap",
+            "arrival", "first_token", "last_token", "max_gap", "estimate",
         ):  # fmt: skip
             setattr(self, name, getattr(state, name).reshape(f, slots))
         act = state.activity
@@ -1131,6 +1173,7 @@ class _FlatViews:
     queue_head: np.ndarray
     partial: np.ndarray
     last_done: np.ndarray
+    slot_high: np.ndarray
     queue: np.ndarray
     status: np.ndarray
     request: np.ndarray
@@ -1145,6 +1188,7 @@ class _FlatViews:
     first_token: np.ndarray
     last_token: np.ndarray
     max_gap: np.ndarray
+    estimate: np.ndarray
     activity: InstanceActivity
 
 
