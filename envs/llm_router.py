@@ -78,10 +78,15 @@ cluster's capacity, or a window of the Azure coding trace).
 
 ## Episode End
 Terminated after ``requests_per_episode`` routing decisions and the drain.
-Per-request results are in ``info`` (``completed_*`` padded arrays, NaN
-padded) as they complete, and the episode's metrics at its end: end-to-end
-latency mean/p50/p99, TTFT and TBT p50/p99, SLO attainment (TTFT <= 0.4 s and
-mean TBT <= 0.1 s, DynamoLLM's SLOs), throughput, rejections.
+Each step's info has ``completed`` (requests finished during the step),
+``rejected`` and ``accrued_latency_s``; at the episode's end it has every
+request's result as (R,) arrays per sub-env (``request_status`` 2 done / 3
+rejected / 1 still in flight, ``request_instance``, ``request_ttft_s``,
+``request_tbt_s``, ``request_max_gap_s``, ``request_e2e_s``; fixed shapes, so
+SyncVectorEnv and the SB3 adapter carry them) and the episode's metrics,
+computed exactly from them: end-to-end latency mean/p50/p99, TTFT and TBT
+p50/p99, SLO attainment (TTFT <= 0.4 s and mean TBT <= 0.1 s, DynamoLLM's
+SLOs), throughput, rejections.
 
 ## Arguments
 ``gym.make("LLMRouter-v0", target_load=0.9, ...)``: any field of
@@ -608,19 +613,14 @@ class LLMRouterCore(BatchedCore[LLMRouterConfig, LLMRouterState]):
         info["accrued_latency_s"] = accrued
         if c.guidance_weight > 0:
             info["guidance_s"] = guidance
+        if last.any():
+            info.update(self._request_table(last))
         return reward, last, np.zeros(self.num_envs, bool), info
 
     def _record(self, done: Any) -> Info:
-        """Write completions into the per-request table; per-step padded arrays for info."""
+        """Write completions into the per-request table; the step's completion count for info."""
         s, b = self.state, self.num_envs
         counts = np.bincount(done.env, minlength=b)
-        width = int(counts.max()) if counts.size else 0
-        padded = {
-            "completed_request": np.full((b, width), -1, np.int64),
-            "completed_e2e_s": np.full((b, width), np.nan),
-            "completed_ttft_s": np.full((b, width), np.nan),
-            "completed_tbt_s": np.full((b, width), np.nan),
-        }
         if len(done):
             e, q = done.env, done.request
             s.status[e, q] = DONE
@@ -632,14 +632,25 @@ class LLMRouterCore(BatchedCore[LLMRouterConfig, LLMRouterState]):
             s.done_finish_sum += np.bincount(e, weights=done.finish, minlength=b)
             s.done_tokens += np.bincount(e, weights=done.output, minlength=b)
             np.maximum.at(s.last_finish, e, done.finish)
-            order = np.argsort(e, kind="stable")
-            sorted_e = e[order]
-            pos = np.arange(order.size) - np.searchsorted(sorted_e, sorted_e, side="left")
-            padded["completed_request"][sorted_e, pos] = q[order]
-            padded["completed_e2e_s"][sorted_e, pos] = done.e2e_s[order]
-            padded["completed_ttft_s"][sorted_e, pos] = done.ttft_s[order]
-            padded["completed_tbt_s"][sorted_e, pos] = done.tbt_s[order]
-        return {"completed": counts, **padded}
+        return {"completed": counts}
+
+    def _request_table(self, ended: np.ndarray) -> Info:
+        """Per-request results of the episodes that end this step, (B, R) arrays valid where ``ended``."""
+        s = self.state
+        keep = ended[:, None]
+        table = {
+            "request_status": np.where(keep, s.status, PENDING).astype(np.int8),
+            "request_instance": np.where(keep, s.routed_to, -1),
+            "request_ttft_s": np.where(keep, s.ttft, np.nan),
+            "request_tbt_s": np.where(keep, s.tbt, np.nan),
+            "request_max_gap_s": np.where(keep, s.max_gap, np.nan),
+            "request_e2e_s": np.where(keep, s.e2e, np.nan),
+        }
+        masked: Info = {}
+        for key, value in table.items():
+            masked[key] = value
+            masked[f"_{key}"] = ended
+        return masked
 
     # ------------------------------------------------------------------ observation
     def observe(self) -> np.ndarray:
