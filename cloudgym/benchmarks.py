@@ -132,3 +132,19 @@ def vector_throughput(
         "ratio": native_sps / sync_sps,
         "sb3_steps_per_s": sb3_sps,
     }
+
+
+def rllib_sampling_throughput(
+    env_id: str, envs_per_runner: int, *, seconds: float = 3.0, env_kwargs: Mapping[str, Any] | None = None
+) -> dict[str, float]:
+    """Env steps/s of one RLlib env runner over the native vector env and over SyncVectorEnv, and their ratio.
+
+    Needs the ``rllib`` extra; see :func:`cloudgym.agents.rllib.sampling_throughput`.
+    """
+    from cloudgym.agents.rllib import sampling_throughput
+
+    native = sampling_throughput(
+        env_id, envs_per_runner, vectorize_mode="vector_entry_point", seconds=seconds, env_kwargs=env_kwargs
+    )
+    sync = sampling_throughput(env_id, envs_per_runner, vectorize_mode="sync", seconds=seconds, env_kwargs=env_kwargs)
+    return {"rllib_native_steps_per_s": native, "rllib_sync_steps_per_s": sync, "rllib_ratio": native / sync}

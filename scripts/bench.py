@@ -1,12 +1,15 @@
 """Benchmark every env: native batched env vs gymnasium's SyncVectorEnv, side by side in one run.
 
-    python scripts/bench.py [--env ID ...] [--batch 1 64 1024] [--json FILE]
+    python scripts/bench.py [--env ID ...] [--batch 1 64 1024] [--json FILE] [--rllib]
 
 For each env and batch size B: env-steps/s (sub-env steps) of the native
 vector env, of ``gymnasium.vector.SyncVectorEnv`` over B single envs measured
 in the same run on the same trajectories, their ratio, and the SB3 adapter's
 env-steps/s. Then each env's own benchmarks (long replays at trace scale),
-unless ``--no-extras``. The README's figures come from this script.
+unless ``--no-extras``. With ``--rllib`` (needs the ``rllib`` extra), also
+the env steps/s one RLlib env runner samples (PPO's RLModule, RLlib's episode
+bookkeeping) with B sub-envs as the native vector env and as SyncVectorEnv
+over B single envs, side by side. The README's figures come from this script.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ class Args:
     json: Path | None
     extras: bool
     quick: bool
+    rllib: bool
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -39,6 +43,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--json", type=Path, help="also write the results as JSON")
     p.add_argument("--no-extras", dest="extras", action="store_false", help="skip the envs' own benchmarks")
     p.add_argument("--quick", action="store_true", help="env benchmarks at a small scale (for tests)")
+    p.add_argument("--rllib", action="store_true", help="also RLlib sampling per env runner: native vs sync")
     return Args(**vars(p.parse_args(argv)))
 
 
@@ -61,6 +66,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 f"{r['ratio']:>6.1f}x {r['sb3_steps_per_s']:>12,.0f}",
                 flush=True,
             )
+    rllib_rows = []
+    if args.rllib:
+        from cloudgym.benchmarks import rllib_sampling_throughput
+
+        header = f"{'env':<22} {'B':>5} {'RLlib native steps/s':>21} {'RLlib sync steps/s':>19} {'ratio':>7}"
+        print(f"\nRLlib sampling, one env runner (PPO module, explore=True)\n{header}\n" + "-" * len(header))
+        for env_id in args.env:
+            for b in args.batch:
+                r = rllib_sampling_throughput(env_id, b, seconds=args.seconds)
+                rllib_rows.append({"env_id": env_id, "batch": b, **r})
+                print(
+                    f"{env_id:<22} {b:>5} {r['rllib_native_steps_per_s']:>21,.0f} "
+                    f"{r['rllib_sync_steps_per_s']:>19,.0f} {r['rllib_ratio']:>6.1f}x",
+                    flush=True,
+                )
     extras = []
     if args.extras:
         for bench in benchmarks(args.env):
@@ -70,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 print(f"  {key}: {value:,.4g}" if isinstance(value, float) else f"  {key}: {value}")
             extras.append({"env_id": bench.env_id, "name": bench.name, **result})
     out = {"machine": info, "throughput": rows, "benchmarks": extras, "peak_rss_mb": peak_rss_mb()}
+    if args.rllib:
+        out["rllib_sampling"] = rllib_rows
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(out, indent=2))

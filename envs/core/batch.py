@@ -144,7 +144,8 @@ def validate_actions(space: spaces.Space, actions: Any, num_envs: int) -> Any:
         return {k: validate_actions(sub, actions[k], num_envs) for k, sub in space.spaces.items()}
     arr = np.asarray(actions)
     if isinstance(space, spaces.Discrete):
-        return _check_integer_actions(arr, (num_envs,), space.start, space.start + space.n, space)
+        start, n = int(space.start), int(space.n)  # plain ints: gymnasium 1.2's stubs type them loosely
+        return _check_integer_actions(arr, (num_envs,), start, start + n, space)
     if isinstance(space, spaces.MultiDiscrete):
         shape = (num_envs, *space.nvec.shape)
         return _check_integer_actions(arr, shape, space.start, space.start + space.nvec, space)

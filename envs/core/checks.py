@@ -49,9 +49,9 @@ def probe_actions(space: spaces.Space, masks: np.ndarray | None, keys: list[int]
     for j, key in enumerate(keys):
         rng = np.random.default_rng([key, steps[j]])
         if isinstance(space, spaces.Discrete):
-            allowed = np.flatnonzero(masks[j]) if masks is not None else np.arange(space.n)
+            allowed = np.flatnonzero(masks[j]) if masks is not None else np.arange(int(space.n))
             if allowed.size == 0:
-                allowed = np.arange(space.n)
+                allowed = np.arange(int(space.n))
             rows.append(space.start + rng.choice(allowed))
         elif isinstance(space, spaces.MultiDiscrete):
             rows.append(space.start + (rng.random(space.nvec.shape) * space.nvec).astype(np.int64))
@@ -216,7 +216,7 @@ def check_bad_actions(env_id: str, env_kwargs: Mapping[str, Any] | None = None) 
         with pytest.raises(TypeError, match="integer"):
             env.step(good.astype(np.float64))
         too_big = good.copy()
-        too_big[0] = np.max(space.nvec if isinstance(space, spaces.MultiDiscrete) else space.n) + 5
+        too_big[0] = np.max(space.nvec if isinstance(space, spaces.MultiDiscrete) else int(space.n)) + 5
         with pytest.raises(ValueError, match="outside"):
             env.step(too_big)
     elif isinstance(space, spaces.Box):

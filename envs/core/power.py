@@ -3,16 +3,18 @@
 The model (our choice, calibrated to POLCA, Patel et al. ASPLOS 2024, and the
 A100 datasheet; see DOMAIN.md section 3):
 
-    P_gpu(a, f) = P_idle + (TDP - P_idle) * a * (f / f_max) ** alpha
+    P_gpu(a, f) = P_idle + (TDP - P_idle) * a * ((1 - s) + s * (f / f_max) ** alpha)
 
 ``a`` is the GPU's activity relative to a compute-saturated kernel at f_max
 (0 when idle, about 1 in prefill, lower and steady in decode; short prefill
-spikes may exceed 1), ``f`` the SM clock and ``alpha`` the exponent of
-dynamic power in frequency (POLCA: roughly 2 to 2.5, since voltage scales
-with frequency). With the A100 defaults, capping 1410 -> 1110 MHz takes
-(1110/1410)^2.3 = 0.58 of the dynamic part, i.e. about 20% of peak GPU power
-once the idle floor (20% of TDP) is counted, matching POLCA's "~20% of peak
-power for <= 7% slowdown".
+spikes may exceed 1), ``f`` the SM clock, ``alpha`` the exponent of
+clock-dependent power in frequency (POLCA: roughly 2 to 2.5, since voltage
+scales with frequency) and ``s`` the share of active power that follows the
+SM clock (the rest, HBM and links, does not). DOMAIN.md gives both alpha ~2.3
+and "1410 -> ~1110 MHz saves ~20% of peak power": with the idle floor at 20%
+of TDP, 0.8 x s x (1 - (1110/1410)^2.3) = 0.2 gives s = 0.59, the default.
+Without ``s`` (s = 1) the same cap would save 34% of peak, more than POLCA
+measured.
 
 A server draws its GPUs plus the rest (CPUs, memory, fans, NICs): an idle
 floor and a part proportional to mean GPU activity. DGX-A100 defaults put
@@ -41,7 +43,9 @@ class GpuPowerModel:
     min_freq_mhz: float = 210.0
     """Lowest SM clock the driver accepts, MHz (A100: 210)."""
     freq_exponent: float = 2.3
-    """alpha in (f/f_max)^alpha for dynamic power (POLCA: 2 to 2.5)."""
+    """alpha in (f/f_max)^alpha for clock-dependent power (POLCA: 2 to 2.5)."""
+    clock_scaled_share: float = 0.59
+    """Share of active (above-idle) power that follows the SM clock; calibrated so 1410 -> 1110 MHz saves 20%."""
 
     def __post_init__(self) -> None:
         check_config(self.tdp_w > 0, self, f"tdp_w must be positive, got {self.tdp_w}")
@@ -52,6 +56,11 @@ class GpuPowerModel:
             f"need 0 < min_freq_mhz <= max_freq_mhz, got {self.min_freq_mhz}, {self.max_freq_mhz}",
         )
         check_config(self.freq_exponent >= 1, self, f"freq_exponent must be >= 1, got {self.freq_exponent}")
+        check_config(
+            0 <= self.clock_scaled_share <= 1,
+            self,
+            f"clock_scaled_share must be in [0, 1], got {self.clock_scaled_share}",
+        )
 
     @property
     def idle_w(self) -> float:
@@ -61,7 +70,8 @@ class GpuPowerModel:
         """Draw in W; activity is clipped at 0 (never negative power), frequency to the legal range."""
         f = np.clip(freq_mhz, self.min_freq_mhz, self.max_freq_mhz) / self.max_freq_mhz
         a = np.maximum(activity, 0.0)
-        return self.idle_w + (self.tdp_w - self.idle_w) * a * f**self.freq_exponent
+        clock = (1.0 - self.clock_scaled_share) + self.clock_scaled_share * f**self.freq_exponent
+        return self.idle_w + (self.tdp_w - self.idle_w) * a * clock
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

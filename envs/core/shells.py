@@ -105,7 +105,6 @@ class CloudGymVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, Info]:
         """Reset all sub-envs, or those in ``options["reset_mask"]``; ``seed`` an int or one int per sub-env."""
-        super().reset(seed=int(seed) if isinstance(seed, int | np.integer) else None)
         options = dict(options or {})
         mask = options.pop("reset_mask", None)
         if options:
@@ -128,6 +127,7 @@ class CloudGymVectorEnv(VectorEnv):
             if len(seeds) != self.num_envs:
                 raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} sub-envs")
             self.core.seed([seeds[i] for i in ids], env_ids=ids)
+        super().reset(seed=int(seed) if isinstance(seed, int | np.integer) else None)
         self.core.reset_envs(ids)
         self._autoreset[ids] = False
         self._started = True
@@ -194,11 +194,11 @@ class CloudGymEnv(gym.Env[Any, Any]):
         return self.core.config
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
-        super().reset(seed=seed)
         if options:
             raise ValueError(f"unknown reset options: {sorted(options)}")
         if seed is not None:
             self.core.seed([seed])
+        super().reset(seed=seed)
         self.core.reset_envs(np.zeros(1, np.int64))
         self._episode_over = False
         return take_row(self.core.observe(), 0), {}

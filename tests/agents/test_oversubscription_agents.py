@@ -171,7 +171,7 @@ def test_shipped_checkpoints_load_act_and_are_small(ckpt: object) -> None:
 
 @pytest.mark.slow
 def test_ppo_trains_through_train_py_with_scaled_rewards(tmp_path: Path) -> None:
-    """scripts/train.py's normalize_reward and torch_threads run keys (this env's PPO uses both)."""
+    """scripts/train.py's normalize_reward run key (this env's PPO uses it)."""
     import importlib.util
 
     import yaml
@@ -186,7 +186,6 @@ def test_ppo_trains_through_train_py_with_scaled_rewards(tmp_path: Path) -> None
                     "eval_freq": 64,
                     "eval_episodes": 1,
                     "normalize_reward": True,
-                    "torch_threads": 1,
                     "env_kwargs": {**TINY, "hours": 4},
                     "n_steps": 16,
                     "batch_size": 32,
@@ -209,4 +208,3 @@ def test_ppo_trains_through_train_py_with_scaled_rewards(tmp_path: Path) -> None
     obs, _ = env.reset(seed=0)
     actions = np.asarray(policy.act(obs))
     assert actions.shape == (2, 3)
-    assert torch.get_num_threads() == 1

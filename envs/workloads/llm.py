@@ -1,0 +1,506 @@
+"""LLM inference requests: the Azure LLM trace loader, calibrated generators, output-length buckets.
+
+Two published workload shapes (Patel et al., "Splitwise", ISCA 2024, Azure
+LLM inference trace 2023, CC-BY 4.0):
+
+* **coding**: sampled from quantiles of the shared coding trace
+  (``../shared/traces/AzureLLMInferenceTrace_code.csv``, 8,819 requests):
+  prompt median 1,469 / p99 7,436 tokens (a pile-up at ~7.4k, the service's
+  8k window), output median 13 / p99 252 tokens, no correlation between the
+  two (Pearson r of the logs -0.005). The quantile tables below were
+  computed with ``numpy.percentile(..., method="inverted_cdf")`` on that file;
+  between quantiles the generator interpolates log-linearly.
+* **conversation**: the published medians (prompt ~1,020, output ~129
+  tokens; DOMAIN.md section 2). The conversation trace is not shipped here,
+  so the tails are our assumption: log-normal with sigma 0.85 (prompt) and
+  0.75 (output), i.e. p99 about 7x and 6x the median.
+
+Requests of a mix draw their class i.i.d. with the mix's shares. Arrivals
+form a renewal process at a given mean rate with a given coefficient of
+variation of the gaps (gamma; 1 is Poisson). The real trace is far burstier
+(gap CV 13, minutes of silence): replay it with :func:`trace_requests`.
+
+**Output-length hints.** A real router predicts output length from the
+prompt's text; we have token counts, not text. Each synthetic request
+therefore carries a small ``hint`` vector standing in for what a text encoder
+extracts: through a Gaussian copula, the output's normal score is
+``rho z + sqrt(1 - rho^2) e`` and the hint is ``z`` plus a little noise, so
+the hint explains a share ``hint_r2 = rho^2`` of the output's (normal-score)
+variance, on top of the request's class. That share is a modelling choice
+(default 0.6); the predictor's accuracy follows from it and is reported, not
+assumed. Trace requests have no hint (``hint_known`` 0): a predictor then has
+only the prompt length, which says nothing about the output here.
+
+Nothing here knows an environment; generators take the caller's
+``np.random.Generator`` and return frozen arrays.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+WORKLOADS: tuple[str, ...] = ("coding", "conversation")
+"""Request classes, in the order of the one-hot encoding and of mix shares."""
+
+BUCKET_EDGES: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
+"""Upper edges (exclusive) of the output-length buckets, tokens: [1,16), [16,32), ..., [512, inf)."""
+NUM_BUCKETS = len(BUCKET_EDGES) + 1
+
+HINT_DIM = 4
+"""Width of the text-proxy hint vector."""
+HINT_NOISE = 0.5
+"""Standard deviation of the noise on each hint component (the components share one latent)."""
+
+
+def output_bucket(tokens: np.ndarray) -> np.ndarray:
+    """Bucket index of output lengths (0 .. NUM_BUCKETS-1)."""
+    return np.searchsorted(np.asarray(BUCKET_EDGES), np.asarray(tokens), side="right")
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMRequests:
+    """One episode's requests, in arrival order."""
+
+    arrival_s: np.ndarray  # (T,) float64, arrival time from the episode start, s (non-decreasing)
+    prompt_tokens: np.ndarray  # (T,) int64, >= 1
+    output_tokens: np.ndarray  # (T,) int64, >= 1, tokens the model generates for it
+    workload: np.ndarray  # (T,) int64, index into WORKLOADS
+    hint: np.ndarray  # (T, HINT_DIM) float32, text-proxy features (zeros when unknown)
+    hint_known: np.ndarray  # (T,) bool, whether the hint carries information
+
+    def __len__(self) -> int:
+        return int(self.arrival_s.size)
+
+
+# ----------------------------------------------------------------------------- length distributions
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantileTable:
+    """A distribution given by quantiles, sampled by inverse CDF with log-linear interpolation."""
+
+    probs: tuple[float, ...]
+    values: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        p, v = np.asarray(self.probs), np.asarray(self.values)
+        if p.size != v.size or p.size < 2 or p[0] != 0.0 or p[-1] != 1.0 or np.any(np.diff(p) <= 0):
+            raise ValueError("a QuantileTable needs increasing probabilities from 0 to 1, one value each")
+        if np.any(v <= 0) or np.any(np.diff(v) < 0):
+            raise ValueError("quantile values must be positive and non-decreasing")
+
+    def quantile(self, u: np.ndarray) -> np.ndarray:
+        """Values at probabilities ``u``."""
+        return np.exp(np.interp(u, self.probs, np.log(self.values)))
+
+    def from_normal(self, z: np.ndarray) -> np.ndarray:
+        """Values at standard-normal scores ``z`` (a Gaussian copula's marginal)."""
+        return self.quantile(normal_cdf(z))
+
+
+@dataclasses.dataclass(frozen=True)
+class LogNormal:
+    """A log-normal length distribution given by its median and log-space sigma, clipped to [low, high]."""
+
+    median: float
+    sigma: float
+    low: float = 1.0
+    high: float = 8192.0
+
+    def quantile(self, u: np.ndarray) -> np.ndarray:
+        return self.from_normal(normal_ppf(u))
+
+    def from_normal(self, z: np.ndarray) -> np.ndarray:
+        return np.clip(self.median * np.exp(self.sigma * np.asarray(z)), self.low, self.high)
+
+
+def normal_cdf(z: np.ndarray) -> np.ndarray:
+    """Standard normal CDF (Abramowitz & Stegun 7.1.26 erf, absolute error < 1.5e-7), vectorised."""
+    x = np.abs(np.asarray(z, np.float64)) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.3275911 * x)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
+    erf = 1.0 - poly * np.exp(-x * x)
+    return 0.5 * (1.0 + np.sign(z) * erf)
+
+
+def normal_ppf(u: np.ndarray) -> np.ndarray:
+    """Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9), vectorised."""
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
+         -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
+         -1.328068155288572e01)  # fmt: skip
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
+         4.374664141464968e00, 2.938163982698783e00)  # fmt: skip
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    p = np.clip(np.asarray(u, np.float64), 1e-300, 1 - 1e-16)
+    out = np.empty_like(p)
+    low, high = p < 0.02425, p > 1 - 0.02425
+    mid = ~(low | high)
+    q = p[mid] - 0.5
+    r = q * q
+    out[mid] = (
+        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5])
+        * q
+        / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
+    )
+    for sel, sign, tail in ((low, 1.0, p[low]), (high, -1.0, 1 - p[high])):
+        q = np.sqrt(-2 * np.log(tail))
+        out[sel] = (
+            sign
+            * (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
+            / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
+        )
+    return out
+
+
+LengthDistribution = QuantileTable | LogNormal
+
+_PROBS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999, 1.0)
+
+
+@dataclasses.dataclass(frozen=True)
+class WorkloadShape:
+    """Prompt and output length distributions of one request class."""
+
+    name: str
+    prompt: LengthDistribution
+    output: LengthDistribution
+
+
+CODING = WorkloadShape(
+    name="coding",
+    prompt=QuantileTable(
+        _PROBS,
+        (3, 17, 35, 75, 147, 385, 770, 1075, 1469, 1909, 2433, 3193, 5194, 7315, 7436, 7436, 7436, 7437, 7437),
+    ),
+    output=QuantileTable(_PROBS, (6, 6, 6, 6, 7, 8, 9, 11, 13, 16, 20, 29, 55, 90, 172, 252, 361, 831, 1899)),
+)
+"""The Azure 2023 coding trace's lengths (quantiles of the shared file)."""
+
+CONVERSATION = WorkloadShape(
+    name="conversation",
+    prompt=LogNormal(median=1020.0, sigma=0.85, high=7437.0),
+    output=LogNormal(median=129.0, sigma=0.75, high=2048.0),
+)
+"""The Azure 2023 conversation workload: published medians, assumed log-normal tails."""
+
+SHAPES: dict[str, WorkloadShape] = {"coding": CODING, "conversation": CONVERSATION}
+
+
+def _grid(n: int = 20_000) -> np.ndarray:
+    return (np.arange(n) + 0.5) / n
+
+
+@functools.lru_cache(maxsize=32)
+def mean_lengths(mix: tuple[float, ...]) -> tuple[float, float]:
+    """(mean prompt, mean output) tokens of a mix (shares per WORKLOADS), by quadrature of the quantiles."""
+    shares = np.asarray(mix, np.float64) / np.sum(mix)
+    u = _grid()
+    prompt = sum(s * float(np.mean(np.round(SHAPES[w].prompt.quantile(u)))) for s, w in zip(shares, WORKLOADS))
+    output = sum(s * float(np.mean(np.round(SHAPES[w].output.quantile(u)))) for s, w in zip(shares, WORKLOADS))
+    return prompt, output
+
+
+@functools.lru_cache(maxsize=32)
+def bucket_priors(workload: int) -> tuple[np.ndarray, np.ndarray]:
+    """(bucket probabilities, mean output tokens per bucket) of a class, by quadrature."""
+    out = np.maximum(np.round(SHAPES[WORKLOADS[workload]].output.quantile(_grid())), 1)
+    buckets = output_bucket(out)
+    probs = np.bincount(buckets, minlength=NUM_BUCKETS) / out.size
+    means = np.array(
+        [out[buckets == k].mean() if np.any(buckets == k) else _bucket_middle(k) for k in range(NUM_BUCKETS)]
+    )
+    return probs, means
+
+
+def _bucket_middle(k: int) -> float:
+    edges = (1, *BUCKET_EDGES, 2 * BUCKET_EDGES[-1])
+    return math.sqrt(edges[k] * edges[k + 1])
+
+
+# ----------------------------------------------------------------------------- generators
+
+
+def gamma_arrivals(rng: np.random.Generator, n: int, rate_per_s: float, cv: float = 1.0) -> np.ndarray:
+    """Arrival times of a renewal process: gamma gaps with mean 1/rate and coefficient of variation cv."""
+    if rate_per_s <= 0 or cv <= 0:
+        raise ValueError(f"rate_per_s and cv must be positive, got {rate_per_s}, {cv}")
+    shape = 1.0 / cv**2
+    gaps = rng.gamma(shape, 1.0 / (rate_per_s * shape), size=n)
+    gaps[0] = 0.0  # the episode starts with its first arrival
+    return np.cumsum(gaps)
+
+
+def sample_requests(
+    rng: np.random.Generator,
+    *,
+    n: int,
+    rate_per_s: float,
+    mix: Sequence[float] = (0.5, 0.5),
+    arrival_cv: float = 1.0,
+    hint_r2: float = 0.6,
+    max_context_tokens: int = 8192,
+) -> LLMRequests:
+    """``n`` synthetic requests of a coding/conversation mix arriving at ``rate_per_s`` on average.
+
+    Outputs are clipped so that prompt + output fits ``max_context_tokens`` (a
+    model stops at its window; the coding trace never exceeds 8,192).
+    """
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if len(mix) != len(WORKLOADS) or min(mix) < 0 or sum(mix) <= 0:
+        raise ValueError(f"mix must give {len(WORKLOADS)} non-negative shares ({', '.join(WORKLOADS)}), got {mix}")
+    if not 0 <= hint_r2 <= 1:
+        raise ValueError(f"hint_r2 must be in [0, 1], got {hint_r2}")
+    arrival = gamma_arrivals(rng, n, rate_per_s, arrival_cv)
+    shares = np.asarray(mix, np.float64) / np.sum(mix)
+    workload = rng.choice(len(WORKLOADS), size=n, p=shares)
+    z_prompt = rng.standard_normal(n)
+    latent = rng.standard_normal(n)
+    noise = rng.standard_normal(n)
+    hint_noise = rng.standard_normal((n, HINT_DIM))
+    z_output = math.sqrt(hint_r2) * latent + math.sqrt(1.0 - hint_r2) * noise
+    prompt = np.zeros(n, np.int64)
+    output = np.zeros(n, np.int64)
+    for k, name in enumerate(WORKLOADS):
+        sel = workload == k
+        shape = SHAPES[name]
+        prompt[sel] = np.round(shape.prompt.from_normal(z_prompt[sel]))
+        output[sel] = np.round(shape.output.from_normal(z_output[sel]))
+    prompt = np.clip(prompt, 1, max_context_tokens - 1)
+    output = np.clip(output, 1, max_context_tokens - prompt)
+    hint = (latent[:, None] + HINT_NOISE * hint_noise).astype(np.float32)
+    return LLMRequests(
+        arrival_s=arrival,
+        prompt_tokens=prompt,
+        output_tokens=output,
+        workload=workload.astype(np.int64),
+        hint=hint,
+        hint_known=np.ones(n, bool),
+    )
+
+
+# ----------------------------------------------------------------------------- the Azure trace
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMTrace:
+    """A parsed Azure LLM inference trace (``TIMESTAMP, ContextTokens, GeneratedTokens``)."""
+
+    path: str
+    arrival_s: np.ndarray  # (R,) float64, seconds since the first request
+    prompt_tokens: np.ndarray  # (R,) int64
+    output_tokens: np.ndarray  # (R,) int64
+
+    def __len__(self) -> int:
+        return int(self.arrival_s.size)
+
+    @property
+    def mean_rate_per_s(self) -> float:
+        span = float(self.arrival_s[-1] - self.arrival_s[0])
+        return (len(self) - 1) / span if span > 0 else math.inf
+
+
+class TraceFormatError(ValueError):
+    """A malformed trace file: the message names the file, the line and the problem."""
+
+
+_HEADER = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
+
+
+def _parse_timestamp(text: str) -> float:
+    # Seven fractional digits (100 ns) in the published files; Python parses up to six.
+    date, _, frac = text.strip().partition(".")
+    base = datetime.strptime(date, "%Y-%m-%d %H:%M:%S")
+    if frac and not frac.isdigit():
+        raise ValueError(f"bad fractional seconds {frac!r}")
+    return base.timestamp() + (float("0." + frac) if frac else 0.0)
+
+
+def load_azure_llm_trace(path: str | Path) -> LLMTrace:
+    """Parse an Azure LLM inference trace CSV; errors name the file, line and problem.
+
+    Rows must be in time order with positive token counts (the published
+    coding and conversation traces are); arrivals are returned in seconds
+    from the first row. Results are cached per path.
+    """
+    return _load_trace_cached(str(Path(path).resolve()))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_trace_cached(path: str) -> LLMTrace:
+    file = Path(path)
+    if not file.exists():
+        raise FileNotFoundError(f"{path}: no such trace file")
+    times: list[float] = []
+    prompts: list[int] = []
+    outputs: list[int] = []
+    with file.open(newline="") as f:
+        reader = csv.reader(f)
+        header = next(reader, None)
+        if header is None or [h.strip() for h in header] != _HEADER:
+            raise TraceFormatError(f"{path}:1: expected header {','.join(_HEADER)}, got {header}")
+        for line, row in enumerate(reader, start=2):
+            if not row:
+                continue
+            if len(row) != 3:
+                raise TraceFormatError(f"{path}:{line}: expected 3 fields, got {len(row)}: {row}")
+            try:
+                t = _parse_timestamp(row[0])
+            except ValueError as exc:
+                raise TraceFormatError(f"{path}:{line}: bad TIMESTAMP {row[0]!r} ({exc})") from None
+            try:
+                p, o = int(row[1]), int(row[2])
+            except ValueError:
+                raise TraceFormatError(f"{path}:{line}: token counts must be integers, got {row[1:]}") from None
+            if p < 1 or o < 1:
+                raise TraceFormatError(f"{path}:{line}: token counts must be >= 1, got ContextTokens={p}, "
+                                       f"GeneratedTokens={o}")  # fmt: skip
+            if times and t < times[-1]:
+                raise TraceFormatError(f"{path}:{line}: TIMESTAMP {row[0]} is earlier than the previous row")
+            times.append(t)
+            prompts.append(p)
+            outputs.append(o)
+    if not times:
+        raise TraceFormatError(f"{path}: no requests after the header")
+    arrival = np.asarray(times, np.float64)
+    return LLMTrace(
+        path=path,
+        arrival_s=arrival - arrival[0],
+        prompt_tokens=np.asarray(prompts, np.int64),
+        output_tokens=np.asarray(outputs, np.int64),
+    )
+
+
+def trace_requests(
+    trace: LLMTrace,
+    rng: np.random.Generator,
+    *,
+    n: int,
+    rate_per_s: float | None = None,
+    time_scale: float = 1.0,
+) -> LLMRequests:
+    """``n`` consecutive requests of a trace from a random start, clock rebased to 0 and scaled.
+
+    With ``rate_per_s`` the window's clock is scaled so its mean arrival rate
+    is that rate (``time_scale`` is then ignored); otherwise arrival times are
+    multiplied by ``time_scale`` (0.5 = twice as fast). Every request is
+    labelled coding (the shared trace is the coding one) with no hint.
+    """
+    if n < 2 or n > len(trace):
+        raise ValueError(f"n must be in [2, {len(trace)}] for {trace.path}, got {n}")
+    start = int(rng.integers(0, len(trace) - n + 1))
+    window = slice(start, start + n)
+    arrival = trace.arrival_s[window] - trace.arrival_s[start]
+    if rate_per_s is not None:
+        span = float(arrival[-1])
+        scale = (n - 1) / (rate_per_s * span) if span > 0 else 1.0
+    else:
+        scale = time_scale
+    return LLMRequests(
+        arrival_s=arrival * scale,
+        prompt_tokens=trace.prompt_tokens[window].copy(),
+        output_tokens=trace.output_tokens[window].copy(),
+        workload=np.zeros(n, np.int64),
+        hint=np.zeros((n, HINT_DIM), np.float32),
+        hint_known=np.zeros(n, bool),
+    )
+
+
+# ----------------------------------------------------------------------------- length prediction (numpy inference)
+
+
+def predictor_features(requests: LLMRequests) -> np.ndarray:
+    """(T, F) float32 features a router has: log prompt length, class one-hot, hint and whether it is known."""
+    n = len(requests)
+    one_hot = np.zeros((n, len(WORKLOADS)), np.float32)
+    one_hot[np.arange(n), requests.workload] = 1.0
+    known = requests.hint_known.astype(np.float32)[:, None]
+    return np.concatenate(
+        [
+            (np.log1p(requests.prompt_tokens) / math.log1p(8192)).astype(np.float32)[:, None],
+            one_hot,
+            requests.hint * known,
+            known,
+        ],
+        axis=1,
+    )
+
+
+NUM_FEATURES = 1 + len(WORKLOADS) + HINT_DIM + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketPredictor:
+    """An MLP (ReLU hidden layers, softmax output) over :func:`predictor_features`, run in numpy.
+
+    Trained with torch by ``cloudgym.agents.length_predictor``, which saves the
+    weights with :meth:`save`; ``bucket_tokens`` is the mean output of each
+    bucket in the training data (the expected length is their probability-weighted sum).
+    """
+
+    weights: tuple[np.ndarray, ...]
+    biases: tuple[np.ndarray, ...]
+    bucket_tokens: np.ndarray  # (K,) float64
+
+    def probabilities(self, features: np.ndarray) -> np.ndarray:
+        x = np.asarray(features, np.float32)
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            x = x @ w + b
+            if i < len(self.weights) - 1:
+                x = np.maximum(x, 0.0)
+        x = x - x.max(axis=1, keepdims=True)
+        e = np.exp(x)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def save(self, path: str | Path) -> None:
+        arrays: dict[str, Any] = {f"w{i}": w for i, w in enumerate(self.weights)}
+        arrays |= {f"b{i}": b for i, b in enumerate(self.biases)}
+        arrays |= {"bucket_tokens": self.bucket_tokens, "edges": np.asarray(BUCKET_EDGES)}
+        np.savez(path, **arrays)
+
+    @classmethod
+    def load(cls, path: str | Path) -> BucketPredictor:
+        file = Path(path)
+        if not file.exists():
+            raise FileNotFoundError(
+                f"{file}: no length-predictor weights (train them: python -m cloudgym.agents.length_predictor)"
+            )
+        with np.load(file) as data:
+            if tuple(int(e) for e in data["edges"]) != BUCKET_EDGES:
+                raise ValueError(f"{file}: trained for buckets {data['edges'].tolist()}, not {list(BUCKET_EDGES)}")
+            layers = sum(1 for k in data.files if k.startswith("w"))
+            weights = tuple(data[f"w{i}"].astype(np.float32) for i in range(layers))
+            biases = tuple(data[f"b{i}"].astype(np.float32) for i in range(layers))
+            if weights[0].shape[0] != NUM_FEATURES or weights[-1].shape[1] != NUM_BUCKETS:
+                raise ValueError(f"{file}: layer shapes {[w.shape for w in weights]} do not fit "
+                                 f"{NUM_FEATURES} features and {NUM_BUCKETS} buckets")  # fmt: skip
+            return cls(weights=weights, biases=biases, bucket_tokens=data["bucket_tokens"].astype(np.float64))
+
+
+def prior_probabilities(requests: LLMRequests) -> tuple[np.ndarray, np.ndarray]:
+    """(T, K) bucket probabilities and (T,) expected tokens knowing only each request's class."""
+    probs = np.zeros((len(requests), NUM_BUCKETS))
+    tokens = np.zeros(len(requests))
+    for k in range(len(WORKLOADS)):
+        sel = requests.workload == k
+        p, means = bucket_priors(k)
+        probs[sel] = p
+        tokens[sel] = float(p @ means)
+    return probs, tokens
+
+
+def oracle_probabilities(requests: LLMRequests) -> tuple[np.ndarray, np.ndarray]:
+    """(T, K) one-hot true buckets and (T,) true output lengths (the upper bound a predictor can reach)."""
+    probs = np.zeros((len(requests), NUM_BUCKETS))
+    probs[np.arange(len(requests)), output_bucket(requests.output_tokens)] = 1.0
+    return probs, requests.output_tokens.astype(np.float64)
