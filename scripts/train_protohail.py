@@ -6,11 +6,13 @@
 
 The expert's demonstrations (the env's robust hindsight oracle on training
 seeds 0..episodes-1) are collected once and cached under ``<out>/<env>/``.
-``protohail`` trains the prototype agent, then runs one human-in-the-loop
+``protohail`` trains the prototype agent, then runs the human-in-the-loop
 round (``--budget`` queries answered by the scripted operator) and its two
-controls (the same retraining with no queries, and with random queries),
-evaluates all on held-out seeds, and writes two checkpoints: ``protohail``
-and ``protohail_hitl``. Each run folder gets ``model.pt`` and
+controls (the same retraining with no queries, and with random queries) once
+per ``--hitl-seeds`` retraining seed, evaluates every model on held-out seeds
+at the agent's decoding and at ``--study-quantiles``, and writes two
+checkpoints: ``protohail`` and ``protohail_hitl`` (the first seed's round;
+the study's table goes in its checkpoint.yaml under ``hitl_study``). Each run folder gets ``model.pt`` and
 ``checkpoint.yaml`` (the command that reproduces it, the held-out metrics);
 ``--ship`` copies them to ``agents/checkpoints/Oversubscription-v0/`` where
 compare.py finds them. The logic lives in ``cloudgym.agents.oversub_imitation``
@@ -47,6 +49,8 @@ class Args:
     prototypes: int = 10
     budget: int = 10
     hitl_epochs: int = 3
+    hitl_seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    study_quantiles: list[float] = dataclasses.field(default_factory=lambda: [0.5])
     risk_quantile: float = imitation.RISK_QUANTILE
     eval_episodes: int = 32
     seed: int = 0
@@ -62,6 +66,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--prototypes", type=int, default=10, help="K, prototypes of the ProtoHAIL agent")
     p.add_argument("--budget", type=int, default=10, help="queries of the human-in-the-loop round")
     p.add_argument("--hitl-epochs", type=int, default=3, help="retraining epochs of the HITL round")
+    p.add_argument("--hitl-seeds", type=int, nargs="+", default=[0, 1, 2], help="retraining seeds of the HITL study")
+    p.add_argument(
+        "--study-quantiles", type=float, nargs="+", default=[0.5], help="extra decodings the HITL study reads"
+    )
     p.add_argument("--risk-quantile", type=float, default=imitation.RISK_QUANTILE, help="risk-aware decoding")
     p.add_argument("--eval-episodes", type=int, default=32, help="held-out episodes for the final metrics")
     p.add_argument("--seed", type=int, default=0)
@@ -138,27 +146,17 @@ def main(argv: list[str] | None = None) -> list[Path]:
             loss_history=history,
         )
         env_config = OversubscriptionConfig()
-        study = protohail.hitl_study(
+        study, summary = protohail.hitl_replicates(
             model,
             data,
             env_config,
-            pool_seeds=list(range(20_000, 20_004)),
+            seeds=args.hitl_seeds,
+            quantiles=sorted({args.risk_quantile, *args.study_quantiles}),
+            episodes=args.eval_episodes,
             budget=args.budget,
             epochs=args.hitl_epochs,
-            risk_quantile=args.risk_quantile,
-            seed=args.seed,
         )
-        results = {
-            "targeted_queries": imitation.evaluate_model(
-                study.targeted, args.eval_episodes, risk_quantile=args.risk_quantile
-            ),
-            "no_queries": imitation.evaluate_model(
-                study.no_queries, args.eval_episodes, risk_quantile=args.risk_quantile
-            ),
-            "random_queries": imitation.evaluate_model(
-                study.random_queries, args.eval_episodes, risk_quantile=args.risk_quantile
-            ),
-        }
+        shipped = imitation.evaluate_model(study.targeted, args.eval_episodes, risk_quantile=args.risk_quantile)
         anchor_rows = imitation.Demonstrations(
             *(getattr(study.data, f.name)[study.anchors] for f in dataclasses.fields(study.data))
         )
@@ -170,8 +168,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
             "ProtoHAIL+HITL",
             "cloudgym.agents.protohail:load_protohail_policy",
             {**hyper, "budget": args.budget, "hitl_epochs": args.hitl_epochs},
-            results["targeted_queries"],
-            hitl_study={k: {c: round(v, 4) for c, v in r.items()} for k, r in results.items()},
+            shipped,
+            hitl_study=summary,
             queries=[dataclasses.asdict(q) for q in study.targeted_queries],
             random_queries=[dataclasses.asdict(q) for q in study.random_queries_asked],
         )
