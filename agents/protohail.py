@@ -50,7 +50,7 @@ from cloudgym.agents.oversub_imitation import (
     node_features,
 )
 from cloudgym.envs.core.shells import CloudGymVectorEnv
-from cloudgym.envs.oversubscription import HISTORY_HOURS, OversubscriptionConfig
+from cloudgym.envs.oversubscription import COL_COS, COL_SIN, HISTORY_HOURS, OversubscriptionConfig
 
 ENV_ID = "Oversubscription-v0"
 HEADROOM_COLUMN = 9
@@ -638,7 +638,8 @@ def plot_prototypes(folder: Path, out: Path) -> Path:
         ax.axhline(1.0, color="black", lw=0.6, ls="--")
         ax.axhline(static[0, 0], color="tab:green", lw=0.8, ls=":", label="sold / cores")
         mark = " (asked)" if j in asked else ""
-        ax.set_title(f"P{j} -> ratio {ratios[int(levels[j])]:g}{mark}", fontsize=9)
+        hour = round(float(np.arctan2(rows[j][COL_SIN], rows[j][COL_COS])) / (2 * np.pi) * 24) % 24
+        ax.set_title(f"P{j} -> ratio {ratios[int(levels[j])]:g}{mark} (at {hour:02d}:00)", fontsize=9)
         ax.set_ylim(0, max(1.6, float(traj[0, :, 1].max()) + 0.1))
         if j % cols == 0:
             ax.set_ylabel("demand / cores")

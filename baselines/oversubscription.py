@@ -327,7 +327,7 @@ register_report(
     EnvReport(
         env_id=ENV_ID,
         scenarios={"default": {}},
-        episodes=8,
+        episodes=16,
         plots=(plot_saved_vs_hot, tradeoff_table, plot_prototypes),
     )
 )

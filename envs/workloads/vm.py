@@ -22,8 +22,8 @@ Modelling choices (not published figures; each is a named constant):
   published CDFs count VMs, while a node's load is weighted by core-hours,
   which long-lived VMs dominate, so how the two correlate sets how busy
   nodes are. ``lifetime_util_correlation`` couples them by a Gaussian copula
-  (every per-VM marginal stays exact): 0 gives clusters about 16-21% busy
-  (the ~15.7% CPU per VM of MARO's samples of this trace), 0.3 about 27-35%;
+  (every per-VM marginal stays exact): 0 gives a cluster 15% busy at ratio
+  1.0 (near the ~15.7% CPU per VM of MARO's samples of this trace), 0.3 27%;
 * deployments: 55% single VMs, else 2-16 VMs that arrive together and share
   cores, category, lifetime (within 10%), utilisation level, daily phase,
   part of their noise and their bursts;
