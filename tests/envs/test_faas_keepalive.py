@@ -180,9 +180,9 @@ def test_core_matches_the_reference_simulator(workload: str) -> None:
     core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
     rng = np.random.default_rng(0)
     states = [{"ran": 0, "busy_until": 0} for _ in range(b)]
-    busy = core.state.busy_minutes.copy()
+    busy = core.apps.busy_minutes.copy()
     assert (busy > 1).any() or workload == "toy"  # the synthetic apps exercise long executions
-    memory = core.state.memory_gb.copy()
+    memory = core.apps.memory_gb.copy()
     for t in range(steps):
         prewarm = rng.integers(0, 6, b)
         keepalive = np.where(rng.random(b) < 0.1, NEVER, rng.integers(0, 15, b))
@@ -216,10 +216,10 @@ def test_idle_hazard_and_survival_match_the_histogram() -> None:
     rng = np.random.default_rng(2)
     checked = 0
     for _ in range(200):
-        h, minute = core.state.hist, core.minute()
+        h, minute = core.apps.hist, core.minute()
         for i in range(48):
-            age = int(minute[i] - core.state.busy_until[i])
-            if not core.state.has_run[i] or age < 1 or age > 60:
+            age = int(minute[i] - core.apps.busy_until[i])
+            if not core.apps.has_run[i] or age < 1 or age > 60:
                 assert obs[i, OBS["idle_survival"]] == 0
                 continue
             longer = int(h.counts[i, age - 1 :].sum())
@@ -273,7 +273,7 @@ def test_keepalive_zero_makes_every_invocation_minute_cold() -> None:
     env.reset(seed=2)
     core = env.core
     for _ in range(300):
-        running = core.state.busy_until >= core.minute()
+        running = core.apps.busy_until >= core.minute()
         _, _, _, _, info = env.step(windows_action(np.zeros(64), np.zeros(64)))
         np.testing.assert_array_equal(info["cold_starts"], (info["invocations"] > 0) & ~running)
 
@@ -283,7 +283,7 @@ def test_hybrid_has_no_cold_start_on_a_periodic_timer_after_warm_up() -> None:
     env = FaaSKeepAliveVectorEnv(num_envs=32, **config)  # type: ignore[arg-type]
     obs, _ = env.reset(seed=8)
     core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
-    table, memory = core.state.table.copy(), core.state.memory_gb.copy()
+    table, memory = core.apps.table.copy(), core.apps.memory_gb.copy()
     policy = HybridHistogram(env, 240)
     cold = np.zeros(32)
     waste = np.zeros(32)
@@ -354,7 +354,7 @@ def test_trace_workload_replays_the_public_sample() -> None:
     )
     env.reset(seed=0)
     core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
-    expected = core.state.table.sum(axis=1)
+    expected = core.apps.table.sum(axis=1)
     total = np.zeros(8)
     for _ in range(120):
         _, _, _, _, info = env.step(windows_action(np.zeros(8), np.full(8, 10)))
