@@ -1,12 +1,10 @@
-"""Baselines of FaaSKeepAlive-v0: fixed keep-alive, no unloading, the hybrid histogram policy, a hindsight oracle.
+"""Baselines of FaaSKeepAlive-v0: fixed keep-alive, no unloading, the hybrid histogram policy, FaasCache's
+greedy-dual (for fleets under a memory budget) and a hindsight oracle.
 
 All are batched ``act(obs)`` policies over the env's observation (the oracle
 also reads the core's upcoming invocations, as hindsight). The module also
 registers the env's comparison report (the paper's Figure 15 as a plot) and
 its 14-day, 50,000-app replay benchmark.
-
-Not shipped: FaasCache's greedy-dual keep-alive needs a memory budget shared
-by several apps, and this env gives each sub-env one app (no fleet option yet).
 """
 
 from __future__ import annotations
@@ -28,10 +26,12 @@ from cloudgym.envs.faas_keepalive import (
     OBS,
     WINDOW_SCALE_MIN,
     FaaSKeepAliveCore,
+    batched_action,
     decode_count,
     decode_minutes,
     windows_action,
 )
+from cloudgym.envs.workloads.faas import MAX_MEMORY_MB
 from cloudgym.policy import BatchedPolicy, register_policy
 from cloudgym.reports import EnvReport, register_report
 
@@ -45,22 +45,6 @@ HYBRID_RANGES_MIN = (60, 120, 180, 240)
 """The hybrid policy's histogram ranges, minutes (1 to 4 hours)."""
 
 
-def _shaped(env: CloudGymVectorEnv, codes: np.ndarray, priority: np.ndarray | None = None) -> np.ndarray:
-    """Per-app (N, 2) window codes as the env's batched action: (B, 2), (B, K, 2), or with a priority column.
-
-    Under ``eviction='policy'`` the third component is ``priority`` (default 0
-    for every app: ties, so the env evicts least recently used first).
-    """
-    shape = (env.num_envs, *env.single_action_space.shape)
-    if shape[-1] == 2:
-        return codes.reshape(shape)
-    out = np.zeros((codes.shape[0], shape[-1]), np.float32)
-    out[:, :2] = codes
-    if priority is not None:
-        out[:, 2] = priority
-    return out.reshape(shape)
-
-
 class FixedKeepAlive(BatchedPolicy):
     """Keep the image loaded for a fixed time after each execution; never pre-warm (the state of the practice)."""
 
@@ -69,7 +53,7 @@ class FixedKeepAlive(BatchedPolicy):
     def __init__(self, env: CloudGymVectorEnv, keepalive_min: float) -> None:
         super().__init__(env)
         apps = env.core.num_apps  # type: ignore[attr-defined]
-        self.action = _shaped(env, windows_action(np.zeros(apps), np.full(apps, keepalive_min)))
+        self.action = batched_action(env.core, windows_action(np.zeros(apps), np.full(apps, keepalive_min)))
 
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
         return self.action.copy()
@@ -187,7 +171,7 @@ class HybridHistogram(BatchedPolicy):
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
         flat = obs.reshape(-1, obs.shape[-1])
         codes = self.codes_of({name: flat[:, OBS[name]] for name in self.FEATURES})
-        return _shaped(self.env, codes.copy())
+        return batched_action(self.env.core, codes.copy())
 
 
 class HindsightOracle(BatchedPolicy):
@@ -213,7 +197,68 @@ class HindsightOracle(BatchedPolicy):
         invoked = core.upcoming_invocations() > 0
         # Window [age, age] loads the image this minute; [age + 1, age + 1] keeps it unloaded.
         codes = windows_action(np.where(invoked, age, age + 1.0), np.zeros(core.num_apps))
-        return _shaped(self.env, codes, invoked.astype(np.float32))
+        return batched_action(self.env.core, codes, invoked.astype(np.float32))
+
+
+class GreedyDual(BatchedPolicy):
+    """FaasCache's greedy-dual keep-alive (Fuerst and Sharma, ASPLOS 2021), for fleets under a memory budget.
+
+    Images are never unloaded by a timer (pre-warm 0, keep-alive forever);
+    when the fleet's budget is full the env evicts the idle image of lowest
+    priority (``eviction='policy'``; the third action component). An app's
+    priority is set when it is invoked: clock + frequency x cost / size,
+    with frequency the invocation-minutes since its image was last loaded
+    (reset when it is evicted), size its memory (MB) and cost 1 (the env
+    weighs every cold start the same; it models no per-app cold-start
+    latency, the paper's cost). The fleet's clock rises to the priority of
+    each image evicted. Priorities go to the env as ranks within the fleet
+    (in [0, 1]); the env breaks ties least recently used first. Without a
+    budget nothing is evicted and the policy is ``no_unload``.
+    """
+
+    name = "greedy_dual"
+
+    def __init__(self, env: CloudGymVectorEnv) -> None:
+        super().__init__(env)
+        if not isinstance(env.core, FaaSKeepAliveCore):
+            raise TypeError(f"greedy_dual needs a FaaSKeepAlive-v0 env, got {type(env.core).__name__}")
+        self.core: FaaSKeepAliveCore = env.core
+        apps, k = self.core.num_apps, self.core.apps_per_fleet
+        self.fleets, self.k = self.num_envs, k
+        self.frequency = np.zeros(apps)
+        self.priority = np.zeros(apps)
+        self.was_evicted = np.zeros(apps, bool)
+        self.clock = np.zeros(self.num_envs)
+        self.codes = windows_action(np.zeros(apps), np.full(apps, float(NEVER)))
+
+    def reset(self, env_ids: np.ndarray) -> None:
+        rows = self.core.app_rows(np.asarray(env_ids, np.int64))
+        self.frequency[rows] = 0.0
+        self.priority[rows] = 0.0
+        self.was_evicted[rows] = False
+        self.clock[np.asarray(env_ids, np.int64)] = 0.0
+
+    def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
+        flat = obs.reshape(-1, obs.shape[-1])
+        evicted = flat[:, OBS["evicted"]] > 0 if flat.shape[1] > OBS["evicted"] else np.zeros(flat.shape[0], bool)
+        # The clock rises to the priority of the images evicted in the last minute.
+        newly = evicted & ~self.was_evicted
+        if newly.any():
+            lost = np.where(newly, self.priority, -np.inf).reshape(self.fleets, self.k).max(axis=1)
+            np.maximum(self.clock, lost, out=self.clock)
+        self.frequency[evicted] = 0.0
+        self.was_evicted = evicted
+        invoked = flat[:, OBS["invoked_last"]] > 0
+        self.frequency[invoked] += 1.0
+        size_mb = np.maximum(flat[:, OBS["memory"]].astype(np.float64) * MAX_MEMORY_MB, 1.0)
+        clock = np.repeat(self.clock, self.k)
+        self.priority = np.where(invoked, clock + self.frequency / size_mb, self.priority)
+        # Ranks within each fleet (higher priority, higher rank): the env only compares them.
+        order = np.argsort(self.priority.reshape(self.fleets, self.k), axis=1, kind="stable")
+        ranks = np.empty_like(order)
+        np.put_along_axis(ranks, order, np.arange(self.k)[None, :], axis=1)
+        keep = (ranks.reshape(-1) / max(self.k - 1, 1)).astype(np.float32)
+        return batched_action(self.core, self.codes, keep)
 
 
 def _fixed(minutes: int) -> Any:
@@ -243,6 +288,13 @@ for _range in HYBRID_RANGES_MIN:
         description=f"hybrid histogram policy, {_range // 60} h range (Shahrad et al. 2020)",
         env_kwargs={"histogram_range_min": _range},
     )
+register_policy(
+    ENV_ID,
+    "greedy_dual",
+    GreedyDual,
+    description="FaasCache greedy-dual: keep forever, evict lowest clock + frequency / size under a budget",
+    env_kwargs={"eviction": "policy"},
+)
 register_policy(
     ENV_ID, "oracle", HindsightOracle, description="hindsight: loaded exactly when invoked (lower bound)", kind="oracle"
 )
@@ -368,7 +420,7 @@ def replay_benchmark(quick: bool) -> dict[str, float]:
     wasted = 0.0
     stepping = time.perf_counter()
     for _ in range(minutes):
-        actions = _shaped(env, policy.codes_of(core.features(HybridHistogram.FEATURES)))
+        actions = batched_action(env.core, policy.codes_of(core.features(HybridHistogram.FEATURES)))
         _, _, _, info = core.step(actions)
         cold += int(info["cold_starts"].sum())
         invocations += int(info["invocations"].sum())

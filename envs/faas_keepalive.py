@@ -222,6 +222,24 @@ def windows_action(prewarm_min: np.ndarray | float, keepalive_min: np.ndarray | 
     return out
 
 
+def batched_action(core: Any, codes: np.ndarray, priority: np.ndarray | None = None) -> np.ndarray:
+    """A policy's per-app (N, 2) window codes as the env's batched action: (B, 2), (B, K, 2), or with priority.
+
+    ``core`` is the env's :class:`FaaSKeepAliveCore` (``env.core``). Under
+    ``eviction='policy'`` the third component is ``priority`` (in [0, 1];
+    default 0 for every app: all ties, so the env evicts least recently used
+    first, the 'lru' order).
+    """
+    shape = (core.num_envs, *core.single_action_space.shape)
+    if shape[-1] == 2:
+        return np.array(codes, np.float32).reshape(shape)
+    out = np.zeros((codes.shape[0], shape[-1]), np.float32)
+    out[:, :2] = codes
+    if priority is not None:
+        out[:, PRIORITY] = priority
+    return out.reshape(shape)
+
+
 # ----------------------------------------------------------------------------- config
 
 

@@ -203,18 +203,20 @@ def zero_truncated_poisson(mean: np.ndarray, u: np.ndarray) -> np.ndarray:
     small = mean < SMALL_POISSON_MEAN
     idx = np.flatnonzero(small)
     if idx.size:
+        # Chop-down search on compacted arrays: each round moves the unfinished draws one count up.
         lam, uu = mean[idx], u[idx]
         p = lam / np.expm1(lam)  # P(K = 1 | K >= 1)
         cdf = p.copy()
-        k = np.ones(idx.size, np.int64)
-        todo = np.flatnonzero(uu >= cdf)
-        while todo.size:
-            k[todo] += 1
-            p[todo] *= lam[todo] / k[todo]
-            cdf[todo] += p[todo]
-            todo = todo[uu[todo] >= cdf[todo]]
-            todo = todo[k[todo] < 200]  # a u within rounding of 1 stops here, far in the tail
-        counts[idx] = k
+        k = 1
+        going = uu >= cdf
+        while going.any() and k < 200:  # a u within rounding of 1 stops at 200, far in the tail
+            if not going.all():
+                idx, lam, uu, p, cdf = idx[going], lam[going], uu[going], p[going], cdf[going]
+            k += 1
+            counts[idx] = k
+            p *= lam / k
+            cdf += p
+            going = uu >= cdf
     idx = np.flatnonzero(~small)
     if idx.size:
         lam = mean[idx]
