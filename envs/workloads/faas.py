@@ -500,7 +500,14 @@ class ProcessArrays:
 
     def mutable(self) -> tuple[np.ndarray, ...]:
         """The arrays :func:`process_events` changes (to save and put back with :meth:`restore`)."""
-        return (self.burst_on, self.next_switch, self.next_candidate, self.next_timer, self.next_client, self.next_event)
+        return (
+            self.burst_on,
+            self.next_switch,
+            self.next_candidate,
+            self.next_timer,
+            self.next_client,
+            self.next_event,
+        )
 
     def restore(self, saved: Sequence[np.ndarray]) -> None:
         """Write copies saved from :meth:`mutable` back, in place (the arrays may be views of a state)."""

@@ -435,8 +435,13 @@ def test_fleet_sb3_adapter() -> None:
 
 
 def _reference_budget(
-    before: dict[str, np.ndarray], invoked: np.ndarray, prewarm: np.ndarray, keepalive: np.ndarray, prio: np.ndarray,
-    minute: int, budget_kb: int,
+    before: dict[str, np.ndarray],
+    invoked: np.ndarray,
+    prewarm: np.ndarray,
+    keepalive: np.ndarray,
+    prio: np.ndarray,
+    minute: int,
+    budget_kb: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One fleet's minute under a budget, written the obvious way: (loaded, rejected apps, evicted apps)."""
     k = invoked.size
@@ -461,7 +466,11 @@ def _reference_budget(
 def test_fleet_budget_matches_the_reference_and_counts_everything(eviction: str) -> None:
     b, k, steps = 6, 5, 150
     env = FaaSKeepAliveVectorEnv(
-        num_envs=b, apps_per_fleet=k, memory_budget_gb=0.35, eviction=eviction, episode_minutes=steps,
+        num_envs=b,
+        apps_per_fleet=k,
+        memory_budget_gb=0.35,
+        eviction=eviction,
+        episode_minutes=steps,
         warmup_minutes=120,
     )
     env.reset(seed=21)
@@ -483,8 +492,13 @@ def test_fleet_budget_matches_the_reference_and_counts_everything(eviction: str)
         for f in range(b):
             s = slice(f * k, (f + 1) * k)
             loaded, rejected, evicted = _reference_budget(
-                {name: v[s] for name, v in before.items()}, counts[s] > 0, prewarm[s], keepalive[s], prio[s],
-                minute, budget_kb,
+                {name: v[s] for name, v in before.items()},
+                counts[s] > 0,
+                prewarm[s],
+                keepalive[s],
+                prio[s],
+                minute,
+                budget_kb,
             )
             np.testing.assert_array_equal(core.apps.loaded_last[s], loaded, err_msg=f"fleet {f} minute {t}")
             assert info["rejected_invocations"][f] == counts[s][rejected].sum()
@@ -532,7 +546,8 @@ def test_greedy_dual_priorities_and_clock() -> None:
     obs[0, :, OBS["invoked_last"]] = [1, 1, 0, 1]
     action = policy.act(obs)
     assert action.shape == (1, 4, 3)
-    assert np.all(decode_minutes(action[0, :, 0]) == 0) and np.all(action[0, :, 1] == 1.0)  # keep forever
+    assert np.all(decode_minutes(action[0, :, 0]) == 0)
+    assert np.all(action[0, :, 1] == 1.0)
     np.testing.assert_allclose(policy.priority, [1 / 100, 1 / 200, 0.0, 1 / 400], rtol=1e-5)
     np.testing.assert_allclose(action[0, :, 2], [1.0, 2 / 3, 0.0, 1 / 3], rtol=1e-6)  # ranks: app 2 (unused) last
     # App 0 is evicted: the clock rises to its priority, and its frequency restarts.
@@ -565,3 +580,23 @@ def test_greedy_dual_keeps_the_budget_and_evicts() -> None:
 def test_impossible_fleet_config_is_named(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         gym.make(ENV_ID, **{field: value})
+
+
+def test_features_and_caches_equal_the_full_computation() -> None:
+    # core.features equals the observation's columns; the hybrid's cached windows equal a fresh computation;
+    # the env's cached window decoding is exercised by every test that changes windows (the reference above).
+    env = FaaSKeepAliveVectorEnv(num_envs=16, episode_minutes=80, warmup_minutes=240, apps_per_fleet=2)
+    obs, _ = env.reset(seed=11)
+    core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
+    cached = HybridHistogram(env, 240)
+    cached.reset(np.arange(16))
+    for _ in range(80):
+        flat = obs.reshape(-1, obs.shape[-1])
+        for name, column in core.features([*HybridHistogram.FEATURES, "age", "idle_hazard"]).items():
+            np.testing.assert_array_equal(column, flat[:, OBS[name]], err_msg=name)
+        fresh = HybridHistogram(env, 240)
+        action = cached.act(obs)
+        np.testing.assert_array_equal(action, fresh.act(obs))
+        obs, *_ = env.step(action)
+    with pytest.raises(KeyError, match="unknown observation feature 'evicted'"):
+        core.features(["evicted"])  # no budget: no such field
