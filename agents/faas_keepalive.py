@@ -50,6 +50,7 @@ from cloudgym.envs.faas_keepalive import (
     OBS_FIELDS,
     WINDOW_SCALE_MIN,
     FaaSKeepAliveVectorEnv,
+    batched_action,
     decode_minutes,
 )
 from cloudgym.envs.workloads.faas import MAX_MEMORY_MB
@@ -94,16 +95,19 @@ class HazardPolicy(BatchedPolicy):
         self.model = model.eval()
 
     def scores(self, obs: np.ndarray) -> np.ndarray:
+        """Score per app of (..., F) observations (the model reads the first len(OBS_FIELDS) features)."""
+        flat = obs.reshape(-1, obs.shape[-1])[:, : len(OBS_FIELDS)]
         with torch.no_grad():
-            return self.model(torch.as_tensor(np.ascontiguousarray(obs), dtype=torch.float32)).numpy()
+            return self.model(torch.as_tensor(np.ascontiguousarray(flat), dtype=torch.float32)).numpy()
 
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
         load = self.scores(obs) >= 0.0
-        age = np.minimum(decode_minutes(obs[:, OBS["age"]]).astype(np.int64), WINDOW_SCALE_MIN - 1)
-        out = np.empty((obs.shape[0], 2), np.float32)
+        flat = obs.reshape(-1, obs.shape[-1])
+        age = np.minimum(decode_minutes(flat[:, OBS["age"]]).astype(np.int64), WINDOW_SCALE_MIN - 1)
+        out = np.empty((flat.shape[0], 2), np.float32)
         out[:, 0] = np.where(load, np.float32(0.0), MINUTE_CODES[age + 1])
         out[:, 1] = np.where(load, np.float32(1.0), np.float32(0.0))
-        return out
+        return batched_action(self.env.core, out)
 
 
 def load_hazard_policy(info: CheckpointInfo, env: CloudGymVectorEnv) -> HazardPolicy:

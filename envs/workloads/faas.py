@@ -122,6 +122,13 @@ DIURNAL_PHASE_JITTER_MIN = 120
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
+_STREAMS = np.array([(j * 0xD1B54A32D192ED03) % 2**64 for j in range(3)], np.uint64)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_U32 = 1.0 / 4294967296.0
+EVENT_UNIFORMS = 6
+"""Uniforms per (app, minute) of :func:`event_uniforms`: switch wait, on-wait, accept, count, next wait, client."""
+START_MINUTE = np.uint64(2**63 + 0x5EED)
+"""The counter of an app's start draws (never a real minute)."""
 
 
 def mix64(x: np.ndarray) -> np.ndarray:
@@ -133,16 +140,24 @@ def mix64(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
-def minute_uniforms(key: np.ndarray, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
-    """Two independent U[0, 1) per app for minute ``minute`` (float32, 24-bit), a pure function of (key, minute)."""
-    with np.errstate(over="ignore"):
-        h = mix64(key + np.asarray(minute, dtype=np.uint64) * _GOLDEN)
-    high = (h >> np.uint64(40)).astype(np.float32)
-    low = (h & np.uint64(0xFFFFFF)).astype(np.float32)
-    scale = np.float32(1.0 / 16777216.0)
-    high *= scale
-    low *= scale
-    return high, low
+def event_uniforms(key: np.ndarray, minute: np.ndarray, pair: int | None = None) -> np.ndarray:
+    """(EVENT_UNIFORMS, A) independent uniforms in (0, 1) (float64, 32-bit) for each app's minute ``minute``.
+
+    A pure function of (key, minute) (counter-based randomness): an app's draws
+    do not depend on which other apps are computed with it, nor on the minutes
+    in which it had nothing to do. ``pair=j`` computes only uniforms 2j and
+    2j + 1 (one hash), returned as (2, A).
+    """
+    base = key + np.asarray(minute).astype(np.uint64) * _GOLDEN
+    pairs = range(EVENT_UNIFORMS // 2) if pair is None else (pair,)
+    out = np.empty((2 * len(pairs), key.size))
+    for i, j in enumerate(pairs):
+        h = mix64(base + _STREAMS[j])
+        out[2 * i] = h >> np.uint64(32)
+        out[2 * i + 1] = h & _LOW32
+    out += 0.5
+    out *= _U32
+    return out
 
 
 def _norm_ppf(u: np.ndarray) -> np.ndarray:
@@ -177,44 +192,37 @@ SMALL_POISSON_MEAN = 8.0
 """Below this mean a Poisson count is drawn by exact inversion; above, by a normal approximation."""
 
 
-def poisson_from_uniform(mean: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Poisson(mean) counts by inversion of one uniform each (int64).
+def zero_truncated_poisson(mean: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Poisson(mean) conditioned on >= 1, by inversion of one uniform each (int64 >= 1; mean > 0).
 
-    Zero exactly when ``u < exp(-mean)``, so whether an app is invoked in a
-    minute has the exact Poisson probability. Non-zero counts of means below
-    :data:`SMALL_POISSON_MEAN` invert the CDF exactly; larger means use the
-    normal approximation (at least 1), whose error only moves the number of
-    warm invocations of an already busy minute.
+    Means below :data:`SMALL_POISSON_MEAN` invert the exact CDF; larger means
+    use the normal approximation of the untruncated law (at least 1), whose
+    error only moves the number of warm invocations of an invoked minute.
     """
-    p0 = np.exp(-mean.astype(np.float32))
-    counts = np.zeros(mean.shape, np.int64)
-    fired = np.flatnonzero(u >= p0)
-    if fired.size == 0:
-        return counts
-    lam = mean[fired].astype(np.float64)
-    uf = u[fired].astype(np.float64)
-    small = lam < SMALL_POISSON_MEAN
-    if small.any():
-        idx = fired[small]
-        lam_s, u_s = lam[small], uf[small]
-        zero = p0[idx].astype(np.float64)
-        k = np.ones(idx.size, np.int64)
-        p = zero * lam_s
-        cdf = zero + p
-        todo = np.flatnonzero(u_s >= cdf)
-        while todo.size:
-            k[todo] += 1
-            p[todo] *= lam_s[todo] / k[todo]
-            cdf[todo] += p[todo]
-            todo = todo[u_s[todo] >= cdf[todo]]
-            todo = todo[k[todo] < 200]  # a u within rounding of 1 stops here, far in the tail
-        counts[idx] = k
-    big = ~small
-    if big.any():
-        idx = fired[big]
-        lam_b = lam[big]
-        z = _norm_ppf(uf[big])
-        counts[idx] = np.maximum(1, np.floor(lam_b + np.sqrt(lam_b) * z + 0.5)).astype(np.int64)
+    counts = np.ones(mean.shape, np.int64)
+    small = mean < SMALL_POISSON_MEAN
+    idx = np.flatnonzero(small)
+    if idx.size:
+        # Chop-down search on compacted arrays: each round moves the unfinished draws one count up.
+        lam, uu = mean[idx], u[idx]
+        p = lam / np.expm1(lam)  # P(K = 1 | K >= 1)
+        cdf = p.copy()
+        k = 1
+        going = uu >= cdf
+        while going.any() and k < 200:  # a u within rounding of 1 stops at 200, far in the tail
+            if not going.all():
+                idx, lam, uu, p, cdf = idx[going], lam[going], uu[going], p[going], cdf[going]
+            k += 1
+            counts[idx] = k
+            p *= lam / k
+            cdf += p
+            going = uu >= cdf
+    idx = np.flatnonzero(~small)
+    if idx.size:
+        lam = mean[idx]
+        p0 = np.exp(-lam)
+        z = _norm_ppf(p0 + u[idx] * (1.0 - p0))
+        counts[idx] = np.maximum(1, np.floor(lam + np.sqrt(lam) * z + 0.5)).astype(np.int64)
     return counts
 
 
@@ -363,19 +371,42 @@ def sample_app(rng: np.random.Generator) -> AppProcess:
     )
 
 
+NO_TIMER = np.iinfo(np.int64).max // 4
+"""The minute of an event that never comes (no timer, no client, a chain that never switches)."""
+
+DIURNAL = np.sin(2.0 * np.pi * np.arange(MINUTES_PER_DAY) / MINUTES_PER_DAY)
+"""sin of the time of day, one value per minute."""
+
+
+def _whole_minutes(x: np.ndarray) -> np.ndarray:
+    """floor(x) as int64, NO_TIMER for values beyond it (inf: an event that never comes)."""
+    return np.minimum(np.floor(x), float(NO_TIMER)).astype(np.int64)
+
+
 @dataclasses.dataclass
 class ProcessArrays:
-    """The invocation processes of many apps, one row each, for :func:`process_counts`.
+    """The invocation processes of many apps, one row each, driven event by event by :func:`process_events`.
 
-    Parameters (read-only) and the two mutable pieces of process state (the
-    burst chain and the next timer firing) side by side; an env keeps these
-    arrays as rows of its state.
+    Each app's non-timer invocations are a Poisson stream of rate
+    ``rate_on x (1 + a sin(...))`` while its burst chain is on. The stream is
+    generated by thinning: candidate minutes are those in which a Poisson
+    process at the peak rate ``rate_max = rate_on x (1 + a)`` has a point
+    (exponential waits, floored to minutes); a candidate minute is invoked
+    with probability (1 - exp(-rate)) / (1 - exp(-rate_max)), and then holds a
+    zero-truncated Poisson(rate) count. Minute by minute that is exactly a
+    Poisson(rate) count per minute, independent across minutes; the burst
+    chain stays in a state for a geometric number of minutes. Timers and the
+    periodic client are deterministic schedules. Only the apps with an event
+    due in a minute (``next_event``) are touched, so the cost of a minute is
+    the number of events, not the number of apps.
     """
 
     key: np.ndarray  # (A,) uint64, counter-based random key
     rate_on: np.ndarray  # (A,) float64, Poisson rate while on, invocations/min
-    p_off: np.ndarray  # (A,) float64, per-minute probability a burst ends
-    p_on: np.ndarray  # (A,) float64, per-minute probability an off period ends
+    rate_max: np.ndarray  # (A,) float64, rate_on x (1 + amplitude): the candidates' rate, invocations/min
+    p_candidate: np.ndarray  # (A,) float64, 1 - exp(-rate_max): probability that a minute is a candidate
+    log_stay_on: np.ndarray  # (A,) float64, log(1 - p_off) (< 0; -1e-300 when the chain never switches off)
+    log_stay_off: np.ndarray  # (A,) float64, log(1 - p_on) (-inf when an off period lasts no minute)
     amplitude: np.ndarray  # (A,) float64, diurnal amplitude
     phase: np.ndarray  # (A,) int64, diurnal phase, minutes
     client_period: np.ndarray  # (A,) float64, mean interval of the periodic client, minutes (0 = none)
@@ -383,16 +414,22 @@ class ProcessArrays:
     timer_period: np.ndarray  # (A,) int64, minutes; 0 = no timer
     timer_count: np.ndarray  # (A,) int64, invocations per timer firing
     burst_on: np.ndarray  # (A,) bool, state of the burst chain
-    next_timer: np.ndarray  # (A,) int64, next minute the timers fire (huge when none)
+    next_switch: np.ndarray  # (A,) int64, minute the burst chain next switches (NO_TIMER: never)
+    next_candidate: np.ndarray  # (A,) int64, next candidate minute of the Poisson stream (NO_TIMER while off)
+    next_timer: np.ndarray  # (A,) int64, next minute the timers fire (NO_TIMER when none)
     next_client: np.ndarray  # (A,) float64, time of the periodic client's next arrival, minutes (inf when none)
+    next_event: np.ndarray  # (A,) int64, the earliest of the four (the app has nothing to do before it)
 
     @classmethod
-    def zeros(cls, n: int) -> ProcessArrays:
+    def zeros(cls, n: int | tuple[int, ...]) -> ProcessArrays:
+        never = np.full(n, NO_TIMER, np.int64)
         return cls(
             key=np.zeros(n, np.uint64),
             rate_on=np.zeros(n),
-            p_off=np.zeros(n),
-            p_on=np.ones(n),
+            rate_max=np.zeros(n),
+            p_candidate=np.zeros(n),
+            log_stay_on=np.full(n, -1e-300),
+            log_stay_off=np.full(n, -np.inf),
             amplitude=np.zeros(n),
             phase=np.zeros(n, np.int64),
             client_period=np.zeros(n),
@@ -400,76 +437,152 @@ class ProcessArrays:
             timer_period=np.zeros(n, np.int64),
             timer_count=np.zeros(n, np.int64),
             burst_on=np.ones(n, bool),
-            next_timer=np.full(n, NO_TIMER, np.int64),
+            next_switch=never.copy(),
+            next_candidate=never.copy(),
+            next_timer=never.copy(),
             next_client=np.full(n, np.inf),
+            next_event=never,
         )
 
-    def write(self, row: int, app: AppProcess) -> None:
-        """Set row ``row`` to ``app`` at minute 0."""
-        self.key[row] = np.uint64(app.key)
-        self.rate_on[row] = app.rate_on
-        self.p_off[row] = app.p_off
-        self.p_on[row] = app.p_on
-        self.amplitude[row] = app.diurnal_amplitude
-        self.phase[row] = app.diurnal_phase_min
-        self.client_period[row] = app.client_period_min
-        self.client_jitter[row] = app.client_jitter
-        self.next_client[row] = app.client_phase_min if app.client_period_min > 0 else np.inf
-        self.timer_period[row] = app.timer_period_min
-        self.timer_count[row] = app.timer_count
-        self.burst_on[row] = app.start_on
-        self.next_timer[row] = app.timer_phase_min if app.timer_period_min > 0 else NO_TIMER
+    def set_apps(self, rows: np.ndarray, apps: Sequence[AppProcess]) -> None:
+        """Set rows ``rows`` to ``apps`` at minute 0 (their first events drawn from their keys)."""
+        rows = np.asarray(rows, np.int64)
+        if rows.size != len(apps):
+            raise ValueError(f"{rows.size} rows for {len(apps)} apps")
+        if rows.size == 0:
+            return
+
+        def column(name: str, dtype: type) -> np.ndarray:
+            return np.array([getattr(a, name) for a in apps], dtype)
+
+        self.key[rows] = np.array([a.key for a in apps], np.uint64)
+        rate_on = column("rate_on", np.float64)
+        amplitude = column("diurnal_amplitude", np.float64)
+        p_off, p_on = column("p_off", np.float64), column("p_on", np.float64)
+        self.rate_on[rows] = rate_on
+        self.rate_max[rows] = rate_on * (1.0 + amplitude)
+        self.p_candidate[rows] = -np.expm1(-self.rate_max[rows])
+        with np.errstate(divide="ignore"):
+            self.log_stay_on[rows] = np.minimum(np.log1p(-p_off), -1e-300)
+            self.log_stay_off[rows] = np.minimum(np.log1p(-p_on), -1e-300)
+        self.amplitude[rows] = amplitude
+        self.phase[rows] = column("diurnal_phase_min", np.int64)
+        period = column("client_period_min", np.float64)
+        self.client_period[rows] = period
+        self.client_jitter[rows] = column("client_jitter", np.float64)
+        self.next_client[rows] = np.where(period > 0, column("client_phase_min", np.float64), np.inf)
+        timer = column("timer_period_min", np.int64)
+        self.timer_period[rows] = timer
+        self.timer_count[rows] = column("timer_count", np.int64)
+        self.next_timer[rows] = np.where(timer > 0, column("timer_phase_min", np.int64), NO_TIMER)
+        on = column("start_on", np.bool_)
+        self.burst_on[rows] = on
+        # The chain may already switch in minute 0; the stream's first candidate may be minute 0.
+        u = event_uniforms(self.key[rows], np.full(rows.size, START_MINUTE))
+        with np.errstate(divide="ignore"):
+            stay = np.where(on, self.log_stay_on[rows], self.log_stay_off[rows])
+            self.next_switch[rows] = _whole_minutes(np.log(u[0]) / stay)
+            wait = _whole_minutes(-np.log(u[1]) / self.rate_max[rows])
+        self.next_candidate[rows] = np.where(on, wait, NO_TIMER)
+        self._update_next_event(rows)
+
+    def _update_next_event(self, rows: np.ndarray) -> None:
+        soonest = np.minimum(self.next_switch[rows], self.next_candidate[rows])
+        np.minimum(soonest, self.next_timer[rows], out=soonest)
+        np.minimum(soonest, _whole_minutes(self.next_client[rows]), out=soonest)
+        self.next_event[rows] = soonest
 
     @classmethod
     def of(cls, apps: Sequence[AppProcess]) -> ProcessArrays:
         arrays = cls.zeros(len(apps))
-        for i, app in enumerate(apps):
-            arrays.write(i, app)
+        arrays.set_apps(np.arange(len(apps)), apps)
         return arrays
 
+    def mutable(self) -> tuple[np.ndarray, ...]:
+        """The arrays :func:`process_events` changes (to save and put back with :meth:`restore`)."""
+        return (
+            self.burst_on,
+            self.next_switch,
+            self.next_candidate,
+            self.next_timer,
+            self.next_client,
+            self.next_event,
+        )
 
-NO_TIMER = np.iinfo(np.int64).max // 4
-"""next_timer of an app without timers (never reached)."""
+    def restore(self, saved: Sequence[np.ndarray]) -> None:
+        """Write copies saved from :meth:`mutable` back, in place (the arrays may be views of a state)."""
+        for arr, old in zip(self.mutable(), saved):
+            arr[...] = old
 
-DIURNAL = np.sin(2.0 * np.pi * np.arange(MINUTES_PER_DAY) / MINUTES_PER_DAY)
-"""sin of the time of day, one value per minute."""
 
+def process_events(proc: ProcessArrays, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+    """The apps invoked in their minute ``minute`` and their invocations: (rows, counts >= 1).
 
-def process_counts(proc: ProcessArrays, minute: np.ndarray) -> np.ndarray:
-    """Invocations of each app in its minute ``minute`` (A,), advancing the burst chains and timers.
-
-    Must be called for consecutive minutes (0, 1, 2, ...) of each app: the
-    burst chain and the timer are the only state, and both live in ``proc``.
-    A pure function of (key, minute, state): sub-env *i* draws the same
-    counts whatever else is in the batch.
+    Advances the processes of the apps with an event due. Must be called for
+    consecutive minutes (0, 1, 2, ...) of each app. A pure function of (key,
+    minute, state): sub-env *i* draws the same counts whatever else is in
+    the batch. ``minute`` is one minute for every app or one per app.
     """
-    u_count, u_chain = minute_uniforms(proc.key, minute)
-    # The burst chain moves first, so a burst's first minute can already hold invocations.
-    switch = u_chain < np.where(proc.burst_on, proc.p_off, proc.p_on)
-    proc.burst_on ^= switch
-    first = int(minute[0])
-    if (minute == first).all():  # the usual case: one clock for every app
-        diurnal = proc.amplitude * DIURNAL[(first + proc.phase) % MINUTES_PER_DAY]
-    else:
-        diurnal = proc.amplitude * DIURNAL[(minute + proc.phase) % MINUTES_PER_DAY]
-    diurnal += 1.0
-    mean = proc.rate_on * diurnal
-    mean *= proc.burst_on
-    counts = poisson_from_uniform(mean, u_count)
-    fire = minute >= proc.next_timer
-    if fire.any():
-        rows = np.flatnonzero(fire)
-        counts[rows] += proc.timer_count[rows]
-        proc.next_timer[rows] += proc.timer_period[rows]
-    # A periodic client arrives at most once a minute (its intervals are >= 1 minute); its next
-    # interval draws on the minute's count uniform, which a client app does not otherwise use.
-    arrive = proc.next_client < minute + 1
-    if arrive.any():
-        rows = np.flatnonzero(arrive)
-        counts[rows] += 1
-        factor = 1.0 + proc.client_jitter[rows] * (2.0 * u_count[rows] - 1.0)
-        proc.next_client[rows] += proc.client_period[rows] * factor
-    return counts
+    due = np.flatnonzero(proc.next_event <= minute)
+    if due.size == 0:
+        return due, np.zeros(0, np.int64)
+    t = np.asarray(minute)[due] if np.ndim(minute) else np.full(due.size, int(minute), np.int64)
+    key = proc.key[due]
+    counts = np.zeros(due.size, np.int64)
+    # Uniforms by pairs, each pair one hash of (key, minute), computed only for the apps that use it:
+    # 0: the chain's switch and first candidate wait, 1: accept and count, 2: next candidate wait and client.
+    with np.errstate(divide="ignore"):
+        # The burst chain moves first, so a burst's first minute can already hold invocations.
+        sw = np.flatnonzero(proc.next_switch[due] <= t)
+        if sw.size:
+            r, ts = due[sw], t[sw]
+            u = event_uniforms(key[sw], ts, 0)
+            on = ~proc.burst_on[r]
+            proc.burst_on[r] = on
+            stay = np.where(on, proc.log_stay_on[r], proc.log_stay_off[r])
+            proc.next_switch[r] = ts + 1 + _whole_minutes(np.log(u[0]) / stay)
+            wait = _whole_minutes(-np.log(u[1]) / proc.rate_max[r])
+            proc.next_candidate[r] = np.where(on, ts + np.minimum(wait, NO_TIMER - ts), NO_TIMER)
+        # Candidate minutes of the stream at its peak rate, thinned to the minute's rate.
+        cand = np.flatnonzero(proc.next_candidate[due] <= t)
+        if cand.size:
+            r, tc = due[cand], t[cand]
+            mean = proc.amplitude[r] * DIURNAL[(tc + proc.phase[r]) % MINUTES_PER_DAY]
+            mean += 1.0
+            mean *= proc.rate_on[r]
+            u = event_uniforms(key[cand], tc, 1)
+            accept = u[0] * proc.p_candidate[r] < -np.expm1(-mean)
+            hit = np.flatnonzero(accept)
+            if hit.size:
+                counts[cand[hit]] = zero_truncated_poisson(mean[hit], u[1, hit])
+            u_next = event_uniforms(key[cand], tc, 2)
+            wait = _whole_minutes(-np.log(u_next[0]) / proc.rate_max[r])
+            proc.next_candidate[r] = tc + 1 + np.minimum(wait, NO_TIMER - tc - 1)
+    fire = np.flatnonzero(proc.next_timer[due] <= t)
+    if fire.size:
+        r = due[fire]
+        counts[fire] += proc.timer_count[r]
+        proc.next_timer[r] += proc.timer_period[r]
+    # A periodic client arrives at most once a minute (its intervals are >= 1 minute); a client app
+    # has no Poisson stream, so its candidates never use the pair's second uniform.
+    arrive = np.flatnonzero(proc.next_client[due] < t + 1)
+    if arrive.size:
+        r = due[arrive]
+        counts[arrive] += 1
+        u_client = event_uniforms(key[arrive], t[arrive], 2)[1]
+        factor = 1.0 + proc.client_jitter[r] * (2.0 * u_client - 1.0)
+        proc.next_client[r] += proc.client_period[r] * factor
+    proc._update_next_event(due)
+    invoked = counts > 0
+    return due[invoked], counts[invoked]
+
+
+def process_counts(proc: ProcessArrays, minute: np.ndarray | int) -> np.ndarray:
+    """(A,) invocations of each app in its minute ``minute`` (dense form of :func:`process_events`)."""
+    out = np.zeros(proc.key.size, np.int64)
+    rows, counts = process_events(proc, minute)
+    out[rows] = counts
+    return out
 
 
 def simulate_counts(apps: Sequence[AppProcess], minutes: int) -> np.ndarray:
@@ -477,7 +590,8 @@ def simulate_counts(apps: Sequence[AppProcess], minutes: int) -> np.ndarray:
     proc = ProcessArrays.of(apps)
     out = np.zeros((len(apps), minutes), np.int64)
     for t in range(minutes):
-        out[:, t] = process_counts(proc, np.full(len(apps), t, np.int64))
+        rows, counts = process_events(proc, t)
+        out[rows, t] = counts
     return out
 
 

@@ -16,6 +16,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import cloudgym
 from cloudgym.baselines.faas_keepalive import (
     FixedKeepAlive,
+    GreedyDual,
     HindsightOracle,
     HybridHistogram,
     paper_points,
@@ -27,11 +28,13 @@ from cloudgym.envs.faas_keepalive import (
     MINUTE_CODES,
     NEVER,
     OBS,
+    OBS_FIELDS,
     WINDOW_SCALE_MIN,
     FaaSKeepAliveConfig,
     FaaSKeepAliveCore,
     FaaSKeepAliveVectorEnv,
     IdleTimeHistogram,
+    batched_action,
     decode_count,
     decode_minutes,
     encode_count,
@@ -180,9 +183,9 @@ def test_core_matches_the_reference_simulator(workload: str) -> None:
     core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
     rng = np.random.default_rng(0)
     states = [{"ran": 0, "busy_until": 0} for _ in range(b)]
-    busy = core.state.busy_minutes.copy()
+    busy = core.apps.busy_minutes.copy()
     assert (busy > 1).any() or workload == "toy"  # the synthetic apps exercise long executions
-    memory = core.state.memory_gb.copy()
+    memory = core.apps.memory_gb.copy()
     for t in range(steps):
         prewarm = rng.integers(0, 6, b)
         keepalive = np.where(rng.random(b) < 0.1, NEVER, rng.integers(0, 15, b))
@@ -216,10 +219,10 @@ def test_idle_hazard_and_survival_match_the_histogram() -> None:
     rng = np.random.default_rng(2)
     checked = 0
     for _ in range(200):
-        h, minute = core.state.hist, core.minute()
+        h, minute = core.apps.hist, core.minute()
         for i in range(48):
-            age = int(minute[i] - core.state.busy_until[i])
-            if not core.state.has_run[i] or age < 1 or age > 60:
+            age = int(minute[i] - core.apps.busy_until[i])
+            if not core.apps.has_run[i] or age < 1 or age > 60:
                 assert obs[i, OBS["idle_survival"]] == 0
                 continue
             longer = int(h.counts[i, age - 1 :].sum())
@@ -273,7 +276,7 @@ def test_keepalive_zero_makes_every_invocation_minute_cold() -> None:
     env.reset(seed=2)
     core = env.core
     for _ in range(300):
-        running = core.state.busy_until >= core.minute()
+        running = core.apps.busy_until >= core.minute()
         _, _, _, _, info = env.step(windows_action(np.zeros(64), np.zeros(64)))
         np.testing.assert_array_equal(info["cold_starts"], (info["invocations"] > 0) & ~running)
 
@@ -283,7 +286,7 @@ def test_hybrid_has_no_cold_start_on_a_periodic_timer_after_warm_up() -> None:
     env = FaaSKeepAliveVectorEnv(num_envs=32, **config)  # type: ignore[arg-type]
     obs, _ = env.reset(seed=8)
     core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
-    table, memory = core.state.table.copy(), core.state.memory_gb.copy()
+    table, memory = core.apps.table.copy(), core.apps.memory_gb.copy()
     policy = HybridHistogram(env, 240)
     cold = np.zeros(32)
     waste = np.zeros(32)
@@ -354,7 +357,7 @@ def test_trace_workload_replays_the_public_sample() -> None:
     )
     env.reset(seed=0)
     core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
-    expected = core.state.table.sum(axis=1)
+    expected = core.apps.table.sum(axis=1)
     total = np.zeros(8)
     for _ in range(120):
         _, _, _, _, info = env.step(windows_action(np.zeros(8), np.full(8, 10)))
@@ -407,3 +410,193 @@ def test_hybrid_beats_fixed_ten_on_cold_starts_and_dominates_the_fixed_curve() -
     # Pareto: the 1-hour hybrid has fewer cold starts than fixed 45 min with no more wasted memory.
     assert points.loc["hybrid_1h", "p75_cold_start_pct"] < points.loc["fixed_45", "p75_cold_start_pct"]
     assert points.loc["hybrid_1h", "wmt_pct_of_fixed10"] <= points.loc["fixed_45", "wmt_pct_of_fixed10"] * 1.05
+
+
+# ----------------------------------------------------------------------------- fleets under a memory budget
+
+FLEET = {"episode_minutes": 60, "warmup_minutes": 30, "apps_per_fleet": 4, "memory_budget_gb": 0.3}
+
+
+@pytest.mark.parametrize("eviction", ["lru", "policy"])
+def test_fleet_contract(eviction: str) -> None:
+    kwargs = {**FLEET, "eviction": eviction}
+    env = gym.make(ENV_ID, disable_env_checker=True, **kwargs).unwrapped
+    assert env.observation_space.shape == (4, len(OBS))
+    assert env.action_space.shape == (4, 3 if eviction == "policy" else 2)
+    gym_check_env(env, skip_render_check=True)
+    checks.check_batch_invariance(ENV_ID, seeds=[3, 17, 5], steps=70, env_kwargs=kwargs)
+    checks.check_determinism(ENV_ID, seed=7, num_envs=3, steps=70, env_kwargs=kwargs)
+    assert checks.check_autoreset(ENV_ID, seed=1, num_envs=2, max_steps=130, env_kwargs=kwargs) >= 2
+    checks.check_bad_actions(ENV_ID, env_kwargs=kwargs)
+
+
+def test_fleet_sb3_adapter() -> None:
+    checks.check_sb3_adapter(ENV_ID, seed=4, num_envs=2, steps=70, env_kwargs={**FLEET, "eviction": "policy"})
+
+
+def _reference_budget(
+    before: dict[str, np.ndarray],
+    invoked: np.ndarray,
+    prewarm: np.ndarray,
+    keepalive: np.ndarray,
+    prio: np.ndarray,
+    minute: int,
+    budget_kb: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One fleet's minute under a budget, written the obvious way: (loaded, rejected apps, evicted apps)."""
+    k = invoked.size
+    age = minute - before["busy_until"]
+    busy = age <= 0
+    window = before["has_run"] & (prewarm <= age) & (age <= prewarm + keepalive) & ~before["evicted"] | busy
+    resident = busy | (invoked & before["loaded_last"])
+    new = invoked & ~resident
+    idle_want = window & ~busy & ~invoked
+    klass = np.where(resident, 0, np.where(new, 1, np.where(idle_want, 2, 3)))
+    order = sorted(range(k), key=lambda i: (klass[i], -prio[i], -before["busy_until"][i], i))
+    loaded = resident.copy()
+    used = int(before["memory_kb"][resident].sum())
+    for i in order:
+        if klass[i] in (1, 2) and used + before["memory_kb"][i] <= budget_kb:
+            loaded[i] = True
+            used += int(before["memory_kb"][i])
+    return loaded, new & ~loaded, idle_want & ~loaded & before["loaded_last"]
+
+
+@pytest.mark.parametrize("eviction", ["lru", "policy"])
+def test_fleet_budget_matches_the_reference_and_counts_everything(eviction: str) -> None:
+    b, k, steps = 6, 5, 150
+    env = FaaSKeepAliveVectorEnv(
+        num_envs=b,
+        apps_per_fleet=k,
+        memory_budget_gb=0.35,
+        eviction=eviction,
+        episode_minutes=steps,
+        warmup_minutes=120,
+    )
+    env.reset(seed=21)
+    core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
+    budget_kb = int(0.35 * 1024 * 1024)
+    rng = np.random.default_rng(3)
+    totals = {"evictions": 0.0, "rejected": 0.0}
+    for t in range(steps):
+        a = core.apps
+        before = {f: getattr(a, f).copy() for f in ("busy_until", "has_run", "loaded_last", "evicted", "memory_kb")}
+        counts = core.upcoming_invocations()
+        prewarm = rng.integers(0, 4, b * k)
+        keepalive = np.where(rng.random(b * k) < 0.5, NEVER, rng.integers(0, 30, b * k))
+        prio = rng.random(b * k).astype(np.float32) if eviction == "policy" else np.zeros(b * k, np.float32)
+        codes = windows_action(prewarm, keepalive)
+        action = batched_action(core, codes, prio)
+        _, reward, _, _, info = env.step(action)
+        minute = 120 + t
+        for f in range(b):
+            s = slice(f * k, (f + 1) * k)
+            loaded, rejected, evicted = _reference_budget(
+                {name: v[s] for name, v in before.items()},
+                counts[s] > 0,
+                prewarm[s],
+                keepalive[s],
+                prio[s],
+                minute,
+                budget_kb,
+            )
+            np.testing.assert_array_equal(core.apps.loaded_last[s], loaded, err_msg=f"fleet {f} minute {t}")
+            assert info["rejected_invocations"][f] == counts[s][rejected].sum()
+            assert info["evictions"][f] == evicted.sum()
+        # Memory never above the budget; every invocation counted once, as cold, warm or rejected.
+        loaded_kb = np.where(core.apps.loaded_last, core.apps.memory_kb, 0).reshape(b, k).sum(axis=1)
+        assert np.all(loaded_kb <= budget_kb)
+        np.testing.assert_array_equal(loaded_kb, core.state.fleet_loaded_kb)
+        np.testing.assert_array_equal(info["invocations"], counts.reshape(b, k).sum(axis=1))
+        assert np.all(info["cold_starts"] + info["warm_starts"] + info["rejected_invocations"] == info["invocations"])
+        assert np.all(info["warm_starts"] >= 0)
+        np.testing.assert_allclose(
+            reward, -(info["cold_starts"] + info["rejected_invocations"] + 0.05 * info["wasted_gb_min"])
+        )
+        totals["evictions"] += info["evictions"].sum()
+        totals["rejected"] += info["rejected_invocations"].sum()
+    assert totals["evictions"] > 0  # the budget binds in this setting
+    assert info["metrics"]["evictions"].sum() == totals["evictions"]
+    assert info["metrics"]["rejected_invocations"].sum() == totals["rejected"]
+
+
+def test_fleet_without_budget_is_k_independent_apps() -> None:
+    # A fleet of K apps without a budget steps each app exactly as K one-app sub-envs would
+    # (the fleet's apps come from its sub-env's rng one after another, so compare per-app counters).
+    env = FaaSKeepAliveVectorEnv(num_envs=2, apps_per_fleet=3, **SMALL)
+    obs, _ = env.reset(seed=5)
+    assert obs.shape == (2, 3, len(OBS_FIELDS))
+    policy = HybridHistogram(env, 240)
+    total = np.zeros(2)
+    for _ in range(SMALL["episode_minutes"]):
+        obs, _, _, trunc, info = env.step(policy.act(obs))
+        total += info["invocations"]
+    core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
+    np.testing.assert_array_equal(total, core.state.apps.invocations.sum(axis=1))
+    assert trunc.all()
+
+
+def test_greedy_dual_priorities_and_clock() -> None:
+    env = FaaSKeepAliveVectorEnv(num_envs=1, eviction="policy", **FLEET)
+    core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
+    policy = GreedyDual(env)
+    policy.reset(np.arange(1))
+    obs = np.zeros((1, 4, len(OBS)), np.float32)
+    obs[0, :, OBS["memory"]] = np.array([100.0, 200.0, 100.0, 400.0], np.float32) / 1536.0
+    obs[0, :, OBS["invoked_last"]] = [1, 1, 0, 1]
+    action = policy.act(obs)
+    assert action.shape == (1, 4, 3)
+    assert np.all(decode_minutes(action[0, :, 0]) == 0)
+    assert np.all(action[0, :, 1] == 1.0)
+    np.testing.assert_allclose(policy.priority, [1 / 100, 1 / 200, 0.0, 1 / 400], rtol=1e-5)
+    np.testing.assert_allclose(action[0, :, 2], [1.0, 2 / 3, 0.0, 1 / 3], rtol=1e-6)  # ranks: app 2 (unused) last
+    # App 0 is evicted: the clock rises to its priority, and its frequency restarts.
+    obs[0, :, OBS["invoked_last"]] = [0, 0, 1, 0]
+    obs[0, 0, OBS["evicted"]] = 1
+    policy.act(obs)
+    assert policy.clock[0] == pytest.approx(1 / 100)
+    assert policy.priority[2] == pytest.approx(1 / 100 + 1 / 100)
+    assert policy.frequency[0] == 0
+    assert core.apps_per_fleet == 4
+
+
+def test_greedy_dual_keeps_the_budget_and_evicts() -> None:
+    rows = evaluate("greedy_dual", ENV_ID, held_out_seeds(6), env_kwargs=FLEET)
+    assert sum(r["evictions"] for r in rows) > 0
+    nolimit = evaluate("greedy_dual", ENV_ID, held_out_seeds(3), env_kwargs=SMALL)
+    unload = evaluate("no_unload", ENV_ID, held_out_seeds(3), env_kwargs=SMALL)
+    assert [r["return"] for r in nolimit] == [r["return"] for r in unload]  # no budget: never evicts
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("apps_per_fleet", 0, "apps_per_fleet must be in"),
+        ("memory_budget_gb", -1.0, "memory_budget_gb must be None or a positive"),
+        ("memory_budget_gb", math.inf, "memory_budget_gb must be None or a positive"),
+        ("eviction", "fifo", "eviction must be one of"),
+    ],
+)
+def test_impossible_fleet_config_is_named(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        gym.make(ENV_ID, **{field: value})
+
+
+def test_features_and_caches_equal_the_full_computation() -> None:
+    # core.features equals the observation's columns; the hybrid's cached windows equal a fresh computation;
+    # the env's cached window decoding is exercised by every test that changes windows (the reference above).
+    env = FaaSKeepAliveVectorEnv(num_envs=16, episode_minutes=80, warmup_minutes=240, apps_per_fleet=2)
+    obs, _ = env.reset(seed=11)
+    core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
+    cached = HybridHistogram(env, 240)
+    cached.reset(np.arange(16))
+    for _ in range(80):
+        flat = obs.reshape(-1, obs.shape[-1])
+        for name, column in core.features([*HybridHistogram.FEATURES, "age", "idle_hazard"]).items():
+            np.testing.assert_array_equal(column, flat[:, OBS[name]], err_msg=name)
+        fresh = HybridHistogram(env, 240)
+        action = cached.act(obs)
+        np.testing.assert_array_equal(action, fresh.act(obs))
+        obs, *_ = env.step(action)
+    with pytest.raises(KeyError, match="unknown observation feature 'evicted'"):
+        core.features(["evicted"])  # no budget: no such field

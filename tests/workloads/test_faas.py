@@ -75,12 +75,72 @@ def test_counts_are_a_pure_function_of_key_and_minute() -> None:
 
 
 @pytest.mark.parametrize("mean", [0.001, 0.3, 2.5, 7.9, 8.1, 40.0])
-def test_poisson_from_uniform_has_the_right_law(mean: float) -> None:
+def test_zero_truncated_poisson_has_the_right_law(mean: float) -> None:
     u = np.random.default_rng(1).random(200_000)
-    counts = faas.poisson_from_uniform(np.full(u.size, mean), u)
-    assert np.mean(counts == 0) == pytest.approx(math.exp(-mean), abs=4e-3)
-    assert counts.mean() == pytest.approx(mean, rel=0.03, abs=2e-4)
-    assert counts.var() == pytest.approx(mean, rel=0.06, abs=2e-4)
+    counts = faas.zero_truncated_poisson(np.full(u.size, mean), u)
+    assert counts.min() >= 1
+    p_one = mean * math.exp(-mean) / -math.expm1(-mean)
+    expected = mean / -math.expm1(-mean)
+    if mean < faas.SMALL_POISSON_MEAN:  # exact inversion (above: a normal approximation of the body)
+        assert np.mean(counts == 1) == pytest.approx(p_one, abs=4e-3)
+    assert counts.mean() == pytest.approx(expected, rel=0.03)
+    assert counts.var() == pytest.approx(expected * (1.0 + mean - expected), rel=0.06, abs=2e-4)
+
+
+def _app(**overrides: object) -> faas.AppProcess:
+    fields = {
+        "key": 12345,
+        "rate_on": 0.4,
+        "p_off": 0.0,
+        "p_on": 1.0,
+        "start_on": True,
+        "diurnal_amplitude": 0.0,
+        "diurnal_phase_min": 0,
+        "client_period_min": 0.0,
+        "client_jitter": 0.0,
+        "client_phase_min": 0.0,
+        "timer_period_min": 0,
+        "timer_phase_min": 0,
+        "timer_count": 0,
+        "daily_invocations": 576.0,
+        "num_functions": 1,
+        "memory_mb": 128.0,
+        "duration_s": 1.0,
+        "triggers": (True, False, False, False),
+    }
+    fields.update(overrides)
+    return faas.AppProcess(**fields)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("rate", [0.02, 0.4, 3.0])
+def test_event_driven_counts_are_poisson_per_minute(rate: float) -> None:
+    # Many apps with the same constant rate (distinct keys): thinned candidate minutes give exactly
+    # Poisson(rate) counts per minute, independent across minutes.
+    apps = [_app(key=2 * i + 1, rate_on=rate) for i in range(400)]
+    counts = faas.simulate_counts(apps, 600)
+    assert np.mean(counts == 0) == pytest.approx(math.exp(-rate), abs=0.01)
+    assert counts.mean() == pytest.approx(rate, rel=0.04)
+    assert counts.var() == pytest.approx(rate, rel=0.08)
+    invoked = (counts > 0).astype(float)
+    lag1 = np.corrcoef(invoked[:, :-1].ravel(), invoked[:, 1:].ravel())[0, 1]
+    assert abs(lag1) < 0.02
+
+
+def test_event_driven_diurnal_and_burst_chain() -> None:
+    # Diurnal thinning: the invoked share per minute follows 1 - exp(-rate x (1 + a sin)).
+    apps = [_app(key=2 * i + 1, rate_on=0.2, diurnal_amplitude=0.6) for i in range(300)]
+    counts = faas.simulate_counts(apps, faas.MINUTES_PER_DAY)
+    by_hour = (counts > 0).mean(axis=0).reshape(24, 60).mean(axis=1)
+    expected = (1.0 - np.exp(-0.2 * (1.0 + 0.6 * faas.DIURNAL))).reshape(24, 60).mean(axis=1)
+    np.testing.assert_allclose(by_hour, expected, atol=0.02)
+    # The burst chain: on spells last 1 / p_off minutes on average, and the stream is silent when off.
+    bursty = [_app(key=2 * i + 1, rate_on=50.0, p_off=0.2, p_on=0.05, start_on=True) for i in range(200)]
+    counts = faas.simulate_counts(bursty, 2000)
+    on = counts > 0  # at 50 invocations/min an on minute is never empty
+    assert on.mean() == pytest.approx(0.05 / 0.25, abs=0.02)  # stationary share of on minutes
+    edges = np.diff(on.astype(int), axis=1)
+    spells = on.sum() / max(int((edges == 1).sum()) + on.shape[0], 1)
+    assert spells == pytest.approx(1 / 0.2, rel=0.1)
 
 
 def test_toy_app_is_periodic() -> None:
