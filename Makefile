@@ -4,13 +4,14 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU build of torch that lies on this machine's disk; the library itself only asks for torch>=2.8.
 TORCH_PIN ?= torch==2.13.0
-EXTRAS ?= train,dev
+# `make test` installs everything (ray's rllib extra pins gymnasium 1.2.2); `make demo` needs only `train`.
+EXTRAS ?= train,dev,rllib
 PYTEST_ARGS ?=
 # A second venv on the newest gymnasium 1.x: ray's rllib extra pins gymnasium==1.2.2,
 # so the main venv (EXTRAS=train,dev,rllib in CI) runs on 1.2.2 and this one on the newest.
 LATEST_VENV ?= .venv-gym-latest
 
-.PHONY: venv lint typecheck test test-gymnasium-latest demo bench clean
+.PHONY: venv lint typecheck test test-main test-gymnasium-latest demo bench clean
 
 $(VENV)/.installed-$(EXTRAS): setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -32,7 +33,11 @@ typecheck: venv
 	for d in envs agents baselines; do ln -s ../../$$d .typecheck/cloudgym/$$d; done
 	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../setup.cfg -p cloudgym
 
-test: lint typecheck
+# What CI runs: lint, types and the whole suite on gymnasium 1.2.2 (with RLlib), then the
+# fast suite again on the newest gymnasium 1.x in a second venv without ray.
+test: test-main test-gymnasium-latest
+
+test-main: lint typecheck
 	$(PY) -c "import gymnasium; print('gymnasium', gymnasium.__version__)"
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -46,7 +51,8 @@ test-gymnasium-latest: $(LATEST_VENV)/.installed-latest
 	$(LATEST_VENV)/bin/python -c "import gymnasium; print('gymnasium', gymnasium.__version__)"
 	$(LATEST_VENV)/bin/python -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
-demo: venv
+demo:
+	$(MAKE) venv EXTRAS=train
 	$(PY) scripts/compare.py --out results/demo
 
 bench: venv

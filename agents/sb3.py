@@ -8,6 +8,7 @@ its signature so that a typo fails with the file and key named.
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,7 +44,8 @@ RUN_KEYS = {
     "env_kwargs": "config fields of the env (a mapping)",
     "eval_freq": "env steps between periodic evaluations on held-out seeds",
     "eval_episodes": "held-out episodes per evaluation",
-    "policy": "SB3 policy class name (MlpPolicy, MultiInputPolicy)",
+    "policy": "SB3 policy class name (MlpPolicy, MultiInputPolicy) or a custom one as module:Class",
+    "normalize_reward": "scale rewards by a running estimate of the return's spread (VecNormalize, no obs change)",
 }
 
 
@@ -84,7 +86,21 @@ def load_hyperparams(env_id: str, algo: str, path: Path | None = None) -> tuple[
         raise ValueError(f"{file} [{algo}]: unknown keys {unknown}; run keys: {sorted(RUN_KEYS)}")
     if "policy_kwargs" in section:
         section["policy_kwargs"] = _policy_kwargs(dict(section["policy_kwargs"]), file)
+    if isinstance(run.get("policy"), str) and ":" in run["policy"]:
+        run["policy"] = _policy_class(run["policy"], file)
     return run, section, file
+
+
+def _policy_class(spec: str, file: Path) -> type:
+    """A custom policy named ``module:Class`` in the YAML (SB3 only knows its own aliases by name)."""
+    module, _, name = spec.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"{file}: policy {spec!r} cannot be imported ({exc})") from None
+    if not isinstance(cls, type):
+        raise ValueError(f"{file}: policy {spec!r} is not a class")
+    return cls
 
 
 def _policy_kwargs(kwargs: dict[str, Any], file: Path) -> dict[str, Any]:

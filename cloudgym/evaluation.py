@@ -27,7 +27,7 @@ import numpy as np
 
 import cloudgym  # noqa: F401  (registers the env ids)
 from cloudgym.envs.core.shells import CloudGymVectorEnv
-from cloudgym.policy import Policy, PolicyFactory, make_policy
+from cloudgym.policy import Policy, PolicyFactory, make_policy, policy_specs
 
 HELD_OUT_SEED_BASE = 1_000_000
 """Evaluation seeds are HELD_OUT_SEED_BASE, HELD_OUT_SEED_BASE + 1, ..."""
@@ -77,6 +77,11 @@ def evaluate(
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("evaluate needs at least one seed")
+    if isinstance(policy, str):
+        spec = policy_specs(env_id).get(policy)
+        if spec is not None and spec.env_kwargs:
+            # A registered policy that needs env fields (e.g. the histogram range it reads) gets them.
+            env_kwargs = {**dict(env_kwargs or {}), **spec.env_kwargs}
     rows: list[Row] = []
     bar = None
     if progress:

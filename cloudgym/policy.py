@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -104,6 +104,8 @@ class PolicySpec:
     kind: PolicyKind = "baseline"
     in_comparison: bool = True
     """Whether compare.py runs it by default."""
+    env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """Env config fields the policy needs (e.g. the histogram range it reads); evaluate() applies them."""
 
 
 _REGISTRY: dict[str, dict[str, PolicySpec]] = {}
@@ -117,13 +119,25 @@ def register_policy(
     description: str,
     kind: PolicyKind = "baseline",
     in_comparison: bool = True,
+    env_kwargs: Mapping[str, Any] | None = None,
 ) -> None:
-    """Make ``make_policy(env_id, name, env)`` build ``factory(env)``."""
+    """Make ``make_policy(env_id, name, env)`` build ``factory(env)``.
+
+    ``env_kwargs`` are config fields the policy needs from its env;
+    :func:`cloudgym.evaluation.evaluate` (and so compare.py) builds the env
+    with them, over any scenario kwargs.
+    """
     specs = _REGISTRY.setdefault(env_id, {})
     if name in specs:
         raise ValueError(f"policy {name!r} is already registered for {env_id}")
     specs[name] = PolicySpec(
-        env_id=env_id, name=name, factory=factory, description=description, kind=kind, in_comparison=in_comparison
+        env_id=env_id,
+        name=name,
+        factory=factory,
+        description=description,
+        kind=kind,
+        in_comparison=in_comparison,
+        env_kwargs=dict(env_kwargs or {}),
     )
 
 

@@ -12,7 +12,11 @@ import gymnasium as gym
 
 # id -> module under cloudgym.envs holding the `<Name>Env` and `<Name>VectorEnv` shells
 ENV_MODULES: dict[str, tuple[str, str]] = {
+    "FaaSKeepAlive-v0": ("faas_keepalive", "FaaSKeepAlive"),
+    "LLMRouter-v0": ("llm_router", "LLMRouter"),
     "GPUPowerCap-v0": ("gpu_powercap", "GPUPowerCap"),
+    "Oversubscription-v0": ("oversubscription", "Oversubscription"),
+    "DCLifecycle-v0": ("dc_lifecycle", "DCLifecycle"),
 }
 """The problem envs (shown by compare.py and bench.py by default)."""
 

@@ -149,13 +149,22 @@ class Placements:
         rank_sorted = np.arange(k) - first
         rank = np.empty(k, np.int64)
         rank[order] = rank_sorted
-        # Free slots first, in slot order, for each involved sub-env.
-        free_first = np.argsort(self.node[env_ids] >= 0, axis=1, kind="stable")
-        n_free = (self.node[env_ids] < 0).sum(axis=1)
-        if np.any(rank >= n_free):
-            bad = int(env_ids[np.argmax(rank >= n_free)])
-            raise RuntimeError(f"sub-env {bad}: more live items than the {self.slots} slots sized at reset")
-        slot = free_first[np.arange(k), rank]
+        free = self.node[env_ids] < 0
+        if not rank.any():
+            # One item per sub-env (what place_sequentially does): the first free slot, without a sort.
+            slot = np.argmax(free, axis=1)
+            full = ~free[np.arange(k), slot]
+            if full.any():
+                bad = int(env_ids[np.argmax(full)])
+                raise RuntimeError(f"sub-env {bad}: more live items than the {self.slots} slots sized at reset")
+        else:
+            # Free slots first, in slot order, for each involved sub-env.
+            free_first = np.argsort(~free, axis=1, kind="stable")
+            n_free = free.sum(axis=1)
+            if np.any(rank >= n_free):
+                bad = int(env_ids[np.argmax(rank >= n_free)])
+                raise RuntimeError(f"sub-env {bad}: more live items than the {self.slots} slots sized at reset")
+            slot = free_first[np.arange(k), rank]
         self.node[env_ids, slot] = nodes
         self.item[env_ids, slot] = item
         self.demand[env_ids, :, slot] = demand
@@ -165,7 +174,7 @@ class Placements:
 
     def expire(self, pool: ResourcePool, now: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Release every item whose end <= now (B,); return (env_ids, items, nodes) of the departed."""
-        leaving = (self.node >= 0) & (self.end <= now[:, None])
+        leaving = self.end <= now[:, None]  # a free slot's end is +inf, so it never leaves
         env_ids, slots = np.nonzero(leaving)
         nodes = self.node[env_ids, slots]
         items = self.item[env_ids, slots]
@@ -195,23 +204,34 @@ def place_sequentially(
     end: np.ndarray,
     item: np.ndarray,
     limit: np.ndarray | None = None,
+    slots_out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Best-fit the arrivals of one step, rank by rank; (B, K) chosen nodes, -1 where rejected.
 
     ``demand`` is (B, K, R), ``valid`` (B, K) marks real arrivals (rows are
     padded to the largest K), ``end`` and ``item`` are (B, K). Arrival k of
     every sub-env is placed in one vectorised call after arrival k-1.
+    ``slots_out`` (B, K), when given, receives each placed item's slot in
+    ``placements`` (left as is where nothing was placed), so that an env can
+    keep per-slot data of its own beside the table.
     """
     b, k_max, _ = demand.shape
     chosen = np.full((b, k_max), -1, np.int64)
     for k in range(k_max):
-        active = valid[:, k]
-        if not active.any():
+        rows = np.flatnonzero(valid[:, k])
+        if rows.size == 0:
             continue
-        node = best_fit(pool, demand[:, k, :], limit, None)
-        node = np.where(active, node, -1)
+        if rows.size == b:
+            node = best_fit(pool, demand[:, k, :], limit, None)
+        else:
+            # Only the sub-envs with a k-th arrival: a best fit over their rows alone (later ranks are sparse).
+            sub = ResourcePool(capacity=pool.capacity[rows], used=pool.used[rows])
+            node = np.full(b, -1, np.int64)
+            node[rows] = best_fit(sub, demand[rows, k, :], None if limit is None else limit[rows], None)
         envs = np.flatnonzero(node >= 0)
         if envs.size:
-            placements.place(pool, envs, node[envs], demand[envs, k, :], end[envs, k], item[envs, k])
+            slot = placements.place(pool, envs, node[envs], demand[envs, k, :], end[envs, k], item[envs, k])
+            if slots_out is not None:
+                slots_out[envs, k] = slot
         chosen[:, k] = node
     return chosen

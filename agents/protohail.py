@@ -1,0 +1,654 @@
+"""A ProtoHAIL-style agent for Oversubscription-v0: prototypes of usage trajectories, imitation, human queries.
+
+After Wang et al., "ProtoHAIL" (arXiv 2401.07033; ProtoRAIL, MLSys 2025):
+a **trajectory encoder** (a GRU over a node's last 24 hourly mean and peak
+demands, joined with a few static numbers) maps a node to an embedding;
+**K prototypes** live in that space; the policy is a **linear head over the
+similarities** to them, ``log((d^2 + 1) / (d^2 + 1e-4))`` as in ProtoPNet.
+Trained offline on the hindsight expert's demonstrations
+(:mod:`cloudgym.agents.oversub_imitation`) with
+
+    imitation (cross-entropy on the expert's level)
+    + representativeness (each embedding near its nearest prototype)
+    + diversity (prototypes at least ``diversity_margin`` apart)
+    + interpretability (each prototype near some real trajectory),
+
+then each prototype is **projected** onto the embedding of its nearest
+real trajectory (its anchor, drawn by :func:`plot_prototypes`) and the head
+is refit with the prototypes fixed.
+
+**Human in the loop** (:func:`hitl_round`): a budget of queries (10 by
+default), half on the prototypes whose region the head is least sure of
+(highest mean entropy), half on the riskiest rates the agent proposes on its
+own rollouts (highest projected peak: proposed ratio x peak per sold vCPU).
+A scripted operator answers each with the highest ratio the operators'
+rules allow (:func:`cloudgym.baselines.oversubscription.rule_caps`); the
+answers become constraints (probability above the allowed level is
+penalised) on the queried prototype's whole region, or on the queried state
+and its nearest neighbours in embedding space, and the model is retrained.
+The answer to a prototype query reaches every trajectory that prototype
+stands for, which is why so few queries can matter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cloudgym.agents.checkpoints import CheckpointInfo
+from cloudgym.agents.oversub_imitation import (
+    RISK_QUANTILE,
+    STATIC_FEATURES,
+    Demonstrations,
+    NodePolicy,
+    decode,
+    node_features,
+)
+from cloudgym.envs.core.shells import CloudGymVectorEnv
+from cloudgym.envs.oversubscription import COL_COS, COL_SIN, HISTORY_HOURS, OversubscriptionConfig
+
+ENV_ID = "Oversubscription-v0"
+HEADROOM_COLUMN = 9
+"""Column of node_features' static numbers holding the worst-case headroom (sold + threshold - 24 h peak)."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ProtoHAILConfig:
+    """Sizes and loss weights of the prototype agent."""
+
+    levels: int = 6
+    """Ratio levels (the env's len(ratios))."""
+    prototypes: int = 10
+    """K, the number of prototypes."""
+    embedding: int = 16
+    """Dimension of the embedding space."""
+    hidden: int = 32
+    """GRU state size."""
+    rep_weight: float = 0.05
+    """Weight of representativeness (mean squared distance of an embedding to its nearest prototype)."""
+    div_weight: float = 0.5
+    """Weight of diversity (squared shortfall of prototype pairs closer than the margin)."""
+    int_weight: float = 0.05
+    """Weight of interpretability (mean squared distance of a prototype to its nearest embedding in the batch)."""
+    diversity_margin: float = 2.0
+    """Prototypes closer than this are pushed apart."""
+
+
+class ProtoHAILNet(nn.Module):
+    """Trajectory encoder, K prototypes, a linear head over similarities."""
+
+    def __init__(self, config: ProtoHAILConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.gru = nn.GRU(input_size=2, hidden_size=config.hidden, batch_first=True)
+        self.project = nn.Sequential(
+            nn.Linear(config.hidden + STATIC_FEATURES, 64), nn.ReLU(), nn.Linear(64, config.embedding)
+        )
+        self.prototypes = nn.Parameter(torch.randn(config.prototypes, config.embedding))
+        self.head = nn.Linear(config.prototypes, config.levels)
+
+    def embed(self, trajectory: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        _, state = self.gru(trajectory)
+        return self.project(torch.cat([state[-1], static], dim=1))
+
+    def distances(self, z: torch.Tensor) -> torch.Tensor:
+        """(M, K) squared distances of embeddings to the prototypes."""
+        return torch.cdist(z, self.prototypes).pow(2)
+
+    @staticmethod
+    def similarity(d2: torch.Tensor) -> torch.Tensor:
+        return torch.log((d2 + 1.0) / (d2 + 1e-4))
+
+    def forward(self, trajectory: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        return self.head(self.similarity(self.distances(self.embed(trajectory, static))))
+
+    def prototype_logits(self) -> torch.Tensor:
+        """(K, levels) the head's logits for each prototype itself (similarity 1/1e-4 to itself)."""
+        return self.head(self.similarity(self.distances(self.prototypes)))
+
+
+@dataclasses.dataclass
+class Constraints:
+    """Operator answers as upper bounds: row i of the data may not get a level above cap[i] (-1: no bound)."""
+
+    row_cap: np.ndarray  # (M,) int64 over the training rows
+    prototype_cap: np.ndarray  # (K,) int64, -1 where the prototype was not asked about
+
+    @staticmethod
+    def none(rows: int, prototypes: int) -> Constraints:
+        return Constraints(np.full(rows, -1, np.int64), np.full(prototypes, -1, np.int64))
+
+
+def _above_cap_loss(logits: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
+    """-log P(level <= cap) summed over the rows with a cap, divided by all rows (a per-row term like the CE)."""
+    bounded = cap >= 0
+    if not bool(bounded.any()):
+        return logits.new_zeros(())
+    log_p = torch.log_softmax(logits[bounded], dim=1)
+    allowed = torch.arange(logits.shape[1])[None, :] <= cap[bounded][:, None]
+    return -torch.logsumexp(log_p.masked_fill(~allowed, -1e9), dim=1).sum() / logits.shape[0]
+
+
+def losses(
+    model: ProtoHAILNet, trajectory: torch.Tensor, static: torch.Tensor, label: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """The four terms of the training objective on one batch."""
+    c = model.config
+    z = model.embed(trajectory, static)
+    d2 = model.distances(z)
+    logits = model.head(model.similarity(d2))
+    pair = torch.cdist(model.prototypes, model.prototypes)
+    upper = torch.triu(torch.ones_like(pair, dtype=torch.bool), diagonal=1)
+    return {
+        "imitation": nn.functional.cross_entropy(logits, label),
+        "representativeness": d2.min(dim=1).values.mean(),
+        "diversity": torch.relu(c.diversity_margin - pair[upper]).pow(2).mean(),
+        "interpretability": d2.min(dim=0).values.mean(),
+        "_logits": logits,
+    }
+
+
+def train_protohail(
+    data: Demonstrations,
+    config: ProtoHAILConfig,
+    *,
+    epochs: int = 15,
+    head_epochs: int = 12,
+    batch_size: int = 1024,
+    lr: float = 3e-3,
+    seed: int = 0,
+    constraints: Constraints | None = None,
+    constraint_weight: float = 5.0,
+    model: ProtoHAILNet | None = None,
+    log: Any = print,
+) -> tuple[ProtoHAILNet, np.ndarray, list[dict[str, float]]]:
+    """Train (or retrain ``model``) on demonstrations; project the prototypes; refit the head.
+
+    Returns the model, the anchor row of each prototype (indices into
+    ``data``) and the per-epoch mean of each loss term.
+    """
+    torch.manual_seed(seed)
+    if model is None:
+        model = ProtoHAILNet(config)
+        _init_prototypes(model, data, seed)
+    traj, static, label = (torch.from_numpy(a) for a in (data.trajectory, data.static, data.label))
+    caps = torch.from_numpy((constraints or Constraints.none(len(data), config.prototypes)).row_cap)
+    history: list[dict[str, float]] = []
+    generator = torch.Generator().manual_seed(seed)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    for _ in range(epochs):
+        model.train()
+        order = torch.randperm(len(label), generator=generator)
+        sums: dict[str, float] = {}
+        for start in range(0, len(label), batch_size):
+            idx = order[start : start + batch_size]
+            terms = losses(model, traj[idx], static[idx], label[idx])
+            total = (
+                terms["imitation"]
+                + config.rep_weight * terms["representativeness"]
+                + config.div_weight * terms["diversity"]
+                + config.int_weight * terms["interpretability"]
+            )
+            if constraints is not None:
+                terms["constraint"] = _above_cap_loss(terms["_logits"], caps[idx])
+                total = total + constraint_weight * terms["constraint"]
+            optimiser.zero_grad()
+            total.backward()
+            optimiser.step()
+            for k, v in terms.items():
+                if not k.startswith("_"):
+                    sums[k] = sums.get(k, 0.0) + float(v.detach()) * len(idx)
+        history.append({k: v / len(label) for k, v in sums.items()})
+        log("  " + ", ".join(f"{k} {v:.4f}" for k, v in history[-1].items()))
+    anchors = project_prototypes(model, data)
+    refit_head(model, data, constraints, epochs=head_epochs, batch_size=batch_size, lr=lr, seed=seed)
+    return model.eval(), anchors, history
+
+
+def refit_head(
+    model: ProtoHAILNet,
+    data: Demonstrations,
+    constraints: Constraints | None,
+    *,
+    epochs: int,
+    batch_size: int = 1024,
+    lr: float = 3e-3,
+    seed: int = 0,
+    constraint_weight: float = 5.0,
+) -> None:
+    """Fit the last layer alone, encoder and prototypes fixed (ProtoPNet's final step; the HITL's retraining)."""
+    generator = torch.Generator().manual_seed(seed)
+    label = torch.from_numpy(data.label)
+    caps = torch.from_numpy((constraints or Constraints.none(len(data), model.config.prototypes)).row_cap)
+    optimiser = torch.optim.Adam(model.head.parameters(), lr=lr)
+    with torch.no_grad():
+        sims = torch.cat([model.similarity(model.distances(z)) for z in _embeddings(model, data)])
+    for _ in range(epochs):
+        order = torch.randperm(len(label), generator=generator)
+        for start in range(0, len(label), batch_size):
+            idx = order[start : start + batch_size]
+            logits = model.head(sims[idx])
+            loss = nn.functional.cross_entropy(logits, label[idx])
+            if constraints is not None:
+                loss = loss + constraint_weight * _above_cap_loss(logits, caps[idx])
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+    model.eval()
+
+
+def _embeddings(model: ProtoHAILNet, data: Demonstrations, chunk: int = 8192) -> list[torch.Tensor]:
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(data), chunk):
+            t = torch.from_numpy(data.trajectory[start : start + chunk])
+            s = torch.from_numpy(data.static[start : start + chunk])
+            out.append(model.embed(t, s))
+    return out
+
+
+def embeddings(model: ProtoHAILNet, data: Demonstrations) -> torch.Tensor:
+    return torch.cat(_embeddings(model, data))
+
+
+def _init_prototypes(model: ProtoHAILNet, data: Demonstrations, seed: int) -> None:
+    """Start the prototypes on the embeddings of K trajectories spread over the expert's levels."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for k in range(model.config.prototypes):
+        level = k % model.config.levels
+        rows = np.flatnonzero(data.label == level)
+        picks.append(int(rng.choice(rows if rows.size else np.arange(len(data)))))
+    sample = Demonstrations(*(getattr(data, f.name)[picks] for f in dataclasses.fields(Demonstrations)))
+    with torch.no_grad():
+        model.prototypes.copy_(embeddings(model, sample))
+
+
+def project_prototypes(model: ProtoHAILNet, data: Demonstrations) -> np.ndarray:
+    """Move each prototype onto the embedding of its nearest training trajectory; return those rows."""
+    z = embeddings(model, data)
+    with torch.no_grad():
+        nearest = model.distances(z).argmin(dim=0)
+        model.prototypes.copy_(z[nearest])
+    return nearest.numpy().astype(np.int64)
+
+
+def assignments(model: ProtoHAILNet, data: Demonstrations) -> np.ndarray:
+    """(M,) index of each row's nearest prototype."""
+    with torch.no_grad():
+        return torch.cat([model.distances(z).argmin(dim=1) for z in _embeddings(model, data)]).numpy()
+
+
+def prototype_levels(model: ProtoHAILNet, risk_quantile: float | None = RISK_QUANTILE) -> np.ndarray:
+    """(K,) the level the head maps each prototype to (decoded as the agent decodes)."""
+    with torch.no_grad():
+        return decode(torch.softmax(model.prototype_logits(), dim=1).numpy(), risk_quantile)
+
+
+# ----------------------------------------------------------------------------- human in the loop
+
+
+@dataclasses.dataclass(frozen=True)
+class Query:
+    """One question to the operator and its answer."""
+
+    kind: str  # "prototype" or "rate"
+    index: int  # the prototype, or the row of the query pool
+    proposed: int  # the level the agent proposes there
+    allowed: int  # the operator's answer: the highest level the rules allow
+
+
+def operator_caps(rows: np.ndarray, env_config: OversubscriptionConfig) -> np.ndarray:
+    """The scripted operator: the highest level its rules allow for each observation row (M, 55).
+
+    Its rules: the operators' caps (:func:`~cloudgym.baselines.oversubscription.rule_caps`: 1.1 where
+    the P95 demand exceeds 0.8, 1.25 on interactive-heavy nodes) and the rule of thumb "keep room for
+    the coming VMs to run flat out": no ratio above sold + threshold - the last 24 h peak (in cores).
+    """
+    from cloudgym.baselines.oversubscription import levels_at_most, rule_caps
+
+    _, static = node_features(rows[None], env_config.hot_threshold)
+    headroom = levels_at_most(static[:, HEADROOM_COLUMN][None], env_config.ratios)[0]
+    return np.minimum(rule_caps(rows[None], env_config)[0], headroom)
+
+
+def select_queries(
+    model: ProtoHAILNet,
+    data: Demonstrations,
+    pool: Demonstrations,
+    env_config: OversubscriptionConfig,
+    *,
+    budget: int = 10,
+    prototype_share: float = 0.5,
+    random: bool = False,
+    risk_quantile: float | None = RISK_QUANTILE,
+    seed: int = 0,
+) -> list[Query]:
+    """Spend the budget: the most uncertain prototypes, then the riskiest proposed rates (or random ones).
+
+    Uncertainty of a prototype: the mean entropy of the head's choice over
+    the training rows nearest to it. Risk of a proposal on a pool row: the
+    proposed ratio x the row's 24 h peak per sold vCPU (the peak the node
+    would reach filled to the ratio with VMs like its present ones); one
+    query per prototype region, so the budget spreads over patterns.
+    """
+    rng = np.random.default_rng(seed)
+    k = model.config.prototypes
+    n_proto = min(k, round(budget * prototype_share))
+    n_rate = budget - n_proto
+    with torch.no_grad():
+        logits = torch.cat([model.head(model.similarity(model.distances(z))) for z in _embeddings(model, data)])
+        entropy = -(torch.softmax(logits, 1) * torch.log_softmax(logits, 1)).sum(1).numpy()
+        pool_logits = torch.cat([model.head(model.similarity(model.distances(z))) for z in _embeddings(model, pool)])
+    owner = assignments(model, data)
+    uncertainty = np.array([entropy[owner == j].mean() if (owner == j).any() else 0.0 for j in range(k)])
+    proto_order = rng.permutation(k) if random else np.argsort(-uncertainty, kind="stable")
+    proposed_proto = prototype_levels(model, risk_quantile)
+    anchors_rows = data.rows[_anchor_rows(model, data)]
+    allowed_proto = operator_caps(anchors_rows, env_config)
+    queries = [Query("prototype", int(j), int(proposed_proto[j]), int(allowed_proto[j])) for j in proto_order[:n_proto]]
+    proposed = decode(torch.softmax(pool_logits, dim=1).numpy(), risk_quantile)
+    ratios = np.asarray(env_config.ratios)
+    # How far the proposal sells beyond what would stay cool if the coming VMs ran flat out
+    # (only proposals above the lowest ratio: an answer could not lower the others).
+    risk = np.where(proposed > 0, ratios[proposed] - pool.static[:, HEADROOM_COLUMN], -np.inf)
+    pool_owner = assignments(model, pool)
+    order = rng.permutation(len(pool)) if random else np.argsort(-risk, kind="stable")
+    allowed_rows = operator_caps(pool.rows, env_config)
+    # One rate query per prototype region first (the budget spreads over patterns), then the next riskiest.
+    seen: set[int] = set()
+    chosen: list[int] = []
+    for row in order:
+        if len(chosen) < n_rate and int(pool_owner[row]) not in seen:
+            seen.add(int(pool_owner[row]))
+            chosen.append(int(row))
+    chosen += [int(r) for r in order if int(r) not in chosen][: n_rate - len(chosen)]
+    queries += [Query("rate", row, int(proposed[row]), int(allowed_rows[row])) for row in chosen]
+    return queries
+
+
+def _anchor_rows(model: ProtoHAILNet, data: Demonstrations) -> np.ndarray:
+    """Rows of ``data`` whose embeddings are nearest to each prototype (their anchors once projected)."""
+    z = embeddings(model, data)
+    with torch.no_grad():
+        return model.distances(z).argmin(dim=0).numpy()
+
+
+def constraints_from(
+    queries: list[Query], model: ProtoHAILNet, data: Demonstrations, pool: Demonstrations, neighbours: int = 256
+) -> tuple[Demonstrations, Constraints]:
+    """Training data with the queried pool rows added, and the answers as caps over it.
+
+    A prototype answer caps the prototype itself and the ``neighbours``
+    training rows nearest to it in embedding space; a rate answer caps the
+    queried state and its ``neighbours`` nearest rows.
+    """
+    rate_rows = [q.index for q in queries if q.kind == "rate"]
+    added = Demonstrations(*(getattr(pool, f.name)[rate_rows] for f in dataclasses.fields(Demonstrations)))
+    # The queried states join the data labelled with the lower of the agent's proposal and the operator's answer.
+    added.label = np.array([min(q.proposed, q.allowed) for q in queries if q.kind == "rate"], np.int64).reshape(-1)
+    merged = Demonstrations.concatenate([data, added]) if rate_rows else data
+    caps = Constraints.none(len(merged), model.config.prototypes)
+    z = embeddings(model, merged)
+    for q in queries:
+        if q.kind == "prototype":
+            caps.prototype_cap[q.index] = q.allowed
+            centre = model.prototypes.detach()[q.index : q.index + 1]
+        else:
+            row = len(data) + rate_rows.index(q.index)
+            centre = z[row : row + 1]
+        with torch.no_grad():
+            dist = torch.cdist(centre, z)[0]
+        rows = torch.topk(dist, min(neighbours, len(merged)), largest=False).indices.numpy()
+        current = caps.row_cap[rows]
+        caps.row_cap[rows] = np.where(current < 0, q.allowed, np.minimum(current, q.allowed))
+    return merged, caps
+
+
+def hitl_round(
+    model: ProtoHAILNet,
+    data: Demonstrations,
+    pool: Demonstrations,
+    env_config: OversubscriptionConfig,
+    *,
+    budget: int = 10,
+    random: bool = False,
+    epochs: int = 8,
+    neighbours: int = 64,
+    whole_model: bool = True,
+    risk_quantile: float | None = RISK_QUANTILE,
+    seed: int = 0,
+    log: Any = print,
+) -> tuple[ProtoHAILNet, list[Query]]:
+    """Ask ``budget`` queries, answer them with the scripted operator, retrain with the answers as constraints.
+
+    ``whole_model``: a few epochs of the full objective plus the constraints,
+    then the prototypes are projected again (the default); else only the
+    head (prototype -> rate) is refit. The same retraining with no queries
+    is the fair "without HITL" comparison (:func:`hitl_study`).
+    """
+    queries = select_queries(
+        model, data, pool, env_config, budget=budget, random=random, risk_quantile=risk_quantile, seed=seed
+    )
+    for q in queries:
+        log(f"  query {q.kind} {q.index}: agent proposes level {q.proposed}, operator allows up to {q.allowed}")
+    merged, caps = constraints_from(queries, model, data, pool, neighbours=neighbours)
+    if whole_model:
+        model, _, _ = train_protohail(
+            merged, model.config, epochs=epochs, seed=seed, constraints=caps, model=model, log=log
+        )
+    else:
+        refit_head(model, merged, caps, epochs=epochs, seed=seed)
+    return model, queries
+
+
+@dataclasses.dataclass
+class HITLStudy:
+    """The prototype agent after a HITL round, and the same retraining without or with random queries."""
+
+    targeted: ProtoHAILNet  # answers to the most uncertain prototypes and riskiest rates
+    targeted_queries: list[Query]
+    no_queries: ProtoHAILNet  # the same retraining with no answers
+    random_queries: ProtoHAILNet  # the same budget spent on random prototypes and states
+    random_queries_asked: list[Query]
+    anchors: np.ndarray  # rows of the training data the targeted model's prototypes are anchored to
+    data: Demonstrations  # the training data with the queried states added
+
+
+def hitl_study(
+    model: ProtoHAILNet,
+    data: Demonstrations,
+    env_config: OversubscriptionConfig,
+    *,
+    pool_seeds: list[int],
+    budget: int = 10,
+    epochs: int = 3,
+    risk_quantile: float | None = RISK_QUANTILE,
+    seed: int = 0,
+    log: Any = print,
+) -> HITLStudy:
+    """One HITL round from ``model``, with its two controls: no queries, and random queries of the same budget.
+
+    The query pool is the agent's own rollouts on ``pool_seeds`` (training
+    seeds): the states it will meet, where it proposes its rates.
+    """
+    import copy
+
+    from cloudgym.agents.oversub_imitation import act_levels, collect
+
+    pool = collect(
+        {}, pool_seeds, actor=lambda obs: act_levels(model, obs, env_config.hot_threshold, risk_quantile), rng_seed=seed
+    )
+    log(f"query pool: {len(pool)} node-hours of the agent's own rollouts")
+    log("HITL round (targeted queries):")
+    targeted, asked = hitl_round(
+        copy.deepcopy(model),
+        data,
+        pool,
+        env_config,
+        budget=budget,
+        epochs=epochs,
+        risk_quantile=risk_quantile,
+        seed=seed,
+        log=log,
+    )
+    merged, _ = constraints_from(asked, model, data, pool)
+    anchors = project_prototypes(targeted, merged)
+    log("control: the same retraining, no queries")
+    plain, _, _ = train_protohail(data, model.config, epochs=epochs, seed=seed, model=copy.deepcopy(model), log=log)
+    log("control: the same budget on random queries")
+    shuffled, random_asked = hitl_round(
+        copy.deepcopy(model),
+        data,
+        pool,
+        env_config,
+        budget=budget,
+        epochs=epochs,
+        random=True,
+        risk_quantile=risk_quantile,
+        seed=seed,
+        log=log,
+    )
+    return HITLStudy(targeted, asked, plain, shuffled, random_asked, anchors, merged)
+
+
+def hitl_replicates(
+    model: ProtoHAILNet,
+    data: Demonstrations,
+    env_config: OversubscriptionConfig,
+    *,
+    seeds: list[int],
+    quantiles: list[float],
+    episodes: int,
+    budget: int = 10,
+    epochs: int = 3,
+    pool_seeds: list[int] | None = None,
+    log: Any = print,
+) -> tuple[HITLStudy, dict[str, Any]]:
+    """:func:`hitl_study` once per retraining seed, every variant evaluated at each decoding quantile.
+
+    Hot node-windows are rare for these agents (a few per 32 episodes), and
+    one retraining differs from another by about as much as a HITL round
+    changes, so the comparison averages over seeds and also reads a riskier
+    decoding, where counts are larger. Returns the first seed's study (the
+    shipped model) and ``{f"q{q}": {variant: {metric: mean, "per_seed_hot": [...]}}}``.
+    """
+    from cloudgym.agents.oversub_imitation import evaluate_model
+
+    pools = pool_seeds if pool_seeds is not None else list(range(20_000, 20_004))
+    studies = []
+    for s in seeds:
+        log(f"HITL study, retraining seed {s}")
+        studies.append(
+            hitl_study(model, data, env_config, pool_seeds=pools, budget=budget, epochs=epochs, seed=s, log=log)
+        )
+    summary: dict[str, Any] = {}
+    for q in quantiles:
+        row: dict[str, Any] = {}
+        before = evaluate_model(model, episodes, risk_quantile=q)
+        row["before_round"] = {k: round(v, 4) for k, v in before.items()}
+        for variant in ("targeted", "no_queries", "random_queries"):
+            runs = [evaluate_model(getattr(st, variant), episodes, risk_quantile=q) for st in studies]
+            row[variant] = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]}
+            row[variant]["per_seed_hot"] = [round(r["hot_node_windows"], 4) for r in runs]
+            row[variant]["per_seed_saved"] = [round(r["saved_cores"], 2) for r in runs]
+        summary[f"q{q:g}"] = row
+        log(
+            f"decoding quantile {q:g}: hot node-windows / episode "
+            + ", ".join(f"{k} {v['hot_node_windows']:.3f}" for k, v in row.items())
+        )
+    return studies[0], summary
+
+
+# ----------------------------------------------------------------------------- the policy, checkpoints, picture
+
+
+class ProtoHAILPolicy(NodePolicy):
+    """The prototype agent acting for every node of a batch of clusters (risk-aware decoding)."""
+
+    name = "protohail"
+
+
+def save_protohail(
+    model: ProtoHAILNet, anchors: Demonstrations, folder: Path, queries: list[Query], risk_quantile: float | None
+) -> Path:
+    """``model.pt``: weights, config, the anchored trajectories (for the picture) and the HITL queries."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "model.pt"
+    torch.save(
+        {
+            "state_dict": model.state_dict(),
+            "config": dataclasses.asdict(model.config),
+            "risk_quantile": risk_quantile,
+            "anchor_rows": torch.from_numpy(anchors.rows.astype(np.float32)),
+            "anchor_labels": torch.from_numpy(anchors.label.astype(np.int64)),
+            "queries": [dataclasses.asdict(q) for q in queries],
+        },
+        path,
+    )
+    return path
+
+
+def load_model(folder: Path) -> tuple[ProtoHAILNet, dict[str, Any]]:
+    path = Path(folder) / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: checkpoint weights missing")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    model = ProtoHAILNet(ProtoHAILConfig(**saved["config"]))
+    model.load_state_dict(saved["state_dict"])
+    return model.eval(), saved
+
+
+def load_protohail_policy(info: CheckpointInfo, env: CloudGymVectorEnv) -> ProtoHAILPolicy:
+    """Checkpoint loader for the prototype agents (named in their checkpoint.yaml)."""
+    model, saved = load_model(info.path)
+    return ProtoHAILPolicy(env, model, saved["risk_quantile"])
+
+
+def plot_prototypes(folder: Path, out: Path) -> Path:
+    """The K prototypes: each one's anchored 24 h trajectory (mean and peak demand / cores) and its ratio."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    model, saved = load_model(folder)
+    rows = saved["anchor_rows"].numpy()
+    levels = prototype_levels(model, saved["risk_quantile"])
+    ratios = OversubscriptionConfig().ratios
+    k = rows.shape[0]
+    cols = min(5, k)
+    lines = int(np.ceil(k / cols))
+    fig, axes = plt.subplots(lines, cols, figsize=(3.0 * cols, 2.4 * lines), squeeze=False, sharey=True)
+    hours = np.arange(-HISTORY_HOURS, 0)
+    asked = {q["index"] for q in saved.get("queries", []) if q["kind"] == "prototype"}
+    for j in range(lines * cols):
+        ax = axes[j // cols][j % cols]
+        if j >= k:
+            ax.axis("off")
+            continue
+        traj, static = node_features(rows[j][None, None, :])
+        ax.fill_between(hours, traj[0, :, 0], color="tab:blue", alpha=0.35, label="hourly mean")
+        ax.plot(hours, traj[0, :, 1], color="tab:red", lw=1.2, label="hourly peak")
+        ax.axhline(1.0, color="black", lw=0.6, ls="--")
+        ax.axhline(static[0, 0], color="tab:green", lw=0.8, ls=":", label="sold / cores")
+        mark = " (asked)" if j in asked else ""
+        hour = round(float(np.arctan2(rows[j][COL_SIN], rows[j][COL_COS])) / (2 * np.pi) * 24) % 24
+        ax.set_title(f"P{j} -> ratio {ratios[int(levels[j])]:g}{mark} (at {hour:02d}:00)", fontsize=9)
+        ax.set_ylim(0, max(1.6, float(traj[0, :, 1].max()) + 0.1))
+        if j % cols == 0:
+            ax.set_ylabel("demand / cores")
+        if j // cols == lines - 1:
+            ax.set_xlabel("hours ago")
+    axes[0][0].legend(fontsize=6, loc="upper left")
+    fig.suptitle(f"{ENV_ID}: prototypes (anchored trajectories) and the ratio each maps to", fontsize=10)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out

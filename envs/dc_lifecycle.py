@@ -1,0 +1,1162 @@
+"""DCLifecycle-v0: build, refresh and operate an AI datacenter over 15 years, one quarter per step.
+
+## Description
+After Stojkovic, Zhang, Goiri and Bianchini, "Rearchitecting Datacenter
+Lifecycle for AI" (arXiv 2509.26534), who co-optimise three stages of an AI
+datacenter's life and report up to 40% lower TCO than traditional planning:
+
+* **build**: provisioned power and cooling of the building;
+* **hardware refresh**: which GPU generation to buy and how much, when to
+  retire, extend or skip;
+* **operation**: power oversubscription of the building (POLCA), GPU
+  frequency caps (DynamoLLM), prefill/decode disaggregation across the
+  newest and older generations (Splitwise).
+
+The fleet is a set of *cohorts*, one per purchase quarter: ``n`` servers of
+one generation bought together, racked together (batches never share racks),
+retired together. Every quarter demand must be served by the alive fleet;
+what it cannot serve is counted and charged ``unserved_penalty_usd`` per
+unit and quarter (never dropped silently). Every dollar lands in one ledger
+category, and the step's breakdown is in ``info["cost/<category>"]``.
+
+Two presets (``gym.make("DCLifecycle-v0", scenario=...)``):
+
+* ``compass`` (the default) follows the public simulator that came with the
+  paper, Azure/AI-Lifecycle-Compass (``dc_tco``, default configuration): its
+  GPU roadmap, demand curve (4e6 x 1.0355^q), model-size trend and
+  migration/distillation schedule, its *simplified* batch-1 roofline capacity
+  (``min(8 x HBM GB/s, server TFLOPS x 1000, NVLink term x 0.3) / (2 x
+  params in B)`` per server, with the 0.5/0.5 full/distilled mix), its cost
+  model (servers, racks and Ethernet amortised over 5 years even after early
+  retirement and cut at the horizon; power $7/W, cooling $2.5/W and $1M per
+  8 MW over 15 years charged every quarter like a rent on installed plus
+  stranded power; energy at 75% utilisation and $0.04/kWh; cooling opex 20%
+  of energy; maintenance $5,200 per server-year, x1.15 past 5 years), and its
+  policies' semantics (buy the shortfall ``ceil((demand - capacity) /
+  per-server capacity)`` of one generation; retire whole batches).
+  Departures, each because the env has to let a policy choose what the
+  simulator fixes: (1) the simulator compares demand in "requests/s" with
+  capacity in tokens/s; this preset keeps that (both are "demand units")
+  so its ratios are comparable, and ``realistic`` fixes the units;
+  (2) purchases may be of any of the ``max_generation_lag`` newest released
+  generations (the simulator's ``skip_generations`` is a policy choice here);
+  (3) the operation knobs exist (level 0 of each is the simulator's
+  behaviour); with oversubscription o a rack holds ``floor(o x 50 kW /
+  server W)`` servers and the provisioning rent is charged on
+  ``installed W / o + stranded W``; (4) the build action is ignored (the
+  simulator's building is a rent that follows the fleet); (5) unserved demand
+  is penalised (the simulator always buys the whole shortfall, so its
+  policies never leave any); (6) the disaggregated policy's capacity is the
+  simulator's own formula (the newest half of the *batches* serve prefill
+  at 40% of their capacity, the older half decode at 60%, all sized for the
+  larger model), kept for comparability even though it models no phase split.
+* ``realistic`` keeps units straight and makes the building real: demand is
+  generated (output) tokens/s and a server's capacity is the tokens/s the
+  LLM instance model (``cloudgym.envs.core.llm``) sustains with continuous
+  batching under TTFT 400 ms / TBT 100 ms SLOs for the served model on that
+  generation's GPUs; the building is a sunk investment in lumps of
+  ``build_lump_mw`` that arrive ``build_lead_quarters`` after the order and
+  are amortised over the building's life from arrival whether used or not;
+  servers can only be installed within ``oversubscription x provisioned``
+  power; demand growth is noisy and the four shocks are drawn per episode
+  with random timing.
+
+Paper figure reproduced: the refresh-stage ratios of the public simulator
+(its ``dc-tco sweep`` on the default configuration): baseline 1.00, extend
++1 y 0.900, +2 y 0.893, +3..5 y 0.888, replace-all 3.08, skip H200 1.052.
+Under ``compass`` the env's refresh baselines reproduce these within 0.1
+percentage points (``docs/dc_lifecycle.md`` has the table and commands).
+
+## Action Space
+``MultiDiscrete`` (flattened; :meth:`DCLifecycleCore.action_fields` names
+each entry):
+
+| index | field | values |
+|-------|-------|--------|
+| 0 | ``buy_generation`` | 0 = newest released generation, k = k-th older released one |
+| 1 | ``buy_cover`` | ``buy_cover_levels``: buy until capacity >= level x demand (0: no purchase) |
+| 2 | ``lifetime`` | ``lifetime_years_levels``: cohorts retire at this age |
+| 3 | ``retire_lagging`` | k >= 1 retires cohorts k or more releases behind the newest (1: replace all) |
+| 4 | ``build`` | ``build_lumps``: lumps of ``build_lump_mw`` ordered now (``sunk`` building only) |
+| 5 | ``oversubscription`` | ``oversubscription_levels``: installed server W per provisioned W |
+| 6 | ``frequency`` | ``frequency_levels``: GPU clock cap, share of the maximum |
+| 7 | ``disaggregate`` | 1 = prefill on the newest generation, decode on older ones |
+| 8+t | ``cohort_<t>`` | per cohort bought in quarter t: 0 rules above, 1 retire now, 2 keep |
+
+The ``cohort_<t>`` entries exist only with ``cohort_actions``; "keep"
+exempts the cohort from the lifetime rule this quarter (never past
+``max_lifetime_years``, never from ``retire_lagging``). Lifetimes past
+``default_lifetime_years`` pay x1.15 maintenance; ``buy_generation`` is
+clipped to the oldest released generation; ``build`` is ignored under the
+``rent`` building.
+
+A purchase the building cannot power is cut to what fits (the rest is
+counted as blocked). A cohort slot that holds no servers ignores its entry.
+
+## Observation Space
+``Box(-100, 100, (13 + 6G + 2T,), float32)`` with G generations on the
+roadmap and T quarters; values are O(1) (logs of counts, shares):
+
+| index | observation |
+|-------|-------------|
+| 0 | quarter / T |
+| 1 | log10(this quarter's demand) / 10 |
+| 2 | demand growth over the last quarter (ratio - 1) |
+| 3 | share of demand on the primary model |
+| 4 | log10(primary model params) / 12 |
+| 5 | log10(secondary model params) / 12 |
+| 6 | alive capacity / demand (before this quarter's action) |
+| 7 | unserved share of demand last quarter |
+| 8 | MW of one build lump / provisioned MW (0 under ``rent``) |
+| 9 | MW ordered and not yet arrived / provisioned MW |
+| 10 | installed server MW / provisioned MW (1 under ``rent``) |
+| 11 | log10(1 + alive servers) / 6 |
+| 12 | mean age of alive servers, years / 10 |
+| 13 + g | released (1) or not yet (0), generation g |
+| 13 + G + g | log10(1 + alive servers of g) / 6 |
+| 13 + 2G + g | capacity per server of g this quarter / that of the newest released generation (0 unreleased) |
+| 13 + 3G + g | price per server of g / $1M (0 unreleased) |
+| 13 + 4G + g | server W of g / 20 kW (0 unreleased) |
+| 13 + 5G + g | releases behind the newest released / 5 (0 unreleased) |
+| 13 + 6G + t | log10(1 + alive servers of the cohort bought in quarter t) / 6 |
+| 13 + 6G + T + t | age of that cohort, years / 10 (0 when it holds no servers) |
+
+No unreleased generation's specs or prices are visible, and no future demand.
+
+## Rewards
+``-(quarter TCO + unserved penalty) / reward_scale_usd`` (default $1M), so
+an episode's return is minus the 15-year TCO plus penalties in $M. The
+quarter's dollars per category are in ``info["cost/<category>"]``
+(:data:`COST_CATEGORIES`); they sum to ``-reward x reward_scale_usd``.
+
+## Starting State
+No servers; the building (``sunk`` only) holds ``initial_building_mw``.
+Quarter 0's demand is served by what the first action buys.
+
+## Episode End
+Terminated after ``horizon_quarters`` quarters.
+
+## Arguments
+``gym.make("DCLifecycle-v0", scenario="compass"|"realistic", **fields)``:
+any field of :class:`DCLifecycleConfig`.
+
+## Version History
+* v0: initial version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import ClassVar, Literal
+
+import numpy as np
+from gymnasium import spaces
+
+from cloudgym.envs.core.accounting import Ledger
+from cloudgym.envs.core.batch import BatchedCore, Info, MetricSpec, check_config
+from cloudgym.envs.core.power import GpuPowerModel, ServerPowerModel
+from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.workloads.fleet import (
+    SHOCK_NAMES,
+    FleetInstance,
+    GpuRoadmap,
+    ShockSpec,
+    gpu_roadmap,
+    sample_fleet_instance,
+)
+
+COST_CATEGORIES = (
+    "it_capex",
+    "rack_capex",
+    "network_capex",
+    "network_opex",
+    "power_provisioning",
+    "cooling_provisioning",
+    "facility",
+    "energy",
+    "cooling_opex",
+    "maintenance",
+    "unserved_penalty",
+)
+"""Ledger categories, $; all but ``unserved_penalty`` make up the TCO."""
+
+TCO_CATEGORIES = COST_CATEGORIES[:-1]
+OBS_BOUND = 100.0
+"""Observations are clipped to [-OBS_BOUND, OBS_BOUND] (they are O(1) by construction)."""
+HOURS_PER_QUARTER = 8760.0 / 4
+NEVER = np.iinfo(np.int64).max // 2
+"""Retirement quarter of a cohort still in service."""
+
+ACTION_FIELDS = (
+    "buy_generation",
+    "buy_cover",
+    "lifetime",
+    "retire_lagging",
+    "build",
+    "oversubscription",
+    "frequency",
+    "disaggregate",
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DCLifecycleConfig:
+    """Configuration of DCLifecycle-v0 (defaults: the ``compass`` preset)."""
+
+    # --- horizon and roadmap
+    base_year: int = 2016
+    """Calendar year of quarter 0 (the roadmap's release quarters are relative to it)."""
+    horizon_quarters: int = 60
+    """Quarters per episode (the simulator: 15 years)."""
+    release_interval_years: float = 1.0
+    """Years between projected future generations."""
+    gpus_per_server: int = 8
+    """GPUs per server."""
+    gpu_share_of_server_power: float = 0.5
+    """GPU share of server nameplate power (the simulator: server W = 16 x GPU TDP)."""
+    max_generation_lag: int = 3
+    """How many of the newest released generations a purchase may choose from."""
+
+    # --- capacity and demand
+    capacity_model: Literal["compass_roofline", "llm_slo"] = "compass_roofline"
+    """compass_roofline: the simulator's batch-1 roofline (demand units/s); llm_slo: the LLM instance model's
+    tokens/s under TTFT/TBT SLOs with batching."""
+    network_perf_multiplier: float = 0.3
+    """Interconnect multiplier of the roofline's NVLink term (the simulator: Ethernet 0.3)."""
+    initial_demand: float = 4e6
+    """Demand in quarter 0 (compass: the simulator's "req/s" compared with tokens/s; realistic: output tokens/s)."""
+    demand_growth_per_quarter: float = 1.0355
+    """Trend growth factor per quarter (~15%/year)."""
+    demand_growth_noise: float = 0.0
+    """Std of the log-normal noise on each quarter's growth."""
+    migration_fraction: float = 0.5
+    """Share of demand on the new full-size model in the first two quarters of a year."""
+    distilled_fraction: float = 0.1
+    """Size of a distilled model relative to its full-size model."""
+    prompt_tokens: int = 1020
+    """Prompt tokens per request (llm_slo capacity; the conversation trace's median)."""
+    output_tokens: int = 129
+    """Generated tokens per request (llm_slo capacity)."""
+    ttft_slo_s: float = 0.4
+    """Time-to-first-token SLO, s (llm_slo capacity)."""
+    tbt_slo_s: float = 0.1
+    """Time-between-tokens SLO, s (llm_slo capacity)."""
+
+    # --- shocks
+    shocks: ShockSpec = dataclasses.field(default_factory=ShockSpec)
+    """Magnitudes of the four shocks."""
+    shock_probability: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)
+    """Per-episode probability of the demand, model-size, hardware and price shocks."""
+    shock_window: tuple[int, int] = (8, 40)
+    """Quarters between which a drawn shock happens (uniform, inclusive)."""
+    fixed_shock_quarter: tuple[int, int, int, int] = (-1, -1, -1, -1)
+    """Force a shock at this quarter (>= 0; the simulator's switches put it at 20), -1 = drawn or none."""
+
+    # --- costs (the simulator's defaults)
+    amortization_years: int = 5
+    """Servers, racks and network are paid evenly over this many years from purchase, even if retired earlier."""
+    default_lifetime_years: int = 5
+    """Natural lifetime; cohorts older than this pay extended maintenance."""
+    max_lifetime_years: int = 10
+    """No cohort serves longer than this."""
+    rack_power_w: float = 50_000.0
+    """Power of one rack, W."""
+    rack_cost_usd: float = 2_000.0
+    """Price of one rack, $."""
+    network_capex_usd: float = 300.0
+    """Network capex per server, $ (Ethernet)."""
+    network_opex_usd_per_year: float = 75.0
+    """Network opex per server-year, $."""
+    power_provisioning_usd_per_w: float = 7.0
+    """Power provisioning, $/W."""
+    cooling_provisioning_usd_per_w: float = 2.5
+    """Cooling provisioning, $/W."""
+    facility_usd: float = 1_000_000.0
+    """Facility cost per facility_w, $."""
+    facility_w: float = 8_000_000.0
+    """Power of one facility, W."""
+    building_life_years: int = 15
+    """Building provisioning is amortised over this many years."""
+    energy_usd_per_kwh: float = 0.04
+    """Energy price, $/kWh."""
+    utilization: float = 0.75
+    """Average draw as a share of server nameplate power (at full clock, no capping)."""
+    cooling_opex_ratio: float = 0.2
+    """Cooling opex as a share of energy cost (PUE 1.2)."""
+    maintenance_usd_per_server_year: float = 5_200.0
+    """Maintenance per server-year, $."""
+    extended_maintenance_factor: float = 1.15
+    """Maintenance multiplier past default_lifetime_years."""
+    unserved_penalty_usd: float = 50.0
+    """SLA price: $ per unit of demand left unserved for one quarter."""
+    reward_scale_usd: float = 1e6
+    """Reward = -(quarter's dollars) / reward_scale_usd."""
+
+    # --- building
+    building_model: Literal["rent", "sunk"] = "rent"
+    """rent: the simulator's provisioning charged on installed + stranded power; sunk: lumps with a lead time."""
+    initial_building_mw: float = 2.0
+    """Provisioned MW at quarter 0 (sunk only)."""
+    build_lump_mw: float = 8.0
+    """MW per build lump (sunk only)."""
+    build_lead_quarters: int = 4
+    """Quarters from ordering a lump to its arrival (sunk only)."""
+
+    # --- operation
+    peak_draw_fraction: float = 0.79
+    """Fleet peak draw as a share of nameplate at full clock (POLCA: inference rows peak at ~79%)."""
+    gpu_idle_fraction: float = 0.2
+    """GPU idle draw as a share of TDP (power model)."""
+    freq_power_exponent: float = 2.3
+    """alpha of dynamic power in (f/f_max)^alpha (POLCA)."""
+    freq_throughput_exponent: float = 0.3
+    """beta of throughput in (f/f_max)^beta (POLCA: 1410->1110 MHz costs <= 7%)."""
+    kv_transfer_overhead: float = 0.05
+    """Share of decode capacity lost to moving KV caches between generations when disaggregated (llm_slo)."""
+
+    # --- action grids
+    buy_cover_levels: tuple[float, ...] = (0.0, 1.0, 1.05, 1.1, 1.25, 1.5)
+    """Target capacity / demand of a purchase; 0 = buy nothing."""
+    lifetime_years_levels: tuple[int, ...] = (3, 4, 5, 6, 7, 8, 9, 10)
+    """Retirement ages a policy may set."""
+    build_lumps: tuple[int, ...] = (0, 1, 2, 4, 8)
+    """Lumps a policy may order in one quarter."""
+    oversubscription_levels: tuple[float, ...] = (1.0, 1.15, 1.3, 1.45)
+    """Installed server W per provisioned W."""
+    frequency_levels: tuple[float, ...] = (1.0, 0.9, 0.8, 0.7)
+    """GPU clock caps as a share of the maximum."""
+    cohort_actions: bool = True
+    """Add one retire/keep/extend entry per cohort to the action."""
+
+    def __post_init__(self) -> None:
+        t = self.horizon_quarters
+        check_config(1900 < self.base_year < 2200, self, f"base_year must be a calendar year, got {self.base_year}")
+        check_config(4 <= t <= 400, self, f"horizon_quarters must be in [4, 400], got {t}")
+        check_config(self.release_interval_years > 0, self, "release_interval_years must be positive")
+        check_config(self.gpus_per_server >= 1, self, "gpus_per_server must be >= 1")
+        check_config(0 < self.gpu_share_of_server_power <= 1, self, "gpu_share_of_server_power must be in (0, 1]")
+        check_config(self.max_generation_lag >= 1, self, "max_generation_lag must be >= 1")
+        check_config(
+            self.capacity_model in ("compass_roofline", "llm_slo"),
+            self,
+            f"capacity_model must be 'compass_roofline' or 'llm_slo', got {self.capacity_model!r}",
+        )
+        check_config(
+            self.building_model in ("rent", "sunk"),
+            self,
+            f"building_model must be 'rent' or 'sunk', got {self.building_model!r}",
+        )
+        check_config(self.initial_demand > 0, self, "initial_demand must be positive")
+        check_config(self.demand_growth_per_quarter > 0, self, "demand_growth_per_quarter must be positive")
+        check_config(self.demand_growth_noise >= 0, self, "demand_growth_noise must be >= 0")
+        check_config(0 <= self.migration_fraction <= 1, self, "migration_fraction must be in [0, 1]")
+        check_config(0 < self.distilled_fraction <= 1, self, "distilled_fraction must be in (0, 1]")
+        check_config(self.prompt_tokens >= 1 and self.output_tokens >= 1, self, "token counts must be >= 1")
+        check_config(self.ttft_slo_s > 0 and self.tbt_slo_s > 0, self, "SLOs must be positive")
+        check_config(
+            len(self.shock_probability) == 4 and all(0 <= p <= 1 for p in self.shock_probability),
+            self,
+            f"shock_probability must be four probabilities ({', '.join(SHOCK_NAMES)}), got {self.shock_probability}",
+        )
+        lo, hi = self.shock_window
+        check_config(
+            0 <= lo <= hi < t, self, f"shock_window must satisfy 0 <= lo <= hi < horizon, got {self.shock_window}"
+        )
+        check_config(
+            len(self.fixed_shock_quarter) == 4 and all(-1 <= q < t for q in self.fixed_shock_quarter),
+            self,
+            f"fixed_shock_quarter must be four quarters in [-1, horizon), got {self.fixed_shock_quarter}",
+        )
+        check_config(self.amortization_years >= 1, self, "amortization_years must be >= 1")
+        check_config(
+            1 <= self.default_lifetime_years <= self.max_lifetime_years,
+            self,
+            "need 1 <= default_lifetime_years <= max_lifetime_years",
+        )
+        for name in (
+            "rack_power_w",
+            "facility_w",
+            "utilization",
+        ):
+            check_config(getattr(self, name) > 0, self, f"{name} must be positive")
+        for name in (
+            "rack_cost_usd",
+            "network_capex_usd",
+            "network_opex_usd_per_year",
+            "power_provisioning_usd_per_w",
+            "cooling_provisioning_usd_per_w",
+            "facility_usd",
+            "energy_usd_per_kwh",
+            "cooling_opex_ratio",
+            "maintenance_usd_per_server_year",
+            "unserved_penalty_usd",
+        ):
+            check_config(getattr(self, name) >= 0, self, f"{name} must be >= 0")
+        check_config(self.extended_maintenance_factor >= 1, self, "extended_maintenance_factor must be >= 1")
+        check_config(self.reward_scale_usd > 0, self, "reward_scale_usd must be positive")
+        check_config(
+            self.building_life_years * 4 >= t,
+            self,
+            "building_life_years must cover the horizon (a lump never expires within an episode)",
+        )
+        check_config(self.initial_building_mw >= 0 and self.build_lump_mw > 0, self, "building MW must be positive")
+        check_config(self.build_lead_quarters >= 0, self, "build_lead_quarters must be >= 0")
+        check_config(0 < self.peak_draw_fraction <= 1, self, "peak_draw_fraction must be in (0, 1]")
+        check_config(0 <= self.gpu_idle_fraction < 1, self, "gpu_idle_fraction must be in [0, 1)")
+        check_config(self.freq_power_exponent >= 1, self, "freq_power_exponent must be >= 1")
+        check_config(0 <= self.freq_throughput_exponent <= 1, self, "freq_throughput_exponent must be in [0, 1]")
+        check_config(0 <= self.kv_transfer_overhead < 1, self, "kv_transfer_overhead must be in [0, 1)")
+        check_config(
+            len(self.buy_cover_levels) >= 2 and all(c >= 0 for c in self.buy_cover_levels),
+            self,
+            "buy_cover_levels needs >= 2 non-negative levels",
+        )
+        check_config(
+            len(self.lifetime_years_levels) >= 1
+            and all(1 <= y <= self.max_lifetime_years for y in self.lifetime_years_levels),
+            self,
+            f"lifetime_years_levels must lie in [1, max_lifetime_years={self.max_lifetime_years}]",
+        )
+        check_config(
+            self.default_lifetime_years in self.lifetime_years_levels,
+            self,
+            "lifetime_years_levels must include default_lifetime_years",
+        )
+        check_config(len(self.build_lumps) >= 1 and all(b >= 0 for b in self.build_lumps), self, "bad build_lumps")
+        check_config(
+            len(self.oversubscription_levels) >= 1 and all(o >= 1 for o in self.oversubscription_levels),
+            self,
+            "oversubscription_levels must be >= 1",
+        )
+        check_config(
+            len(self.frequency_levels) >= 1 and all(0 < f <= 1 for f in self.frequency_levels),
+            self,
+            "frequency_levels must lie in (0, 1]",
+        )
+
+    @classmethod
+    def scenario(cls, name: str) -> DCLifecycleConfig:
+        """Named presets: ``compass`` (the public simulator) and ``realistic`` (units, sunk building, shocks)."""
+        if name == "compass":
+            return cls()
+        if name == "realistic":
+            return cls(
+                capacity_model="llm_slo",
+                building_model="sunk",
+                demand_growth_noise=0.03,
+                shock_probability=(0.25, 0.25, 0.25, 0.25),
+                unserved_penalty_usd=2.0,
+                initial_building_mw=0.5,
+                build_lump_mw=2.0,
+            )
+        raise ValueError(f"unknown DCLifecycle-v0 scenario {name!r}; known: compass, realistic")
+
+    @property
+    def amortization_quarters(self) -> int:
+        return self.amortization_years * 4
+
+
+@dataclasses.dataclass
+class DCLifecycleState:
+    """State of B datacenters."""
+
+    # --- the episode's instance
+    demand: np.ndarray  # (B, T) float64, demand per quarter (demand units/s)
+    primary_share: np.ndarray  # (B, T) float64, share of demand on the primary model
+    primary_params: np.ndarray  # (B, T) float64, parameters of the primary model
+    secondary_params: np.ndarray  # (B, T) float64, parameters of the secondary (distilled) model
+    capacity: np.ndarray  # (B, T, G) float64, demand units/s one server of g serves in quarter t at full clock
+    prefill: np.ndarray  # (B, T, G) float64, llm_slo only: request rate/s one server of g prefills, x output tokens
+    decode: np.ndarray  # (B, T, G) float64, llm_slo only: output tokens/s one server of g decodes
+    split_capacity: np.ndarray  # (B, T, G) float64, compass only: per-server capacity on the larger model
+    price: np.ndarray  # (B, G) float64, $ per server of each generation this episode
+    shock_quarter: np.ndarray  # (B, 4) int64, quarter of each shock, -1 = none
+    # --- the fleet: one cohort per purchase quarter
+    cohort_gen: np.ndarray  # (B, T) int64, generation bought in quarter t, -1 = nothing bought
+    cohort_bought: np.ndarray  # (B, T) float64, servers bought in quarter t
+    cohort_alive: np.ndarray  # (B, T) float64, servers of that cohort still in service (bought or 0)
+    cohort_racks: np.ndarray  # (B, T) float64, racks the cohort occupies while alive
+    cohort_rack_stranded_w: np.ndarray  # (B, T) float64, W of its racks no server uses (>= 0 by construction)
+    cohort_retired_q: np.ndarray  # (B, T) int64, quarter it was retired (NEVER while alive or never bought)
+    # --- the building
+    provisioned_w: np.ndarray  # (B,) float64, W provisioned and in service (sunk)
+    arrivals_w: np.ndarray  # (B, T) float64, W ordered to arrive in quarter t (sunk)
+    # --- bookkeeping
+    ledger: Ledger  # (B, C) $ per category
+    last_capacity: np.ndarray  # (B,) float64, capacity after last quarter's action
+    last_unserved: np.ndarray  # (B,) float64, unserved demand last quarter
+    unserved_total: np.ndarray  # (B,) float64, unserved demand summed over quarters
+    demand_total: np.ndarray  # (B,) float64, demand summed over quarters
+    servers_bought: np.ndarray  # (B,) float64, servers bought this episode
+    blocked_servers: np.ndarray  # (B,) float64, servers a purchase wanted that the building could not power
+    stranded_w_quarters: np.ndarray  # (B,) float64, stranded W summed over quarters
+    built_w: np.ndarray  # (B,) float64, W ordered this episode
+    server_quarters: np.ndarray  # (B,) float64, alive server-quarters
+    age_server_quarters: np.ndarray  # (B,) float64, sum of age (quarters) x servers over quarters
+
+
+class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleState]):
+    config_cls = DCLifecycleConfig
+    metrics: ClassVar[tuple[MetricSpec, ...]] = (
+        MetricSpec(name="tco_usd", unit="$", higher_is_better=False, description="15-year TCO (no penalties)"),
+        MetricSpec(
+            name="unserved_share",
+            unit="share",
+            higher_is_better=False,
+            description="demand left unserved, summed over quarters / demand summed over quarters",
+        ),
+        *(
+            MetricSpec(name=f"cost_{c}_usd", unit="$", higher_is_better=False, description=f"episode total of {c}")
+            for c in COST_CATEGORIES
+        ),
+        MetricSpec(
+            name="servers_bought", unit="servers", higher_is_better=None, description="servers bought in the episode"
+        ),
+        MetricSpec(
+            name="blocked_servers",
+            unit="servers",
+            higher_is_better=False,
+            description="servers wanted that the building could not power",
+        ),
+        MetricSpec(
+            name="mean_stranded_mw",
+            unit="MW",
+            higher_is_better=False,
+            description="provisioned power no server uses, mean over quarters",
+        ),
+        MetricSpec(
+            name="mean_fleet_age_years", unit="years", higher_is_better=None, description="server-weighted mean age"
+        ),
+        MetricSpec(name="built_mw", unit="MW", higher_is_better=None, description="building MW ordered (sunk)"),
+    )
+
+    # ------------------------------------------------------------------ constants
+    def _init_state(self) -> DCLifecycleState:
+        c, b = self.config, self.num_envs
+        t = c.horizon_quarters
+        self.roadmap: GpuRoadmap = gpu_roadmap(c.base_year, t, c.release_interval_years)
+        g = self.roadmap.size
+        self.num_generations = g
+        self.release_quarter = self.roadmap.release_quarter
+        self.server_w = c.gpus_per_server * self.roadmap.tdp_w / c.gpu_share_of_server_power  # (G,)
+        self._operation_tables()
+        nvec = [
+            c.max_generation_lag,
+            len(c.buy_cover_levels),
+            len(c.lifetime_years_levels),
+            c.max_generation_lag + 1,
+            len(c.build_lumps),
+            len(c.oversubscription_levels),
+            len(c.frequency_levels),
+            2,
+        ]
+        if c.cohort_actions:
+            nvec += [3] * t
+        self.single_action_space = spaces.MultiDiscrete(np.array(nvec, dtype=np.int64))
+        obs_dim = 13 + 6 * g + 2 * t
+        head = 13
+        self.obs_slices: dict[str, slice] = {
+            "head": slice(0, head),
+            "released": slice(head, head + g),
+            "servers_by_gen": slice(head + g, head + 2 * g),
+            "relative_capacity": slice(head + 2 * g, head + 3 * g),
+            "price_musd": slice(head + 3 * g, head + 4 * g),
+            "server_w_20kw": slice(head + 4 * g, head + 5 * g),
+            "behind": slice(head + 5 * g, head + 6 * g),
+            "cohort_servers": slice(head + 6 * g, head + 6 * g + t),
+            "cohort_age": slice(head + 6 * g + t, head + 6 * g + 2 * t),
+        }
+        """Where each block of the observation lies (the docstring's table)."""
+        self.single_observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, (obs_dim,), np.float32)
+        self._t_index = np.arange(t)
+        return DCLifecycleState(
+            demand=np.zeros((b, t)),
+            primary_share=np.zeros((b, t)),
+            primary_params=np.ones((b, t)),
+            secondary_params=np.ones((b, t)),
+            capacity=np.zeros((b, t, g)),
+            prefill=np.zeros((b, t, g)),
+            decode=np.zeros((b, t, g)),
+            split_capacity=np.zeros((b, t, g)),
+            price=np.zeros((b, g)),
+            shock_quarter=np.full((b, 4), -1, np.int64),
+            cohort_gen=np.full((b, t), -1, np.int64),
+            cohort_bought=np.zeros((b, t)),
+            cohort_alive=np.zeros((b, t)),
+            cohort_racks=np.zeros((b, t)),
+            cohort_rack_stranded_w=np.zeros((b, t)),
+            cohort_retired_q=np.full((b, t), NEVER, np.int64),
+            provisioned_w=np.zeros(b),
+            arrivals_w=np.zeros((b, t)),
+            ledger=Ledger.zeros(b, COST_CATEGORIES),
+            last_capacity=np.zeros(b),
+            last_unserved=np.zeros(b),
+            unserved_total=np.zeros(b),
+            demand_total=np.zeros(b),
+            servers_bought=np.zeros(b),
+            blocked_servers=np.zeros(b),
+            stranded_w_quarters=np.zeros(b),
+            built_w=np.zeros(b),
+            server_quarters=np.zeros(b),
+            age_server_quarters=np.zeros(b),
+        )
+
+    def _operation_tables(self) -> None:
+        """Throughput and energy multipliers per (oversubscription, frequency) level, from the shared power model.
+
+        A server's draw relative to nameplate at clock share x is d(x) (GPUs at
+        ``gpu_share_of_server_power`` of nameplate, idle floor, dynamic part ~
+        x^alpha; the rest of the server follows GPU activity). With
+        oversubscription o the fleet's peak draw ``peak_draw_fraction x o x
+        d(x)`` of the provisioned budget must stay <= 1: above it, POLCA-style
+        capping lowers the clock to x' with that draw exactly at budget.
+        Throughput scales as (clock)^beta and energy as d(clock).
+        """
+        c = self.config
+        gpu = GpuPowerModel(
+            tdp_w=1000.0,
+            idle_fraction=c.gpu_idle_fraction,
+            max_freq_mhz=1000.0,
+            min_freq_mhz=1.0,
+            freq_exponent=c.freq_power_exponent,
+        )
+        other = 8000.0 * (1 - c.gpu_share_of_server_power) / c.gpu_share_of_server_power
+        server = ServerPowerModel(gpu=gpu, gpus=8, other_idle_w=0.4 * other, other_peak_w=other)
+        grid = np.linspace(0.001, 1.0, 4000)
+        draw = server.power_w(np.ones_like(grid), grid * 1000.0) / server.peak_w  # d(x), increasing in x
+        levels_o = np.asarray(c.oversubscription_levels)
+        levels_f = np.asarray(c.frequency_levels)
+        target = 1.0 / (c.peak_draw_fraction * levels_o)  # (O,) largest draw share the budget allows
+        capped = np.interp(target, draw, grid, right=1.0)  # (O,) clock where d(x) hits the budget
+        clock = np.minimum(levels_f[None, :], capped[:, None])  # (O, F)
+        self.throughput_factor = clock**c.freq_throughput_exponent  # (O, F)
+        self.energy_factor = np.interp(clock, grid, draw)  # (O, F)
+
+    # ------------------------------------------------------------------ resets
+    def sample(self, rng: np.random.Generator) -> FleetInstance:
+        c = self.config
+        return sample_fleet_instance(
+            rng,
+            roadmap=self.roadmap,
+            horizon_quarters=c.horizon_quarters,
+            base_year=c.base_year,
+            initial_demand=c.initial_demand,
+            growth_per_quarter=c.demand_growth_per_quarter,
+            growth_noise=c.demand_growth_noise,
+            migration_fraction=c.migration_fraction,
+            distilled_fraction=c.distilled_fraction,
+            shocks=c.shocks,
+            shock_probability=c.shock_probability,
+            shock_window=c.shock_window,
+            fixed_shock_quarter=c.fixed_shock_quarter,
+        )
+
+    def _reset_envs(self, env_ids: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
+        s, c = self.state, self.config
+        for i, rng in zip(env_ids, rngs):
+            inst = self.sample(rng)
+            s.demand[i] = inst.demand
+            s.primary_share[i] = inst.primary_share
+            s.primary_params[i] = inst.primary_params
+            s.secondary_params[i] = inst.secondary_params
+            s.price[i] = inst.price_usd * c.gpus_per_server
+            s.shock_quarter[i] = inst.shock_quarter
+            tables = self.capacity_tables(inst)
+            s.capacity[i] = tables["capacity"]
+            s.prefill[i] = tables["prefill"]
+            s.decode[i] = tables["decode"]
+            s.split_capacity[i] = tables["split_capacity"]
+        s.cohort_gen[env_ids] = -1
+        s.cohort_bought[env_ids] = 0.0
+        s.cohort_alive[env_ids] = 0.0
+        s.cohort_racks[env_ids] = 0.0
+        s.cohort_rack_stranded_w[env_ids] = 0.0
+        s.cohort_retired_q[env_ids] = NEVER
+        s.provisioned_w[env_ids] = c.initial_building_mw * 1e6 if c.building_model == "sunk" else 0.0
+        s.arrivals_w[env_ids] = 0.0
+        s.ledger.reset_envs(env_ids)
+        for arr in (
+            s.last_capacity,
+            s.last_unserved,
+            s.unserved_total,
+            s.demand_total,
+            s.servers_bought,
+            s.blocked_servers,
+            s.stranded_w_quarters,
+            s.built_w,
+            s.server_quarters,
+            s.age_server_quarters,
+        ):
+            arr[env_ids] = 0.0
+
+    def capacity_tables(self, inst: FleetInstance) -> dict[str, np.ndarray]:
+        """(T, G) per-server capacity tables of one episode for this config's capacity model."""
+        c = self.config
+        t, g = c.horizon_quarters, self.num_generations
+        zeros = np.zeros((t, g))
+        if c.capacity_model == "compass_roofline":
+            primary = self._compass_roofline(inst, inst.primary_params)
+            secondary = self._compass_roofline(inst, inst.secondary_params)
+            share = inst.primary_share[:, None]
+            larger = self._compass_roofline(inst, np.maximum(inst.primary_params, inst.secondary_params))
+            return {
+                "capacity": share * primary + (1 - share) * secondary,
+                "prefill": zeros,
+                "decode": zeros,
+                "split_capacity": larger,
+            }
+        return self._llm_tables(inst)
+
+    def _compass_roofline(self, inst: FleetInstance, params: np.ndarray) -> np.ndarray:
+        """(T, G) the simulator's simplified per-server roofline for the model of each quarter, units/s."""
+        c = self.config
+        size_b = params[:, None] / 1e9  # (T, 1) billions of parameters
+        ops = 2.0 * size_b
+        memory = c.gpus_per_server * inst.hbm_tb_s[None, :] * 1000.0 / ops
+        compute = inst.server_tflops[None, :] * 1000.0 / ops
+        # The simulator's interconnect term: 2 all-reduces x 2 x hidden x layers x 2 bytes per token over NVLink.
+        layers = np.floor(0.8 * np.sqrt(size_b) * 100.0)
+        hidden = np.floor(np.sqrt(size_b * 1e9 / (12.0 * np.maximum(layers, 1.0)))) * 12.0
+        net_bytes = 8.0 * hidden * layers
+        link = c.gpus_per_server * self.roadmap.nvlink_gb_s[None, :] * c.network_perf_multiplier
+        network = np.where(net_bytes > 0, link / np.maximum(net_bytes / 1e9, 1e-300), np.inf)
+        return np.minimum(np.minimum(memory, compute), network)
+
+    def _llm_tables(self, inst: FleetInstance) -> dict[str, np.ndarray]:
+        """(T, G) tables from the LLM instance model: mixed, prefill-only and decode-only output tokens/s per server.
+
+        A server's 8 GPUs hold ``8 / tp`` instances of the served model, where
+        the tensor-parallel degree ``tp`` is the LLM model's choice (weights plus
+        room for the KV cache); a model wider than a server spreads over
+        ``tp / 8`` servers. ``capacity`` is the SLO-bound throughput with
+        continuous batching (prefills mixed into decode batches); ``prefill``
+        and ``decode`` are what the server sustains doing only one phase (for
+        disaggregation), all in output tokens/s of the request shape.
+        """
+        c = self.config
+        t, g = c.horizon_quarters, self.num_generations
+        out = {name: np.zeros((t, g)) for name in ("mixed_primary", "mixed_secondary", "p1", "p2", "d1", "d2")}
+        for k in range(g):
+            spec = (
+                float(inst.fp16_tflops[k]),
+                float(inst.hbm_tb_s[k]),
+                float(inst.hbm_gb[k]),
+                float(self.roadmap.nvlink_gb_s[k]),
+                float(self.roadmap.tdp_w[k]),
+            )
+            for params, (mixed, pre, dec) in (
+                (inst.primary_params, ("mixed_primary", "p1", "d1")),
+                (inst.secondary_params, ("mixed_secondary", "p2", "d2")),
+            ):
+                for value in np.unique(params):
+                    rates = llm_server_rates(
+                        spec,
+                        float(value),
+                        c.gpus_per_server,
+                        c.prompt_tokens,
+                        c.output_tokens,
+                        c.ttft_slo_s,
+                        c.tbt_slo_s,
+                    )
+                    rows = params == value
+                    out[mixed][rows, k], out[pre][rows, k], out[dec][rows, k] = rates
+        share = inst.primary_share[:, None]
+        return {
+            "capacity": share * out["mixed_primary"] + (1 - share) * out["mixed_secondary"],
+            "prefill": share * out["p1"] + (1 - share) * out["p2"],
+            "decode": share * out["d1"] + (1 - share) * out["d2"],
+            "split_capacity": np.zeros((t, g)),
+        }
+
+    # ------------------------------------------------------------------ helpers
+    @property
+    def quarter(self) -> np.ndarray:
+        """(B,) the quarter the next action decides (clipped to the last one)."""
+        return np.minimum(self.stats.length, self.config.horizon_quarters - 1)
+
+    def released(self, quarter: np.ndarray) -> np.ndarray:
+        """(B, G) whether each generation can be bought in ``quarter`` (B,)."""
+        return self.release_quarter[None, :] <= quarter[:, None]
+
+    def newest_released(self, quarter: np.ndarray) -> np.ndarray:
+        """(B,) index of the newest generation released by ``quarter`` (generations are sorted by release)."""
+        return np.sum(self.released(quarter), axis=1) - 1
+
+    def alive_capacity(self, quarter: np.ndarray, freq_idx: np.ndarray, over_idx: np.ndarray) -> np.ndarray:
+        """(B, T) capacity of each cohort in ``quarter`` under the operation levels (mixed serving)."""
+        s = self.state
+        rows = self._env_index
+        per_server = s.capacity[rows, quarter]  # (B, G)
+        gen = np.maximum(s.cohort_gen, 0)
+        cap = np.take_along_axis(per_server, gen, axis=1)
+        return cap * s.cohort_alive * self.throughput_factor[over_idx, freq_idx][:, None]
+
+    @property
+    def action_size(self) -> int:
+        """Entries of the flattened action."""
+        return len(ACTION_FIELDS) + (self.config.horizon_quarters if self.config.cohort_actions else 0)
+
+    def action_fields(self) -> list[str]:
+        """Names of the entries of the flattened action."""
+        names = list(ACTION_FIELDS)
+        if self.config.cohort_actions:
+            names += [f"cohort_{t}" for t in range(self.config.horizon_quarters)]
+        return names
+
+    # ------------------------------------------------------------------ the step
+    def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
+        s, c = self.state, self.config
+        rows = self._env_index
+        t_max = c.horizon_quarters
+        q = self.quarter  # (B,)
+        s.ledger.begin_step()
+        lag_choice, cover_idx, life_idx, lagging, build_idx, over_idx, freq_idx, disagg = (
+            actions[:, k] for k in range(8)
+        )
+        newest = self.newest_released(q)
+
+        # --- building: lumps ordered earlier arrive now
+        if c.building_model == "sunk":
+            s.provisioned_w += s.arrivals_w[rows, q]
+
+        # --- retirement: lifetime rule, lagging generations, per-cohort overrides
+        alive = s.cohort_alive > 0
+        age = q[:, None] - self._t_index[None, :]  # (B, T) quarters since purchase
+        lifetime_q = np.asarray(c.lifetime_years_levels)[life_idx] * 4
+        retire = alive & (age >= lifetime_q[:, None])
+        if c.cohort_actions:
+            override = actions[:, 8 : 8 + t_max]
+            retire &= override != 2  # "keep" exempts a cohort from the lifetime rule only
+            retire |= alive & (override == 1)
+        gen = np.maximum(s.cohort_gen, 0)
+        # Releases behind: how many generations were released after this cohort's and by this quarter.
+        behind = newest[:, None] - gen
+        retire |= alive & (lagging[:, None] >= 1) & (behind >= lagging[:, None])
+        retire |= alive & (age >= c.max_lifetime_years * 4)
+        s.cohort_alive[retire] = 0.0
+        s.cohort_retired_q[retire] = np.broadcast_to(q[:, None], retire.shape)[retire]
+
+        # --- oversubscription cannot fall below what the installed fleet already needs
+        levels_o = np.asarray(c.oversubscription_levels)
+        installed_w = (s.cohort_alive * self.server_w[gen]).sum(axis=1)
+        if c.building_model == "sunk":
+            needed = installed_w / np.maximum(s.provisioned_w, 1e-9)
+            fits = levels_o[None, :] >= needed[:, None] - 1e-12
+            lowest_fit = np.where(fits.any(axis=1), np.argmax(fits, axis=1), len(levels_o) - 1)
+            over_idx = np.maximum(over_idx, lowest_fit)
+        over = levels_o[over_idx]
+
+        # --- capacity before the purchase
+        capacity = self._fleet_capacity(q, freq_idx, over_idx, disagg)
+
+        # --- purchase
+        cover = np.asarray(c.buy_cover_levels)[cover_idx]
+        buy_gen = np.maximum(newest - lag_choice, 0)
+        can_buy = (newest >= 0) & (cover > 0)
+        per_server = s.capacity[rows, q, buy_gen] * self.throughput_factor[over_idx, freq_idx]
+        shortfall = np.maximum(cover * s.demand[rows, q] - capacity, 0.0)
+        wanted = np.where(can_buy & (per_server > 0), np.ceil(shortfall / np.maximum(per_server, 1e-300)), 0.0)
+        srv_w = self.server_w[buy_gen]
+        if c.building_model == "sunk":
+            room_w = np.maximum(over * s.provisioned_w - installed_w, 0.0)
+            fit = np.floor(room_w / srv_w + 1e-9)
+            bought = np.minimum(wanted, fit)
+        else:
+            bought = wanted
+        s.blocked_servers += wanted - bought
+        s.servers_bought += bought
+        buying = bought > 0
+        s.cohort_gen[rows, q] = np.where(buying, buy_gen, -1)
+        s.cohort_bought[rows, q] = bought
+        s.cohort_alive[rows, q] = bought
+        per_rack = np.maximum(np.floor(c.rack_power_w * over / srv_w + 1e-9), 1.0)
+        racks = np.ceil(bought / per_rack)
+        s.cohort_racks[rows, q] = racks
+        s.cohort_rack_stranded_w[rows, q] = racks * c.rack_power_w - bought * srv_w / over
+        s.cohort_retired_q[rows, q] = NEVER
+        capacity = np.where(buying, self._fleet_capacity(q, freq_idx, over_idx, disagg), capacity)
+
+        # --- building orders (sunk): arrive after the lead time (after the horizon: never in service)
+        if c.building_model == "sunk":
+            order_w = np.asarray(c.build_lumps)[build_idx] * c.build_lump_mw * 1e6
+            s.built_w += order_w
+            arrive = q + c.build_lead_quarters
+            inside = arrive < t_max
+            if c.build_lead_quarters == 0:
+                s.provisioned_w += order_w  # in service at once; purchases this quarter already saw the old building
+            else:
+                s.arrivals_w[rows[inside], arrive[inside]] += order_w[inside]
+
+        # --- costs of the quarter
+        self._charge(q, over, over_idx, freq_idx)
+        demand = s.demand[rows, q]
+        unserved = np.maximum(demand - capacity, 0.0)
+        s.ledger.charge("unserved_penalty", unserved * c.unserved_penalty_usd)
+        s.unserved_total += unserved
+        s.demand_total += demand
+        s.last_unserved = unserved / demand
+        s.last_capacity = capacity
+
+        alive_now = s.cohort_alive
+        s.server_quarters += alive_now.sum(axis=1)
+        s.age_server_quarters += (alive_now * np.maximum(q[:, None] - self._t_index[None, :], 0)).sum(axis=1)
+
+        terminated = self.stats.length + 1 >= t_max
+        reward = -s.ledger.step_total() / c.reward_scale_usd
+        servers_by_gen = np.zeros((self.num_envs, self.num_generations))
+        gen_now = np.maximum(s.cohort_gen, 0)  # after this quarter's purchase
+        np.add.at(servers_by_gen, (np.repeat(rows, t_max), gen_now.ravel()), alive_now.ravel())
+        info: Info = {
+            **s.ledger.step_breakdown(),
+            "demand": demand,
+            "capacity": capacity,
+            "unserved": unserved,
+            "servers_bought": bought,
+            "servers_by_gen": servers_by_gen,
+            "stranded_w": self._stranded_w(over),
+        }
+        return reward, terminated, np.zeros(self.num_envs, bool), info
+
+    def _fleet_capacity(
+        self, q: np.ndarray, freq_idx: np.ndarray, over_idx: np.ndarray, disagg: np.ndarray
+    ) -> np.ndarray:
+        """(B,) capacity of the alive fleet in quarter ``q``, disaggregated where asked."""
+        mixed = self.alive_capacity(q, freq_idx, over_idx)
+        total = mixed.sum(axis=1)
+        if not disagg.any():
+            return total
+        if self.config.capacity_model == "compass_roofline":
+            split = self._compass_split_capacity(q, freq_idx, over_idx)
+        else:
+            split = self._splitwise_capacity(q, freq_idx, over_idx)
+        return np.where(disagg == 1, split, total)
+
+    def _compass_split_capacity(self, q: np.ndarray, freq_idx: np.ndarray, over_idx: np.ndarray) -> np.ndarray:
+        """The simulator's disaggregated capacity: batches ordered newest generation first (then by purchase),
+        the first half of them at prefill_fraction 0.4 of their capacity on the larger model, the rest at 0.6."""
+        s = self.state
+        rows = self._env_index
+        alive = s.cohort_alive > 0
+        gen = np.maximum(s.cohort_gen, 0)
+        release = self.release_quarter[gen]
+        t = self.config.horizon_quarters
+        key = np.where(alive, -release * (t + 1) + self._t_index[None, :], np.iinfo(np.int64).max)
+        order = np.argsort(key, axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.broadcast_to(self._t_index, order.shape), axis=1)
+        half = alive.sum(axis=1) // 2
+        share = np.where(rank < half[:, None], 0.4, 0.6)
+        per_server = np.take_along_axis(s.split_capacity[rows, q], gen, axis=1)
+        factor = self.throughput_factor[over_idx, freq_idx][:, None]
+        return (per_server * s.cohort_alive * share * factor).sum(axis=1)
+
+    def _splitwise_capacity(self, q: np.ndarray, freq_idx: np.ndarray, over_idx: np.ndarray) -> np.ndarray:
+        """Splitwise across generations: the newest alive generation prefills for older ones that decode.
+
+        With new-pool rates P_N (prefill only) and M_N (mixed) and old-pool
+        rates D_O (decode only, less ``kv_transfer_overhead``) and M_O (mixed),
+        a share phi of the new pool prefills for a share psi = phi P_N / D_O of
+        the old pool, the rest of both serve mixed: throughput phi P_N + (1 -
+        phi) M_N + (1 - psi) M_O, linear in phi, so the best split is phi = 0
+        or the largest phi with psi <= 1.
+        """
+        s, c = self.state, self.config
+        rows = self._env_index
+        alive = s.cohort_alive
+        gen = np.maximum(s.cohort_gen, 0)
+        release = np.where(alive > 0, self.release_quarter[gen], -1)
+        newest = release.max(axis=1, keepdims=True)
+        new = (alive > 0) & (release == newest)
+        factor = self.throughput_factor[over_idx, freq_idx]
+
+        def pool(table: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            return (np.take_along_axis(table[rows, q], gen, axis=1) * alive * mask).sum(axis=1) * factor
+
+        old = (alive > 0) & ~new
+        p_new, m_new = pool(s.prefill, new), pool(s.capacity, new)
+        d_old, m_old = pool(s.decode, old) * (1 - c.kv_transfer_overhead), pool(s.capacity, old)
+        phi = np.where(p_new > 0, np.minimum(1.0, d_old / np.maximum(p_new, 1e-300)), 0.0)
+        split = phi * p_new + (1 - phi) * m_new + (1 - phi * p_new / np.maximum(d_old, 1e-300)) * m_old
+        return np.maximum(split, m_new + m_old)
+
+    def _stranded_w(self, over: np.ndarray) -> np.ndarray:
+        """(B,) provisioned W no server uses: unused rack power (rent) or unused building power (sunk)."""
+        s, c = self.state, self.config
+        if c.building_model == "rent":
+            return (s.cohort_rack_stranded_w * (s.cohort_alive > 0)).sum(axis=1)
+        gen = np.maximum(s.cohort_gen, 0)
+        installed = (s.cohort_alive * self.server_w[gen]).sum(axis=1)
+        return np.maximum(s.provisioned_w - installed / over, 0.0)
+
+    def _charge(self, q: np.ndarray, over: np.ndarray, over_idx: np.ndarray, freq_idx: np.ndarray) -> None:
+        """Charge the quarter's costs to the ledger (after retirements and the purchase)."""
+        s, c = self.state, self.config
+        rows = self._env_index
+        gen = np.maximum(s.cohort_gen, 0)
+        age = q[:, None] - self._t_index[None, :]
+        bought = s.cohort_bought
+        # Amortised capex: every cohort bought within the last amortisation window pays, retired or not.
+        paying = (s.cohort_gen >= 0) & (age >= 0) & (age < c.amortization_quarters)
+        window = c.amortization_quarters
+        price = np.take_along_axis(s.price, gen, axis=1)
+        s.ledger.charge("it_capex", (paying * bought * price).sum(axis=1) / window)
+        s.ledger.charge("rack_capex", (paying * s.cohort_racks).sum(axis=1) * c.rack_cost_usd / window)
+        s.ledger.charge("network_capex", (paying * bought).sum(axis=1) * c.network_capex_usd / window)
+        alive = s.cohort_alive
+        servers = alive.sum(axis=1)
+        s.ledger.charge("network_opex", servers * c.network_opex_usd_per_year / 4)
+        extended = age >= c.default_lifetime_years * 4
+        maint = np.where(extended, c.extended_maintenance_factor, 1.0)
+        s.ledger.charge("maintenance", (alive * maint).sum(axis=1) * c.maintenance_usd_per_server_year / 4)
+        installed_w = (alive * self.server_w[gen]).sum(axis=1)
+        energy_kwh = installed_w / 1000 * c.utilization * HOURS_PER_QUARTER * self.energy_factor[over_idx, freq_idx]
+        energy = energy_kwh * c.energy_usd_per_kwh
+        s.ledger.charge("energy", energy)
+        s.ledger.charge("cooling_opex", energy * c.cooling_opex_ratio)
+        stranded = self._stranded_w(over)
+        s.stranded_w_quarters += stranded
+        if c.building_model == "rent":
+            provisioned = installed_w / over + stranded
+        else:
+            provisioned = s.provisioned_w
+        life_q = c.building_life_years * 4
+        s.ledger.charge("power_provisioning", provisioned * c.power_provisioning_usd_per_w / life_q)
+        s.ledger.charge("cooling_provisioning", provisioned * c.cooling_provisioning_usd_per_w / life_q)
+        s.ledger.charge("facility", provisioned / c.facility_w * c.facility_usd / life_q)
+        del rows
+
+    # ------------------------------------------------------------------ observation and metrics
+    def observe(self) -> np.ndarray:
+        s, c = self.state, self.config
+        rows = self._env_index
+        t_max, g = c.horizon_quarters, self.num_generations
+        q = self.quarter
+        demand = s.demand[rows, q]
+        prev = s.demand[rows, np.maximum(q - 1, 0)]
+        released = self.released(q)
+        newest = self.newest_released(q)
+        gen = np.maximum(s.cohort_gen, 0)
+        alive = s.cohort_alive
+        per_server = s.capacity[rows, q]  # (B, G)
+        cap_alive = (np.take_along_axis(per_server, gen, axis=1) * alive).sum(axis=1)
+        installed_w = (alive * self.server_w[gen]).sum(axis=1)
+        servers = alive.sum(axis=1)
+        age_q = np.maximum(q[:, None] - self._t_index[None, :], 0)
+        mean_age = (alive * age_q).sum(axis=1) / np.maximum(servers, 1.0) / 4
+        if c.building_model == "sunk":
+            prov = np.maximum(s.provisioned_w, 1.0)
+            pending = (
+                s.arrivals_w[:, :].sum(axis=1)
+                - np.take_along_axis(np.cumsum(s.arrivals_w, axis=1), q[:, None], axis=1)[:, 0]
+            )
+            lump = np.full_like(prov, c.build_lump_mw * 1e6)
+            building = np.stack([lump / prov, pending / prov, installed_w / prov], 1)
+        else:
+            building = np.stack([np.zeros_like(demand), np.zeros_like(demand), np.ones_like(demand)], 1)
+        by_gen = np.zeros((self.num_envs, g))
+        np.add.at(by_gen, (np.repeat(rows, t_max), gen.ravel()), alive.ravel())
+        newest_cap = per_server[rows, np.maximum(newest, 0)]
+        rel_cap = np.where(released, per_server / np.maximum(newest_cap, 1e-300)[:, None], 0.0)
+        behind = np.where(released, (newest[:, None] - np.arange(g)[None, :]) / 5.0, 0.0)
+        head = np.stack(
+            [
+                q / t_max,
+                np.log10(demand) / 10,
+                demand / np.maximum(prev, 1e-300) - 1,
+                s.primary_share[rows, q],
+                np.log10(s.primary_params[rows, q]) / 12,
+                np.log10(s.secondary_params[rows, q]) / 12,
+                cap_alive / demand,
+                s.last_unserved,
+                *building.T,
+                np.log10(1 + servers) / 6,
+                mean_age / 10,
+            ],
+            axis=1,
+        )
+        obs = np.concatenate(
+            [
+                head,
+                released.astype(np.float64),
+                np.log10(1 + by_gen) / 6,
+                rel_cap,
+                np.where(released, s.price / 1e6, 0.0),
+                np.where(released, self.server_w[None, :] / 20e3, 0.0),
+                behind,
+                np.log10(1 + alive) / 6,
+                np.where(alive > 0, age_q / 40.0, 0.0),
+            ],
+            axis=1,
+        )
+        return np.clip(obs, -OBS_BOUND, OBS_BOUND).astype(np.float32)
+
+    def _episode_metrics(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
+        s, c = self.state, self.config
+        total = s.ledger.total[env_ids]
+        tco = total[:, : len(TCO_CATEGORIES)].sum(axis=1)
+        out = {
+            "tco_usd": tco,
+            "unserved_share": s.unserved_total[env_ids] / np.maximum(s.demand_total[env_ids], 1e-300),
+            **{f"cost_{name}_usd": total[:, i] for i, name in enumerate(COST_CATEGORIES)},
+            "servers_bought": s.servers_bought[env_ids].copy(),
+            "blocked_servers": s.blocked_servers[env_ids].copy(),
+            "mean_stranded_mw": s.stranded_w_quarters[env_ids] / c.horizon_quarters / 1e6,
+            "mean_fleet_age_years": s.age_server_quarters[env_ids] / np.maximum(s.server_quarters[env_ids], 1.0) / 4,
+            "built_mw": s.built_w[env_ids] / 1e6,
+        }
+        return out
+
+
+@functools.lru_cache(maxsize=8192)
+def llm_server_rates(
+    gpu: tuple[float, float, float, float, float],
+    params: float,
+    gpus_per_server: int,
+    prompt_tokens: int,
+    output_tokens: int,
+    ttft_slo_s: float,
+    tbt_slo_s: float,
+) -> tuple[float, float, float]:
+    """(mixed, prefill-only, decode-only) output tokens/s of one server serving a Llama-like model of ``params``.
+
+    ``gpu`` is (dense FP16 TFLOPS, HBM TB/s, HBM GB, NVLink GB/s both ways, TDP W). Mixed is the LLM model's
+    SLO throughput; prefill-only packs as many prompts into one iteration as the TTFT SLO allows; decode-only
+    runs the largest batch the TBT SLO and the KV cache allow. Zero when the model cannot meet the SLOs.
+    """
+    from cloudgym.envs.core import llm
+
+    tflops, hbm, mem, nvlink, tdp = gpu
+    spec_gpu = llm.GpuSpec(
+        name="dc-gen", peak_tflops=tflops, hbm_tbps=hbm, memory_gb=mem, link_gbps=nvlink / 2, tdp_w=tdp
+    )
+    try:
+        spec = llm.instance(llm.ModelSpec.llama_like(params), spec_gpu, None)
+    except ValueError:
+        return 0.0, 0.0, 0.0
+    per_server = gpus_per_server / spec.num_gpus
+    mixed = llm.slo_throughput(
+        spec, prompt_tokens=prompt_tokens, output_tokens=output_tokens, ttft_slo_s=ttft_slo_s, tbt_slo_s=tbt_slo_s
+    ).tokens_per_s
+    p, o = float(prompt_tokens), float(output_tokens)
+    limit = max(int(spec.scheduler.max_batch_requests), 1)
+    k = np.arange(1, limit + 1, dtype=np.float64)
+    prefill_s = np.asarray(spec.prefill_time(k * p))
+    ok = prefill_s <= ttft_slo_s
+    prefill = float(np.max(np.where(ok, k / prefill_s, 0.0))) * o
+    context = p + o / 2
+    b = k[k * context <= spec.kv_capacity_tokens]
+    decode = 0.0
+    if b.size:
+        decode_s = np.asarray(spec.decode_time(b, b * context))
+        decode = float(np.max(np.where(decode_s <= tbt_slo_s, b / decode_s, 0.0)))
+    return mixed * per_server, prefill * per_server, decode * per_server
+
+
+class DCLifecycleVectorEnv(CloudGymVectorEnv):
+    core_cls = DCLifecycleCore
+
+
+class DCLifecycleEnv(CloudGymEnv):
+    core_cls = DCLifecycleCore

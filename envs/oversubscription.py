@@ -1,0 +1,1064 @@
+"""Oversubscription-v0: set each node's vCPU oversubscription ratio every hour, trading saved cores for hot nodes.
+
+## Description
+A sub-env is a cluster of ``num_nodes`` physical nodes of ``node_cores``
+cores hosting VMs over ``hours`` hours (a week by default), with CPU
+readings every 5 minutes as in the Azure VM traces. VMs arrive (singly or as
+deployments of correlated VMs) and depart; the allocator places each
+arriving VM, in arrival order, by **best fit** (the node left with the least
+room, ties to the lowest index: `cloudgym.envs.core.cluster.best_fit`) among
+the nodes whose sold vCPUs plus the VM's stay within that node's current
+ratio x its physical cores; a VM that fits nowhere is rejected and counted.
+Every hour the policy sets each node's ratio. A lowered ratio stops new
+placements on the node; it never evicts a VM.
+
+Selling more vCPUs than cores recovers the cores VMs buy but leave idle;
+when co-located VMs peak together the node runs **hot**. A node-hour is a
+*hot node-window* when the node's peak 5-minute demand (the sum over its
+VMs of cores x average CPU of the reading) exceeds ``hot_threshold`` x its
+physical cores. With ``workload_hints``, VMs declare themselves
+contention-tolerant or sensitive (Workload Intelligence, Huang et al., SC
+2025), wrongly at ``hint_error_rate``: a truly tolerant VM's demand counts
+``tolerant_weight`` toward heat, and the truly sensitive share of a node's
+sold vCPUs lowers its threshold by up to ``sensitive_tightening``; the
+observation shows the *declared* shares.
+
+The paper: Wang et al., "ProtoHAIL" (arXiv 2401.07033, 2024; published as
+ProtoRAIL, MLSys 2025) learn the per-node rate by offline imitation with
+prototypes and a few human queries, reporting orders of magnitude less risk
+(~90x, secondary source) with 7-10% more usable capacity than static rates,
+on private first-party data. This env reproduces the *direction* of that
+comparison on a workload calibrated to the public Azure 2019 VM trace: on 32
+held-out weeks of the default scenario the prototype agent
+(``agents/checkpoints/Oversubscription-v0/protohail``) saves 222.9 cores
+against 102.4 for the best static ratio whose hot rate stays under 1% (1.2),
+with 188x fewer hot node-windows (0.125 vs 23.5 per week); ProtoRAIL reports
+~90x less risk and 7-10% more capacity. A causal worst-case headroom rule
+does as well (239 cores, 0.22); ``docs/oversubscription.md`` has the table.
+
+## Action Space
+``MultiDiscrete([len(ratios)] * num_nodes)``: the index of each node's ratio
+in ``ratios`` (default 1.0, 1.1, 1.2, 1.25, 1.33, 1.5) for the next hour.
+
+## Observation Space
+``Box(shape=(num_nodes, 55), float32)``, one row per node:
+
+| column  | observation                                                        | range     |
+|---------|--------------------------------------------------------------------|-----------|
+| 0..23   | mean demand / physical cores of each of the last 24 hours, oldest first | [0, max ratio] |
+| 24..47  | peak 5-minute demand / physical cores of each of the last 24 hours | [0, max ratio] |
+| 48      | sold vCPUs / physical cores                                        | [0, max ratio] |
+| 49      | interactive share of the sold vCPUs                                | [0, 1]    |
+| 50      | declared contention-tolerant share of the sold vCPUs (0 without hints) | [0, 1] |
+| 51      | declared contention-sensitive share of the sold vCPUs (0 without hints) | [0, 1] |
+| 52      | the node's current ratio                                           | [1, max ratio] |
+| 53, 54  | sin and cos of the time of day of the coming hour                  | [-1, 1]   |
+
+Hours before the episode's start read as zero demand.
+
+## Rewards
+Per hour: saved cores (sold vCPUs above physical cores summed over nodes,
+averaged over the hour's 12 readings: the cores a ratio of 1.0 would have
+needed extra nodes for) minus ``risk_weight`` x the hour's hot
+node-windows. ``info`` carries ``saved_cores``, ``hot_node_windows``,
+``placed_vms`` and ``rejected_vms`` of the step.
+
+## Starting State
+The cluster is empty and every ratio is ``ratios[0]``; the VMs running when
+the episode starts (the stationary population of the arrival process, or
+those alive at the replay window's start) ask to be placed at tick 0, in the
+order they were created, under the first action's ratios.
+
+## Episode End
+Truncated after ``hours`` steps (the week ends; the process would go on).
+
+## Arguments
+``gym.make("Oversubscription-v0", num_nodes=16, ...)``: any field of
+:class:`OversubscriptionConfig`; ``scenario=`` one of
+:meth:`OversubscriptionConfig.scenario`'s names. ``workload="toy"`` gives
+identical constant VMs with a known optimal ratio
+(:func:`cloudgym.envs.workloads.vm.toy_optimum`); ``workload="trace"``
+replays an Azure-format trace from ``trace_dir``.
+
+Memory: ``core.bytes_per_env()`` measures 249 KB per sub-env at B=1 and
+272 KB at B >= 64 (279 MB at B=1024): compact per-VM parameters of the
+episode's ~2,300 VMs, a slot table of running VMs and 24 hours of per-node
+history; utilisation is computed from the parameters and a counter-based
+hash, never stored per reading (a replayed trace keeps one float32 per
+reading, shared by all sub-envs).
+
+## Version History
+* v0: initial version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+from collections.abc import Sequence
+from pathlib import Path
+from typing import ClassVar, NamedTuple
+
+import numpy as np
+from gymnasium import spaces
+
+from cloudgym.envs.core.batch import BatchedCore, Info, MetricSpec, check_config
+from cloudgym.envs.core.cluster import Placements, ResourcePool, place_sequentially
+from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.workloads.vm import (
+    HINT_SENSITIVE,
+    HINT_TOLERANT,
+    INTERACTIVE,
+    TICKS_PER_HOUR,
+    UtilParams,
+    VMInstance,
+    VMTrace,
+    load_vm_trace,
+    replayed_utilisation,
+    sample_toy_instance,
+    sample_vm_instance,
+    trace_instance,
+    utilisation_of,
+)
+
+HISTORY_HOURS = 24
+"""Hours of per-node demand history in the observation."""
+NODE_FEATURES = 2 * HISTORY_HOURS + 7
+"""Columns of a node's row in the observation."""
+COL_SOLD, COL_INTERACTIVE, COL_TOLERANT, COL_SENSITIVE, COL_RATIO, COL_SIN, COL_COS = range(2 * HISTORY_HOURS, 55)
+PENDING, RUNNING, REJECTED, DEPARTED, NOT_RUNNING_AT_START = 0, 1, 2, 3, 4
+"""Status of a VM of the episode (``state.vms.status``); the last marks starting VMs that did not fit at reset."""
+TRAIT_INTERACTIVE, TRAIT_TOLERANT, TRAIT_SENSITIVE, TRAIT_TRULY_SENSITIVE = range(4)
+"""Rows of ``state.traits``: vCPUs per node of interactive, declared tolerant, declared and truly sensitive VMs."""
+WORKLOADS = ("azure", "toy", "trace")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OversubscriptionConfig:
+    """Configuration of Oversubscription-v0."""
+
+    num_nodes: int = 16
+    """Physical nodes in the cluster."""
+    node_cores: int = 48
+    """Physical cores per node."""
+    hours: int = 168
+    """Episode length, hours (one decision per hour; 12 readings of 5 minutes each)."""
+    ratios: tuple[float, ...] = (1.0, 1.1, 1.2, 1.25, 1.33, 1.5)
+    """Oversubscription ratios a node may take (sold vCPUs / physical cores), increasing."""
+    start_level: int = 0
+    """Index in ratios of every node's ratio when the episode starts; the starting population was placed under it."""
+    load_factor: float = 2.0
+    """vCPUs the arriving VMs ask for on average, as a multiple of the cluster's physical cores."""
+    lifetime_util_correlation: float = 0.3
+    """Copula correlation of a VM's lifetime and average CPU (0: independent, cluster 15% busy at 1.0; 0.3: 27%)."""
+    hot_threshold: float = 1.0
+    """A node-hour is hot when its peak 5-minute demand exceeds this x its physical cores."""
+    risk_weight: float = 1000.0
+    """Reward cost of one hot node-window, in saved cores for an hour."""
+    workload: str = "azure"
+    """'azure' (generator calibrated to the Azure 2019 VM trace), 'toy' (known optimum) or 'trace' (replay)."""
+    trace_dir: str | None = None
+    """Folder with vmtable.csv and vm_cpu_readings*.csv (workload='trace')."""
+    trace_sample: float = 1.0
+    """Share of the trace's deployments each episode keeps (workload='trace')."""
+    workload_hints: bool = False
+    """VMs declare themselves contention-tolerant or sensitive (Workload Intelligence)."""
+    hint_error_rate: float = 0.0
+    """Probability that a VM declares a class other than its true one."""
+    tolerant_weight: float = 0.5
+    """Share of a truly tolerant VM's demand that counts toward heat (with hints)."""
+    sensitive_tightening: float = 0.2
+    """Threshold reduction (x cores) of a node whose sold vCPUs are all truly sensitive (with hints)."""
+
+    def __post_init__(self) -> None:
+        check_config(self.num_nodes >= 1, self, f"num_nodes must be >= 1, got {self.num_nodes}")
+        check_config(self.node_cores >= 2, self, f"node_cores must be >= 2, got {self.node_cores}")
+        check_config(self.hours >= 1, self, f"hours must be >= 1, got {self.hours}")
+        r = tuple(self.ratios)
+        check_config(len(r) >= 1, self, "ratios must not be empty")
+        check_config(
+            all(a >= 1.0 for a in r) and all(a < b for a, b in itertools.pairwise(r)),
+            self,
+            f"ratios must be increasing and >= 1.0, got {r}",
+        )
+        check_config(
+            0 <= self.start_level < len(r),
+            self,
+            f"start_level must index ratios (0..{len(r) - 1}), got {self.start_level}",
+        )
+        check_config(self.load_factor > 0, self, f"load_factor must be positive, got {self.load_factor}")
+        check_config(
+            0 <= self.lifetime_util_correlation < 1,
+            self,
+            f"lifetime_util_correlation must be in [0, 1), got {self.lifetime_util_correlation}",
+        )
+        check_config(0 < self.hot_threshold <= 2.0, self, f"hot_threshold must be in (0, 2], got {self.hot_threshold}")
+        check_config(self.risk_weight >= 0, self, f"risk_weight must be >= 0, got {self.risk_weight}")
+        check_config(
+            self.workload in WORKLOADS, self, f"workload must be one of {', '.join(WORKLOADS)}, got {self.workload!r}"
+        )
+        if self.workload == "trace":
+            check_config(self.trace_dir is not None, self, "workload='trace' needs trace_dir")
+            folder = Path(str(self.trace_dir))
+            check_config(folder.is_dir(), self, f"trace_dir {folder} is not a folder")
+            check_config((folder / "vmtable.csv").exists(), self, f"trace_dir {folder} has no vmtable.csv")
+            check_config(
+                any(folder.glob("vm_cpu_readings*.csv")), self, f"trace_dir {folder} has no vm_cpu_readings*.csv"
+            )
+        check_config(0 < self.trace_sample <= 1, self, f"trace_sample must be in (0, 1], got {self.trace_sample}")
+        check_config(
+            0 <= self.hint_error_rate <= 1, self, f"hint_error_rate must be in [0, 1], got {self.hint_error_rate}"
+        )
+        check_config(
+            0 <= self.tolerant_weight <= 1, self, f"tolerant_weight must be in [0, 1], got {self.tolerant_weight}"
+        )
+        check_config(
+            0 <= self.sensitive_tightening < self.hot_threshold,
+            self,
+            f"sensitive_tightening must be in [0, hot_threshold), got {self.sensitive_tightening}",
+        )
+
+    @property
+    def episode_ticks(self) -> int:
+        return self.hours * TICKS_PER_HOUR
+
+    @property
+    def max_ratio(self) -> float:
+        return float(self.ratios[-1])
+
+    @classmethod
+    def scenario(cls, name: str) -> OversubscriptionConfig:
+        """Named presets: default, workload_hints, noisy_hints, strict_threshold, uncorrelated, toy."""
+        presets = {
+            "default": {},
+            "workload_hints": {"workload_hints": True},
+            "noisy_hints": {"workload_hints": True, "hint_error_rate": 0.2},
+            "strict_threshold": {"hot_threshold": 0.9},
+            "uncorrelated": {"lifetime_util_correlation": 0.0},
+            "toy": {"workload": "toy", "num_nodes": 4, "hours": 24},
+        }
+        if name not in presets:
+            raise ValueError(f"unknown scenario {name!r}; known: {', '.join(presets)}")
+        return cls(**presets[name])  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=4)
+def _load_trace(folder: str, stamp: tuple[float, ...]) -> VMTrace:
+    """A trace folder loaded once per process (``stamp``: modification times, so an edited file reloads)."""
+    path = Path(folder)
+    return load_vm_trace(path / "vmtable.csv", sorted(path.glob("vm_cpu_readings*.csv")))
+
+
+def cached_trace(folder: str) -> VMTrace:
+    path = Path(folder)
+    files = [path / "vmtable.csv", *sorted(path.glob("vm_cpu_readings*.csv"))]
+    return _load_trace(str(path.resolve()), tuple(f.stat().st_mtime for f in files))
+
+
+@dataclasses.dataclass
+class VMTable:
+    """The episode's VMs of B sub-envs, padded to the largest V (sorted by arrival tick)."""
+
+    created: np.ndarray  # (B, V) int32, tick the VM was created (negative: before the episode)
+    arrival: np.ndarray  # (B, V) int32, tick the VM asks to be placed (padding: past the episode)
+    departure: np.ndarray  # (B, V) int32, tick the VM leaves (exclusive)
+    cores: np.ndarray  # (B, V) float32, vCPUs sold to the VM
+    traits: np.ndarray  # (B, V, 4) float32, its vCPUs counted in each trait row (interactive, hints)
+    heat_weight: np.ndarray  # (B, V) float32, share of its demand that counts toward heat
+    status: np.ndarray  # (B, V) int8, PENDING, RUNNING, REJECTED or DEPARTED
+    util: dict[str, np.ndarray]  # field of UtilParams -> (B, V) array (synthetic VMs)
+    series: dict[str, np.ndarray]  # offset, start, length -> (B, V) arrays (replayed VMs; empty otherwise)
+
+
+@dataclasses.dataclass
+class SlotParams:
+    """Per-slot copies of the running VMs' parameters (beside ``state.slots``), so a reading needs no gather."""
+
+    vm_util: dict[str, np.ndarray]  # field of UtilParams -> (B, M) array
+    series: dict[str, np.ndarray]  # offset, start, length -> (B, M) arrays (replay)
+    heat_weight: np.ndarray  # (B, M) float32
+    cores: np.ndarray  # (B, M) float32, vCPUs of the VM placed there (stale in a free slot: its node bin is a dummy)
+
+
+@dataclasses.dataclass
+class OversubscriptionState:
+    """State of B clusters."""
+
+    vms: VMTable  # (B, V): the episode's VMs
+    num_vms: np.ndarray  # (B,) int64, VMs in the episode (rows of vms beyond are padding)
+    not_running_at_start: np.ndarray  # (B,) int64, starting VMs that did not fit under the start ratio
+    arrivals_at: np.ndarray  # (B, T+1) int64, index of the first VM arriving at or after each tick
+    pool: ResourcePool  # (B, 1, N): physical cores (capacity) and sold vCPUs (used)
+    traits: ResourcePool  # (B, 4, N): vCPUs of running VMs per trait row (capacity unused)
+    slots: Placements  # (B, 1, M): running VMs, their node, vCPUs and departure tick
+    slot_params: SlotParams  # (B, M): their utilisation parameters
+    slot_high: np.ndarray  # (B,) int64, one past the highest slot used this episode (new VMs take the first free)
+    level: np.ndarray  # (B, N) int64, index of each node's current ratio
+    hist_mean: np.ndarray  # (B, N, 24) float32, hourly mean demand / cores, oldest first
+    hist_max: np.ndarray  # (B, N, 24) float32, hourly peak 5-minute demand / cores
+    saved_core_ticks: np.ndarray  # (B,) float64, sum over readings of sold vCPUs above cores (all nodes)
+    sold_core_ticks: np.ndarray  # (B,) float64, sum over readings of sold vCPUs
+    demand_core_ticks: np.ndarray  # (B,) float64, sum over readings of demand, cores
+    booked_core_ticks: np.ndarray  # (B,) float64, vCPU-ticks booked by placements (to departure or episode end)
+    rejected_core_ticks: np.ndarray  # (B,) float64, vCPU-ticks the rejected VMs asked for
+    placed_vms: np.ndarray  # (B,) int64
+    rejected_vms: np.ndarray  # (B,) int64
+    hot_windows: np.ndarray  # (B,) int64, hot node-hours so far
+    worst_overload: np.ndarray  # (B,) float64, largest (heat - threshold x cores) / cores so far, >= 0
+    ratio_sum: np.ndarray  # (B,) float64, sum of the chosen ratios over node-hours
+
+
+def _slot_view(slots: Placements, width: int) -> Placements:
+    """The first ``width`` slots of a table, as views (writes go through to the table)."""
+    return Placements(
+        node=slots.node[:, :width],
+        item=slots.item[:, :width],
+        demand=slots.demand[:, :, :width],
+        end=slots.end[:, :width],
+    )
+
+
+class TickPlacement(NamedTuple):
+    """What one tick's placement did; (B, K) arrays over the tick's arrivals."""
+
+    placed: np.ndarray  # bool, arrival k of sub-env b was placed
+    vm: np.ndarray  # int64, its VM index (-1: padding)
+    node: np.ndarray  # int64, its node (-1: rejected)
+    slot: np.ndarray  # int64, its slot in the table (-1: rejected)
+    departed: tuple[np.ndarray, np.ndarray, np.ndarray]  # (env ids, VM indices, nodes) of the tick's departures
+
+
+def _grow(array: np.ndarray, size: int, fill: float | int) -> np.ndarray:
+    """``array`` (B, V, ...) padded along axis 1 to ``size`` with ``fill``."""
+    extra = size - array.shape[1]
+    if extra <= 0:
+        return array
+    pad = np.full((array.shape[0], extra, *array.shape[2:]), fill, array.dtype)
+    return np.concatenate([array, pad], axis=1)
+
+
+SERIES_FIELDS = ("offset", "start", "length")
+_SERIES_DTYPES = {"offset": np.int64, "start": np.int32, "length": np.int32}
+_UTIL_DTYPES = {
+    f: (np.uint32 if f in ("burst_threshold", "vm_key", "dep_key") else np.float32) for f in UtilParams.FIELDS
+}
+# The slots compute readings from these (excursion only shapes the trace's max_cpu).
+SLOT_UTIL_FIELDS = tuple(f for f in UtilParams.FIELDS if f != "excursion")
+
+
+class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionState]):
+    config_cls = OversubscriptionConfig
+    metrics: ClassVar[tuple[MetricSpec, ...]] = (
+        MetricSpec(
+            name="saved_cores",
+            unit="cores",
+            higher_is_better=True,
+            description="sold vCPUs above physical cores, summed over nodes, time-averaged",
+        ),
+        MetricSpec(
+            name="hot_node_windows",
+            unit="node-h",
+            higher_is_better=False,
+            description="node-hours whose peak 5-minute demand exceeded the threshold x cores",
+        ),
+        MetricSpec(name="hot_rate_pct", unit="%", higher_is_better=False, description="hot node-windows / node-hours"),
+        MetricSpec(
+            name="accepted_core_hours",
+            unit="core-h",
+            higher_is_better=True,
+            description="vCPU-hours of the placed VMs (within the episode)",
+        ),
+        MetricSpec(
+            name="rejected_core_hours",
+            unit="core-h",
+            higher_is_better=False,
+            description="vCPU-hours the rejected VMs asked for (within the episode)",
+        ),
+        MetricSpec(name="rejected_vms", unit="VMs", higher_is_better=False, description="VMs that fit on no node"),
+        MetricSpec(
+            name="worst_overload_pct",
+            unit="% of cores",
+            higher_is_better=False,
+            description="largest 5-minute heat demand above the threshold, per physical core",
+        ),
+        MetricSpec(name="mean_ratio", unit="x", higher_is_better=None, description="mean ratio over node-hours"),
+        MetricSpec(
+            name="utilisation_pct",
+            unit="%",
+            higher_is_better=True,
+            description="mean CPU demand / physical cores of the cluster",
+        ),
+    )
+
+    # ------------------------------------------------------------------ state and spaces
+    def _init_state(self) -> OversubscriptionState:
+        c, b, n = self.config, self.num_envs, self.config.num_nodes
+        self.single_action_space = spaces.MultiDiscrete(np.full(n, len(c.ratios), np.int64))
+        high = np.full(NODE_FEATURES, c.max_ratio, np.float32)
+        high[[COL_INTERACTIVE, COL_TOLERANT, COL_SENSITIVE, COL_SIN, COL_COS]] = 1.0
+        low = np.zeros(NODE_FEATURES, np.float32)
+        low[COL_RATIO] = c.ratios[0]
+        low[[COL_SIN, COL_COS]] = -1.0
+        self._obs_low = np.tile(low, (n, 1))
+        self._obs_high = np.tile(high, (n, 1))
+        self.single_observation_space = spaces.Box(self._obs_low, self._obs_high, dtype=np.float32)
+        self._ratios = np.asarray(c.ratios, np.float64)
+        self._env_bins = (np.arange(b) * (n + 1) + 1)[:, None]
+        self._trace = cached_trace(str(c.trace_dir)) if c.workload == "trace" else None
+        replay = self._trace is not None
+        series = {f: np.zeros((b, 1), _SERIES_DTYPES[f]) for f in SERIES_FIELDS} if replay else {}
+        slot_series = {f: np.zeros((b, 1), _SERIES_DTYPES[f]) for f in SERIES_FIELDS} if replay else {}
+        return OversubscriptionState(
+            vms=VMTable(
+                created=np.zeros((b, 1), np.int32),
+                arrival=np.full((b, 1), np.iinfo(np.int32).max, np.int32),
+                departure=np.zeros((b, 1), np.int32),
+                cores=np.zeros((b, 1), np.float32),
+                traits=np.zeros((b, 1, 4), np.float32),
+                heat_weight=np.ones((b, 1), np.float32),
+                status=np.zeros((b, 1), np.int8),
+                util={f: np.zeros((b, 1), _UTIL_DTYPES[f]) for f in UtilParams.FIELDS},
+                series=series,
+            ),
+            num_vms=np.zeros(b, np.int64),
+            not_running_at_start=np.zeros(b, np.int64),
+            arrivals_at=np.zeros((b, c.episode_ticks + 1), np.int64),
+            pool=ResourcePool.zeros(b, 1, n),
+            traits=ResourcePool.zeros(b, 4, n),
+            slots=Placements.empty(b, 1, 1),
+            slot_params=SlotParams(
+                vm_util={f: np.zeros((b, 1), _UTIL_DTYPES[f]) for f in SLOT_UTIL_FIELDS},
+                series=slot_series,
+                heat_weight=np.ones((b, 1), np.float32),
+                cores=np.zeros((b, 1), np.float32),
+            ),
+            slot_high=np.zeros(b, np.int64),
+            level=np.zeros((b, n), np.int64),
+            hist_mean=np.zeros((b, n, HISTORY_HOURS), np.float32),
+            hist_max=np.zeros((b, n, HISTORY_HOURS), np.float32),
+            saved_core_ticks=np.zeros(b),
+            sold_core_ticks=np.zeros(b),
+            demand_core_ticks=np.zeros(b),
+            booked_core_ticks=np.zeros(b),
+            rejected_core_ticks=np.zeros(b),
+            placed_vms=np.zeros(b, np.int64),
+            rejected_vms=np.zeros(b, np.int64),
+            hot_windows=np.zeros(b, np.int64),
+            worst_overload=np.zeros(b),
+            ratio_sum=np.zeros(b),
+        )
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.config.hours
+
+    def bytes_per_env(self) -> float:
+        """Bytes of state per sub-env (every B-first array, divided by B); the replayed pool is shared."""
+        from cloudgym.envs.core.batch import batched_arrays
+
+        total = sum(a.nbytes for a in batched_arrays(self.state, self.num_envs))
+        total += sum(a.nbytes for a in self.state.vms.util.values())
+        total += sum(a.nbytes for a in self.state.vms.series.values())
+        total += sum(a.nbytes for a in self.state.slot_params.vm_util.values())
+        total += sum(a.nbytes for a in self.state.slot_params.series.values())
+        return total / self.num_envs
+
+    # ------------------------------------------------------------------ snapshots: dicts of arrays too
+    def _state_arrays(self) -> list[np.ndarray]:
+        s = self.state
+        extra = [*s.vms.util.values(), *s.vms.series.values()]
+        extra += [*s.slot_params.vm_util.values(), *s.slot_params.series.values()]
+        return [*super()._state_arrays(), *extra]
+
+    # ------------------------------------------------------------------ episodes
+    def sample(self, rng: np.random.Generator) -> VMInstance:
+        """The episode's VMs for one sub-env, from its own generator."""
+        c = self.config
+        if c.workload == "toy":
+            return sample_toy_instance(
+                rng, num_nodes=c.num_nodes, node_cores=c.node_cores, episode_ticks=c.episode_ticks
+            )
+        if c.workload == "trace":
+            assert self._trace is not None
+            return trace_instance(
+                self._trace,
+                rng,
+                episode_ticks=c.episode_ticks,
+                sample=c.trace_sample,
+                hint_error_rate=c.hint_error_rate,
+            )
+        return sample_vm_instance(
+            rng,
+            physical_cores=float(c.num_nodes * c.node_cores),
+            load_factor=c.load_factor,
+            episode_ticks=c.episode_ticks,
+            hint_error_rate=c.hint_error_rate,
+            lifetime_util_correlation=c.lifetime_util_correlation,
+        )
+
+    def _reset_envs(self, env_ids: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
+        s, c = self.state, self.config
+        instances = [self.sample(rng) for rng in rngs]
+        largest = max(inst.num_vms for inst in instances)
+        if largest > s.vms.arrival.shape[1]:
+            self._grow_vms(int(np.ceil(largest / 256) * 256))
+        concurrency = max(_max_concurrency(inst, c.episode_ticks) for inst in instances)
+        if concurrency > s.slots.slots:
+            self._grow_slots(int(np.ceil(concurrency / 64) * 64))
+        ticks = np.arange(c.episode_ticks + 1)
+        hints = 1.0 if c.workload_hints else 0.0
+        for i, inst in zip(env_ids, instances):
+            v = inst.num_vms
+            vms = s.vms
+            vms.created[i] = 0
+            vms.created[i, :v] = inst.created
+            vms.arrival[i] = np.iinfo(np.int32).max
+            vms.arrival[i, :v] = inst.arrival
+            vms.departure[i] = 0
+            vms.departure[i, :v] = inst.departure
+            vms.cores[i] = 0.0
+            vms.cores[i, :v] = inst.cores
+            vms.traits[i] = 0.0
+            vms.traits[i, :v, TRAIT_INTERACTIVE] = inst.cores * (inst.category == INTERACTIVE)
+            vms.traits[i, :v, TRAIT_TOLERANT] = hints * inst.cores * (inst.hint_declared == HINT_TOLERANT)
+            vms.traits[i, :v, TRAIT_SENSITIVE] = hints * inst.cores * (inst.hint_declared == HINT_SENSITIVE)
+            vms.traits[i, :v, TRAIT_TRULY_SENSITIVE] = hints * inst.cores * (inst.hint_true == HINT_SENSITIVE)
+            vms.heat_weight[i] = 1.0
+            if c.workload_hints:
+                vms.heat_weight[i, :v] = np.where(inst.hint_true == HINT_TOLERANT, c.tolerant_weight, 1.0)
+            vms.status[i] = PENDING
+            for f in UtilParams.FIELDS:
+                vms.util[f][i] = 0
+                vms.util[f][i, :v] = getattr(inst.util, f)
+            if inst.series is not None:
+                for f in SERIES_FIELDS:
+                    vms.series[f][i] = 0
+                    vms.series[f][i, :v] = getattr(inst.series, f)
+            s.num_vms[i] = v
+            s.arrivals_at[i] = np.searchsorted(inst.arrival, ticks, side="left")
+        s.pool.reset_envs(env_ids, np.full((env_ids.size, 1, c.num_nodes), float(c.node_cores)))
+        s.traits.reset_envs(env_ids, np.zeros((env_ids.size, 4, c.num_nodes)))
+        s.slots.clear_envs(env_ids)
+        s.slot_high[env_ids] = 0
+        s.level[env_ids] = c.start_level
+        s.hist_mean[env_ids] = 0.0
+        s.hist_max[env_ids] = 0.0
+        for acc in (
+            s.saved_core_ticks,
+            s.sold_core_ticks,
+            s.demand_core_ticks,
+            s.booked_core_ticks,
+            s.rejected_core_ticks,
+            s.worst_overload,
+            s.ratio_sum,
+        ):
+            acc[env_ids] = 0.0
+        s.placed_vms[env_ids] = 0
+        s.rejected_vms[env_ids] = 0
+        s.hot_windows[env_ids] = 0
+        s.not_running_at_start[env_ids] = 0
+        self._place_starting_population(env_ids)
+
+    def _place_starting_population(self, env_ids: np.ndarray) -> None:
+        """Place the VMs running at the start (arrival 0) under the start ratio, and fill 24 h of history.
+
+        The cluster is taken over while running: its starting population was
+        placed, by the same best-fit allocator in creation order, under
+        ``ratios[start_level]``; the observation's history shows the last 24
+        hours of those VMs on their nodes (each from its creation). Starting
+        VMs that did not fit are marked NOT_RUNNING_AT_START and counted in
+        ``state.not_running_at_start`` (the cluster had turned them away
+        before the episode; no policy's metrics count them).
+        """
+        s, c = self.state, self.config
+        k = env_ids.size
+        count = s.arrivals_at[env_ids, 1]
+        k_max = int(count.max())
+        if k_max == 0:
+            return
+        pool = ResourcePool(capacity=s.pool.capacity[env_ids].copy(), used=np.zeros((k, 1, c.num_nodes)))
+        slots = Placements.empty(k, 1, s.slots.slots)
+        valid = np.arange(k_max)[None, :] < count[:, None]
+        vm = np.where(valid, np.arange(k_max)[None, :], 0)
+        rows_vms = s.vms.cores[env_ids]
+        cores = np.take_along_axis(rows_vms, vm, axis=1).astype(np.float64)
+        departure = np.take_along_axis(s.vms.departure[env_ids], vm, axis=1).astype(np.float64)
+        slot = np.full((k, k_max), -1, np.int64)
+        limit = np.full((k, 1, c.num_nodes), c.ratios[c.start_level] * c.node_cores)
+        node = place_sequentially(pool, slots, cores[:, :, None], valid, departure, vm, limit, slots_out=slot)
+        s.pool.used[env_ids] = pool.used
+        s.slots.node[env_ids] = slots.node
+        s.slots.item[env_ids] = slots.item
+        s.slots.demand[env_ids] = slots.demand
+        s.slots.end[env_ids] = slots.end
+        occupied = slots.node >= 0
+        s.slot_high[env_ids] = np.where(occupied.any(axis=1), s.slots.slots - np.argmax(occupied[:, ::-1], axis=1), 0)
+        placed = valid & (node >= 0)
+        j, kk = np.nonzero(placed)
+        e, v, sl = env_ids[j], vm[j, kk], slot[j, kk]
+        s.vms.status[e, v] = RUNNING
+        self._copy_slot_params(e, v, sl)
+        s.traits.allocate(e, node[j, kk], s.vms.traits[e, v].astype(np.float64))
+        span = np.minimum(departure, c.episode_ticks)
+        s.booked_core_ticks[env_ids] += (cores * span * placed).sum(axis=1)
+        s.placed_vms[env_ids] += placed.sum(axis=1)
+        missed = valid & ~placed
+        jm, km = np.nonzero(missed)
+        s.vms.status[env_ids[jm], vm[jm, km]] = NOT_RUNNING_AT_START
+        s.not_running_at_start[env_ids] += missed.sum(axis=1)
+        # Tick 0's arrivals are the starting population: the first step places no one twice.
+        s.arrivals_at[env_ids, 0] = count
+        self._fill_history(env_ids)
+
+    def _fill_history(self, env_ids: np.ndarray) -> None:
+        """The last 24 hours of demand of the VMs now running on each node, from their creation on."""
+        s, c = self.state, self.config
+        k, n = env_ids.size, c.num_nodes
+        w = max(1, int(s.slot_high[env_ids].max()))
+        cores = s.slots.demand[env_ids, 0, :w]
+        if not (cores > 0).any():
+            return
+        item = np.maximum(s.slots.item[env_ids, :w], 0)
+        created = np.take_along_axis(s.vms.created[env_ids], item, axis=1)
+        node = np.maximum(s.slots.node[env_ids, :w], 0)
+        base = (np.arange(k) * n)[:, None] + node
+        ticks_back = HISTORY_HOURS * TICKS_PER_HOUR
+        demand = np.zeros((k, n, ticks_back))
+        p = s.slot_params
+        for lo in range(0, ticks_back, TICKS_PER_HOUR):
+            ticks = np.arange(lo, lo + TICKS_PER_HOUR) - ticks_back  # negative: before the start
+            t3 = np.broadcast_to(ticks[None, None, :], (k, 1, TICKS_PER_HOUR))
+            if self._trace is not None:
+                u = replayed_utilisation(
+                    self._trace.pool,
+                    p.series["offset"][env_ids, :w][:, :, None],
+                    p.series["start"][env_ids, :w][:, :, None],
+                    p.series["length"][env_ids, :w][:, :, None],
+                    t3,
+                )
+            else:
+                u = utilisation_of({f: p.vm_util[f][env_ids, :w][:, :, None] for f in SLOT_UTIL_FIELDS}, t3)
+            weight = cores[:, :, None] * (t3 >= created[:, :, None])
+            flat = (base[:, :, None] * TICKS_PER_HOUR + np.arange(TICKS_PER_HOUR)[None, None, :]).ravel()
+            size = k * n * TICKS_PER_HOUR
+            hour = np.bincount(flat, weights=(u * weight).ravel(), minlength=size).reshape(k, n, TICKS_PER_HOUR)
+            demand[:, :, lo : lo + TICKS_PER_HOUR] = hour
+        hourly = demand.reshape(k, n, HISTORY_HOURS, TICKS_PER_HOUR)
+        s.hist_mean[env_ids] = hourly.mean(axis=3) / c.node_cores
+        s.hist_max[env_ids] = hourly.max(axis=3) / c.node_cores
+
+    def _copy_slot_params(self, env: np.ndarray, vm: np.ndarray, slot: np.ndarray) -> None:
+        """Copy the parameters of VMs ``vm`` of sub-envs ``env`` into their slots (placement)."""
+        s = self.state
+        for f in SLOT_UTIL_FIELDS:
+            s.slot_params.vm_util[f][env, slot] = s.vms.util[f][env, vm]
+        for f in s.slot_params.series:
+            s.slot_params.series[f][env, slot] = s.vms.series[f][env, vm]
+        s.slot_params.heat_weight[env, slot] = s.vms.heat_weight[env, vm]
+        s.slot_params.cores[env, slot] = s.vms.cores[env, vm]
+
+    def _grow_vms(self, size: int) -> None:
+        vms = self.state.vms
+        vms.created = _grow(vms.created, size, 0)
+        vms.arrival = _grow(vms.arrival, size, np.iinfo(np.int32).max)
+        vms.departure = _grow(vms.departure, size, 0)
+        vms.cores = _grow(vms.cores, size, 0.0)
+        vms.traits = _grow(vms.traits, size, 0.0)
+        vms.heat_weight = _grow(vms.heat_weight, size, 1.0)
+        vms.status = _grow(vms.status, size, PENDING)
+        vms.util = {f: _grow(a, size, 0) for f, a in vms.util.items()}
+        vms.series = {f: _grow(a, size, 0) for f, a in vms.series.items()}
+
+    def _grow_slots(self, size: int) -> None:
+        s = self.state
+        s.slots.ensure_slots(size)
+        p = s.slot_params
+        p.vm_util = {f: _grow(a, size, 0) for f, a in p.vm_util.items()}
+        p.series = {f: _grow(a, size, 0) for f, a in p.series.items()}
+        p.heat_weight = _grow(p.heat_weight, size, 1.0)
+        p.cores = _grow(p.cores, size, 0.0)
+
+    # ------------------------------------------------------------------ the allocator
+    def _limit(self, level: np.ndarray) -> np.ndarray:
+        """(B, 1, N) vCPUs each node may sell at ``level``."""
+        return (self._ratios[level] * self.config.node_cores)[:, None, :]
+
+    def _place_tick(
+        self, pool: ResourcePool, slots: Placements, high: np.ndarray, tick: np.ndarray, limit: np.ndarray
+    ) -> TickPlacement:
+        """Departures, then best-fit placement of the arrivals of ``tick`` (B,) on ``pool``/``slots``.
+
+        ``high`` (B,) is the slot high-water mark, updated: a VM takes the
+        first free slot, so slots past it are empty and departures and free
+        slots are looked for only below it (plus this tick's arrivals). The
+        real step and the hindsight look-ahead (on copies) both use it.
+        """
+        s = self.state
+        rows = np.arange(self.num_envs)
+        width = max(1, int(high.max()))
+        departed = _slot_view(slots, width).expire(pool, tick.astype(np.float64))
+        first = s.arrivals_at[rows, tick]
+        count = s.arrivals_at[rows, tick + 1] - first
+        k_max = int(count.max())
+        if k_max == 0:
+            empty = np.zeros((self.num_envs, 0), np.int64)
+            return TickPlacement(empty.astype(bool), empty, empty, empty, departed)
+        valid = np.arange(k_max)[None, :] < count[:, None]
+        vm = np.where(valid, first[:, None] + np.arange(k_max)[None, :], 0)
+        cores = np.take_along_axis(s.vms.cores, vm, axis=1)
+        departure = np.take_along_axis(s.vms.departure, vm, axis=1)
+        slot = np.full((self.num_envs, k_max), -1, np.int64)
+        node = place_sequentially(
+            pool,
+            _slot_view(slots, min(slots.slots, width + k_max)),
+            cores[:, :, None].astype(np.float64),
+            valid,
+            departure.astype(np.float64),
+            vm,
+            limit,
+            slots_out=slot,
+        )
+        e, k = np.nonzero(slot >= 0)
+        np.maximum.at(high, e, slot[e, k] + 1)
+        return TickPlacement(valid & (node >= 0), np.where(valid, vm, -1), node, slot, departed)
+
+    # ------------------------------------------------------------------ readings
+    def _readings(self, tick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(demand, heat demand), each (B, N) cores, of the running VMs at ``tick`` (B,)."""
+        s, c = self.state, self.config
+        w = max(1, int(s.slot_high.max()))
+        contrib = self._slot_utilisation(tick, w)
+        contrib *= s.slot_params.cores[:, :w]
+        # Bin b * (N + 1) + node + 1 per slot: a free slot (node -1, no cores) falls in its sub-env's bin 0.
+        flat = (self._env_bins + s.slots.node[:, :w]).ravel()
+        shape = (self.num_envs, c.num_nodes + 1)
+        demand = np.bincount(flat, weights=contrib.ravel(), minlength=shape[0] * shape[1]).reshape(shape)[:, 1:]
+        if not c.workload_hints:
+            return demand, demand
+        contrib *= s.slot_params.heat_weight[:, :w]
+        heat = np.bincount(flat, weights=contrib.ravel(), minlength=shape[0] * shape[1]).reshape(shape)[:, 1:]
+        return demand, heat
+
+    def _slot_utilisation(self, tick: np.ndarray, width: int) -> np.ndarray:
+        """(B, width) average CPU of the first ``width`` slots at ``tick`` (B,)."""
+        p = self.state.slot_params
+        if self._trace is not None:
+            series = {f: a[:, :width] for f, a in p.series.items()}
+            return replayed_utilisation(
+                self._trace.pool, series["offset"], series["start"], series["length"], tick[:, None]
+            )
+        return utilisation_of({f: p.vm_util[f][:, :width] for f in SLOT_UTIL_FIELDS}, tick[:, None])
+
+    def _thresholds(self, sold: np.ndarray, truly_sensitive: np.ndarray) -> np.ndarray:
+        """(B, N) heat limit of each node, cores: threshold x cores, lowered by its truly sensitive share."""
+        c = self.config
+        if not c.workload_hints:
+            return np.full(sold.shape, c.hot_threshold * c.node_cores)
+        share = np.divide(truly_sensitive, sold, out=np.zeros_like(sold), where=sold > 0)
+        return (c.hot_threshold - c.sensitive_tightening * share) * c.node_cores
+
+    # ------------------------------------------------------------------ the step
+    def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
+        s, c = self.state, self.config
+        b, n = self.num_envs, c.num_nodes
+        rows = np.arange(b)
+        s.level[:] = actions
+        limit = self._limit(s.level)
+        s.ratio_sum += self._ratios[s.level].sum(axis=1)
+        end = c.episode_ticks
+        hour_sum = np.zeros((b, n))
+        hour_max = np.zeros((b, n))
+        hot = np.zeros((b, n), bool)
+        saved = np.zeros(b)
+        placed_now = np.zeros(b, np.int64)
+        rejected_now = np.zeros(b, np.int64)
+        for j in range(TICKS_PER_HOUR):
+            tick = self.stats.length * TICKS_PER_HOUR + j
+            placed, vm, node, slot, (gone_env, gone_vm, gone_node) = self._place_tick(
+                s.pool, s.slots, s.slot_high, tick, limit
+            )
+            if gone_env.size:
+                s.vms.status[gone_env, gone_vm] = DEPARTED
+                s.traits.release(gone_env, gone_node, s.vms.traits[gone_env, gone_vm].astype(np.float64))
+            if vm.size:
+                asked = vm >= 0
+                env_k = np.broadcast_to(rows[:, None], vm.shape)
+                cores = s.vms.cores[env_k, np.maximum(vm, 0)].astype(np.float64)
+                span = np.minimum(s.vms.departure[env_k, np.maximum(vm, 0)], end) - tick[:, None]
+                rejected = asked & ~placed
+                e, k = np.nonzero(placed)
+                if e.size:
+                    v, sl = vm[e, k], slot[e, k]
+                    s.vms.status[e, v] = RUNNING
+                    self._copy_slot_params(e, v, sl)
+                    s.traits.allocate(e, node[e, k], s.vms.traits[e, v].astype(np.float64))
+                er, kr = np.nonzero(rejected)
+                if er.size:
+                    s.vms.status[er, vm[er, kr]] = REJECTED
+                s.booked_core_ticks += (cores * span * placed).sum(axis=1)
+                s.rejected_core_ticks += (cores * span * rejected).sum(axis=1)
+                placed_now += placed.sum(axis=1)
+                rejected_now += rejected.sum(axis=1)
+            demand, heat = self._readings(tick)
+            sold = s.pool.used[:, 0, :]
+            limit_heat = self._thresholds(sold, s.traits.used[:, TRAIT_TRULY_SENSITIVE, :])
+            over = heat - limit_heat
+            hot |= over > 1e-9
+            np.maximum(s.worst_overload, over.max(axis=1) / c.node_cores, out=s.worst_overload)
+            hour_sum += demand
+            np.maximum(hour_max, demand, out=hour_max)
+            saved += np.maximum(sold - c.node_cores, 0.0).sum(axis=1)
+            s.sold_core_ticks += sold.sum(axis=1)
+            s.demand_core_ticks += demand.sum(axis=1)
+        s.saved_core_ticks += saved
+        s.placed_vms += placed_now
+        s.rejected_vms += rejected_now
+        s.hist_mean[:, :, :-1] = s.hist_mean[:, :, 1:]
+        s.hist_max[:, :, :-1] = s.hist_max[:, :, 1:]
+        s.hist_mean[:, :, -1] = hour_sum / (TICKS_PER_HOUR * c.node_cores)
+        s.hist_max[:, :, -1] = hour_max / c.node_cores
+        hot_count = hot.sum(axis=1)
+        s.hot_windows += hot_count
+        saved_cores = saved / TICKS_PER_HOUR
+        reward = saved_cores - c.risk_weight * hot_count
+        info = {
+            "saved_cores": saved_cores,
+            "hot_node_windows": hot_count,
+            "placed_vms": placed_now,
+            "rejected_vms": rejected_now,
+        }
+        return reward, np.zeros(b, bool), np.zeros(b, bool), info
+
+    # ------------------------------------------------------------------ observation and metrics
+    def observe(self) -> np.ndarray:
+        s, c = self.state, self.config
+        sold = s.pool.used[:, 0, :]
+        safe = np.maximum(sold, 1e-9)
+        hour = 2.0 * np.pi * ((self.stats.length % 24) / 24.0)
+        b, n = self.num_envs, c.num_nodes
+        columns = np.stack(
+            [
+                sold / c.node_cores,
+                s.traits.used[:, TRAIT_INTERACTIVE, :] / safe,
+                s.traits.used[:, TRAIT_TOLERANT, :] / safe,
+                s.traits.used[:, TRAIT_SENSITIVE, :] / safe,
+                self._ratios[s.level],
+                np.broadcast_to(np.sin(hour)[:, None], (b, n)),
+                np.broadcast_to(np.cos(hour)[:, None], (b, n)),
+            ],
+            axis=2,
+        )
+        obs = np.concatenate([s.hist_mean, s.hist_max, columns.astype(np.float32)], axis=2)
+        # Rounding of sums of cores can leave a share a hair above 1; the space is closed.
+        return np.clip(obs, self._obs_low, self._obs_high)
+
+    def _episode_metrics(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
+        s, c = self.state, self.config
+        hours = self.stats.length[env_ids].astype(np.float64)
+        ticks = hours * TICKS_PER_HOUR
+        node_hours = hours * c.num_nodes
+        return {
+            "saved_cores": s.saved_core_ticks[env_ids] / ticks,
+            "hot_node_windows": s.hot_windows[env_ids].astype(np.float64),
+            "hot_rate_pct": 100.0 * s.hot_windows[env_ids] / node_hours,
+            "accepted_core_hours": s.booked_core_ticks[env_ids] / TICKS_PER_HOUR,
+            "rejected_core_hours": s.rejected_core_ticks[env_ids] / TICKS_PER_HOUR,
+            "rejected_vms": s.rejected_vms[env_ids].astype(np.float64),
+            "worst_overload_pct": 100.0 * s.worst_overload[env_ids],
+            "mean_ratio": s.ratio_sum[env_ids] / node_hours,
+            "utilisation_pct": 100.0 * s.demand_core_ticks[env_ids] / (ticks * c.num_nodes * c.node_cores),
+        }
+
+    # ------------------------------------------------------------------ hindsight, for experts only
+    def robust_hindsight_levels(self, horizon_hours: int = 24, arrival_peak: float = 1.0) -> np.ndarray:
+        """(B, N) for each node, the largest ratio level that keeps it cool whatever VMs arrive, in hindsight.
+
+        For experts only. The present VMs' heat over the next
+        ``horizon_hours`` is read from the episode's own future (their
+        readings and departures); the VMs the coming hour may add are assumed
+        to run at ``arrival_peak`` of their cores (1: flat out), up to the ratio (they fill ``ratio x cores`` minus
+        the fewest vCPUs sold during the hour). The level is the largest whose
+        worst case stays at or below each reading's threshold; a node hot with
+        its present VMs alone gets the lowest. What this expert knows about
+        the future (how its present VMs will behave) the observation's history
+        predicts, which makes it a learnable target for imitation, unlike
+        :meth:`hindsight_levels`, whose choice turns on which VMs happen to
+        arrive.
+        """
+        s, c = self.state, self.config
+        start = self.stats.length * TICKS_PER_HOUR
+        horizon = max(1, int(horizon_hours)) * TICKS_PER_HOUR
+        span = np.minimum(start + horizon, c.episode_ticks) - start
+        width = int(span.max())
+        w = max(1, int(s.slot_high.max()))
+        heat, sold, sensitive = self._future_heat(
+            s.slots.node[:, :w], s.slots.end[:, :w], s.slots.demand[:, 0, :w], self._slot_param_view(w), start, width
+        )
+        if c.workload_hints:
+            share = np.divide(sensitive, sold, out=np.zeros_like(sold), where=sold > 0)
+            limit = (c.hot_threshold - c.sensitive_tightening * share) * c.node_cores
+        else:
+            limit = np.full(heat.shape, c.hot_threshold * c.node_cores)
+        within = np.arange(width)[None, None, :] < span[:, None, None]
+        room = np.where(within, limit - heat, np.inf).min(axis=2)  # (B, N) cores of heat left at the worst tick
+        # vCPUs sold at the end of the coming hour's departures (the fewest during the hour).
+        last = start + TICKS_PER_HOUR - 1
+        staying = (s.slots.end[:, :w] > last[:, None]) & (s.slots.node[:, :w] >= 0)
+        sold_min = np.zeros((self.num_envs, c.num_nodes))
+        rows, cols = np.nonzero(staying)
+        np.add.at(sold_min, (rows, s.slots.node[rows, cols]), s.slots.demand[rows, 0, cols])
+        allowed = (sold_min + room / arrival_peak) / c.node_cores  # the largest ratio whose worst case stays cool
+        level = np.searchsorted(self._ratios, allowed + 1e-9, side="right") - 1
+        return np.where(room < 0, 0, np.clip(level, 0, len(c.ratios) - 1))
+
+    def hindsight_levels(self, horizon_hours: int = 24) -> np.ndarray:
+        """(B, N) for each node, the largest ratio level whose node stays cool, looking ahead in hindsight.
+
+        For experts only (the look-ahead reads the episode's future arrivals
+        and readings, which the observation never shows). Starting from every
+        node at the largest ratio, the coming hour's placements are simulated
+        on copies of the cluster; a node whose heat demand would exceed its
+        threshold at any reading of the next ``horizon_hours`` hours (with the
+        VMs it would then hold, each departing on schedule, and no later
+        arrivals) is lowered one level, and the hour is simulated again, until
+        no node changes. A node hot with its present VMs alone gets the
+        lowest ratio. Nothing of the state changes.
+        """
+        s, c = self.state, self.config
+        b, n = self.num_envs, c.num_nodes
+        start = self.stats.length * TICKS_PER_HOUR
+        horizon = max(1, int(horizon_hours)) * TICKS_PER_HOUR
+        span = np.minimum(start + horizon, c.episode_ticks) - start  # (B,) ticks ahead within the episode
+        width = int(span.max())
+        w = max(1, int(s.slot_high.max()))
+        present = self._future_heat(
+            s.slots.node[:, :w], s.slots.end[:, :w], s.slots.demand[:, 0, :w], self._slot_param_view(w), start, width
+        )
+        level = np.full((b, n), len(c.ratios) - 1, np.int64)
+        hot_anyway = self._hot(present, span)
+        level[hot_anyway] = 0
+        for _ in range(len(c.ratios) * n):
+            pool = ResourcePool(capacity=s.pool.capacity.copy(), used=s.pool.used.copy())
+            slots = Placements(
+                node=s.slots.node.copy(), item=s.slots.item.copy(), demand=s.slots.demand.copy(), end=s.slots.end.copy()
+            )
+            limit = self._limit(level)
+            high = s.slot_high.copy()
+            new_node: list[np.ndarray] = []
+            new_vm: list[np.ndarray] = []
+            for j in range(TICKS_PER_HOUR):
+                placed, vm, node, _, _ = self._place_tick(pool, slots, high, start + j, limit)
+                if vm.size:
+                    new_node.append(np.where(placed, node, -1))
+                    new_vm.append(np.where(placed, vm, 0))
+            total = present
+            if new_node:
+                nodes = np.concatenate(new_node, axis=1)
+                vms = np.concatenate(new_vm, axis=1)
+                params = {f: np.take_along_axis(s.vms.util[f], vms, axis=1) for f in SLOT_UTIL_FIELDS}
+                params.update({f: np.take_along_axis(s.vms.series[f], vms, axis=1) for f in s.vms.series})
+                params["heat_weight"] = np.take_along_axis(s.vms.heat_weight, vms, axis=1)
+                params["traits"] = np.take_along_axis(s.vms.traits, vms[:, :, None], axis=1)
+                params["arrival"] = np.take_along_axis(s.vms.arrival, vms, axis=1)
+                cores = np.take_along_axis(s.vms.cores, vms, axis=1).astype(np.float64)
+                end = np.take_along_axis(s.vms.departure, vms, axis=1).astype(np.float64)
+                added = self._future_heat(nodes, end, cores, params, start, width)
+                total = (present[0] + added[0], present[1] + added[1], present[2] + added[2])
+            hot = self._hot(total, span) & (level > 0)
+            if not hot.any():
+                break
+            level[hot] -= 1
+        return level
+
+    def _slot_param_view(self, width: int) -> dict[str, np.ndarray]:
+        p, s = self.state.slot_params, self.state
+        view = {f: a[:, :width] for f, a in p.vm_util.items()}
+        view.update({f: a[:, :width] for f, a in p.series.items()})
+        view["heat_weight"] = p.heat_weight[:, :width]
+        # Traits of running VMs, gathered from the VM table by item (free slots read VM 0 with no cores).
+        item = np.maximum(s.slots.item[:, :width], 0)
+        view["traits"] = np.take_along_axis(s.vms.traits, item[:, :, None], axis=1)
+        view["arrival"] = np.full(item.shape, -1, np.int64)
+        return view
+
+    def _future_heat(
+        self,
+        node: np.ndarray,
+        end: np.ndarray,
+        cores: np.ndarray,
+        params: dict[str, np.ndarray],
+        start: np.ndarray,
+        width: int,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per node over ``width`` ticks from ``start`` (B,): (heat, sold, truly sensitive vCPUs), each (B, N, W).
+
+        Items (B, K) on ``node`` (-1: none) count from their ``arrival`` (if
+        given) until ``end`` (exclusive).
+        """
+        c = self.config
+        b, k = node.shape
+        n = c.num_nodes
+        heat = np.zeros((b, n, width))
+        sold = np.zeros((b, n, width))
+        sensitive = np.zeros((b, n, width))
+        if k == 0 or width == 0:
+            return heat, sold, sensitive
+        base = (np.arange(b) * n)[:, None] + np.maximum(node, 0)
+        present_cores = np.where(node >= 0, cores, 0.0)
+        chunk = max(1, min(width, 2_000_000 // max(b * k, 1)))
+        for lo in range(0, width, chunk):
+            hi = min(width, lo + chunk)
+            ticks = start[:, None, None] + np.arange(lo, hi)[None, None, :]  # (B, 1, W)
+            alive = (ticks < end[:, :, None]) & (ticks >= params["arrival"][:, :, None])
+            if self._trace is not None:
+                u = replayed_utilisation(
+                    self._trace.pool,
+                    params["offset"][:, :, None],
+                    params["start"][:, :, None],
+                    params["length"][:, :, None],
+                    ticks,
+                )
+            else:
+                u = utilisation_of({f: params[f][:, :, None] for f in SLOT_UTIL_FIELDS}, ticks)
+            weight = present_cores[:, :, None] * alive
+            flat = (base[:, :, None] * (hi - lo) + np.arange(hi - lo)[None, None, :]).ravel()
+            size = b * n * (hi - lo)
+            shape = (b, n, hi - lo)
+            contrib = u * weight * params["heat_weight"][:, :, None]
+            heat[:, :, lo:hi] = np.bincount(flat, weights=contrib.ravel(), minlength=size).reshape(shape)
+            if c.workload_hints:
+                sold[:, :, lo:hi] = np.bincount(flat, weights=weight.ravel(), minlength=size).reshape(shape)
+                share = weight * (params["traits"][:, :, TRAIT_TRULY_SENSITIVE] / np.maximum(cores, 1e-9))[:, :, None]
+                sensitive[:, :, lo:hi] = np.bincount(flat, weights=share.ravel(), minlength=size).reshape(shape)
+        return heat, sold, sensitive
+
+    def _hot(self, future: tuple[np.ndarray, np.ndarray, np.ndarray], span: np.ndarray) -> np.ndarray:
+        """(B, N) whether a node's heat exceeds its threshold at some tick within ``span`` (B,) ticks."""
+        heat, sold, sensitive = future
+        c = self.config
+        if c.workload_hints:
+            share = np.divide(sensitive, sold, out=np.zeros_like(sold), where=sold > 0)
+            limit = (c.hot_threshold - c.sensitive_tightening * share) * c.node_cores
+        else:
+            limit = c.hot_threshold * c.node_cores
+        within = np.arange(heat.shape[2])[None, None, :] < span[:, None, None]
+        return ((heat - limit > 1e-9) & within).any(axis=2)
+
+
+def _max_concurrency(instance: VMInstance, episode_ticks: int) -> int:
+    """Most VMs of the instance alive at once during the episode (bounds the running VMs: sizes the slots)."""
+    if instance.num_vms == 0:
+        return 1
+    ticks = np.arange(episode_ticks)
+    arrived = np.searchsorted(instance.arrival, ticks, side="right")
+    departed = np.searchsorted(np.sort(instance.departure), ticks, side="right")
+    return max(int((arrived - departed).max()), 1)
+
+
+class OversubscriptionVectorEnv(CloudGymVectorEnv):
+    core_cls = OversubscriptionCore
+
+
+class OversubscriptionEnv(CloudGymEnv):
+    core_cls = OversubscriptionCore

@@ -1,0 +1,916 @@
+"""Serverless (FaaS) workloads: per-application invocation counts per minute, after Azure Functions.
+
+Three sources produce the instances FaaSKeepAlive-v0 replays, one application
+each:
+
+* :func:`sample_app`: a synthetic application calibrated to the Azure
+  Functions 2019 characterisation (Shahrad et al., "Serverless in the Wild",
+  USENIX ATC 2020, section 3; the figures are in ``shared/DOMAIN.md``). It is
+  *procedural*: an :class:`AppProcess` holds a handful of numbers per app and
+  the counts of minute ``t`` are computed on the fly by :func:`process_counts`
+  with counter-based randomness keyed on (app key, minute), so a 14-day,
+  50,000-app replay never materialises its 10^9 (app, minute) cells.
+* :func:`sample_toy_app`: a periodic timer app whose optimal keep-alive
+  windows are known in closed form (tests).
+* :func:`load_azure2019` and :func:`load_azure2021`: loaders for the two public
+  Azure Functions trace formats, aggregated to applications and stored
+  sparsely (:class:`AppTrace`); :meth:`AppTrace.dense_counts` cuts one app's
+  minutes out for an episode.
+
+Calibration of the generator (each a modelling choice fitted to a published
+figure; ``tests/workloads/test_faas.py`` measures every one of them):
+
+* Daily invocations per app: log10 ~ Normal(mu=-0.874, sigma=2.759) truncated
+  to [0, 8] (1 to 10^8 a day: "8 orders of magnitude"). The two parameters
+  solve P(<= 24/day) = 45% ("at most once per hour") and P(<= 1440/day) =
+  81% ("at most once per minute"); the top 18.6% of apps then carry 99.9% of
+  invocations (paper: 99.6%).
+* Functions per app: 1: 54%, 2: 16%, 3: 10%, 4-5: 8%, 6-10: 7%, 11-30: 5%;
+  each function's trigger: HTTP 55%, queue 15%, timer 15.6%, orchestration
+  7%, storage 3%, event 2%, other 2.4%.
+* Timer functions of an app fire together every P minutes, P the cron-like
+  period (1, 2, 5, 10, 15, 30 min, 1, 2, 3, 4, 6, 12, 24 h) nearest to the
+  app's per-function rate: inter-arrival CV 0. The other functions share a
+  Poisson stream modulated by the diurnal cycle and, for a fraction
+  ``BURSTY_SHARE`` of apps, by an on/off Markov chain (bursts of a few
+  invocations within minutes, then silence) that gives inter-arrival CV > 1.
+* Diurnal cycle: rate x (1 + a sin(2 pi (t + phase) / 1440)), a ~ U(0, 2/3),
+  phase within +-2 h of a common clock: fleet load swings over a base of
+  about half the peak.
+* Mean execution time: lognormal(mu=-0.38, sigma=2.36) s, capped at 600 s
+  (the Consumption plan's limit); an execution occupies ceil(duration / 60)
+  minutes.
+* Memory: Burr XII(c=11.652, k=0.221, scale=107.083 MB), capped at 1536 MB
+  (the Consumption plan's limit): 90% of apps under 400 MB.
+
+The trace loaders never guess: a malformed row raises a :class:`TraceFormatError`
+naming the file, the line and the problem; apps without a memory or duration
+record get the population median, and the trace says which ones
+(``memory_imputed``, ``duration_imputed``).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import os
+import re
+import statistics
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+MINUTES_PER_DAY = 1440
+
+# ----------------------------------------------------------------------------- triggers
+
+TRIGGERS = ("http", "queue", "timer", "orchestration", "storage", "event", "others")
+"""Trigger names as the 2019 trace spells them (column ``Trigger``)."""
+TRIGGER_SHARES = (0.55, 0.15, 0.156, 0.07, 0.03, 0.02, 0.024)
+"""Share of functions per trigger (paper, Figure 3(a)); 'others' takes the remainder."""
+TRIGGER_GROUPS = ("http", "timer", "queue_like", "other")
+"""The four trigger groups an app is described by (observation features)."""
+_GROUP_OF = {
+    "http": 0,
+    "timer": 1,
+    "queue": 2,
+    "storage": 2,
+    "event": 2,
+    "orchestration": 3,
+    "others": 3,
+}
+
+FUNCTIONS_PER_APP = ((1, 1, 0.54), (2, 2, 0.16), (3, 3, 0.10), (4, 5, 0.08), (6, 10, 0.07), (11, 30, 0.05))
+"""(low, high, share): functions per app (paper, Figure 2(a)); uniform within a band."""
+
+TIMER_PERIODS_MIN = (1, 2, 5, 10, 15, 30, 60, 120, 180, 240, 360, 720, 1440)
+"""Cron-like timer periods, minutes."""
+
+DAILY_LOG10_MU = -0.874
+DAILY_LOG10_SIGMA = 2.759
+DAILY_LOG10_RANGE = (0.0, 8.0)
+"""Truncated normal of log10(daily invocations per app); see the module docstring."""
+
+DURATION_LOG_MU = -0.38
+DURATION_LOG_SIGMA = 2.36
+MAX_DURATION_S = 600.0
+BURR_C, BURR_K, BURR_SCALE_MB = 11.652, 0.221, 107.083
+MAX_MEMORY_MB = 1536.0
+
+BURSTY_SHARE = 0.6
+"""Share of apps whose non-timer invocations come in on/off bursts (calibrated to ~40% of apps with CV > 1)."""
+BURST_ON_MINUTES = (2.0, 30.0)
+"""Mean length of a burst, minutes (log-uniform)."""
+BURST_INVOCATION_MINUTES = (2.0, 20.0)
+"""Mean invocations per burst (log-uniform)."""
+MAX_BURST_DUTY = 0.5
+PERIODIC_CLIENT_SHARE = 0.25
+"""Share of apps whose non-timer invocations come from a periodic client (polling, health checks): a
+renewal process with intervals uniform in period x [1 - j, 1 + j] (our modelling choice; see the docstring)."""
+PERIODIC_JITTER = (0.0, 0.3)
+"""Range of the jitter j of periodic clients (inter-arrival CV = j / sqrt(3) <= 0.17)."""
+MIN_CLIENT_PERIOD_MIN = 2.0
+"""Periodic clients faster than this are Poisson instead (one arrival per minute at most)."""
+DIURNAL_MAX_AMPLITUDE = 2.0 / 3.0
+DIURNAL_PHASE_JITTER_MIN = 120
+
+
+# ----------------------------------------------------------------------------- counter-based randomness
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+_STREAMS = np.array([(j * 0xD1B54A32D192ED03) % 2**64 for j in range(3)], np.uint64)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_U32 = 1.0 / 4294967296.0
+EVENT_UNIFORMS = 6
+"""Uniforms per (app, minute) of :func:`event_uniforms`: switch wait, on-wait, accept, count, next wait, client."""
+START_MINUTE = np.uint64(2**63 + 0x5EED)
+"""The counter of an app's start draws (never a real minute)."""
+
+
+def mix64(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finaliser on a uint64 array: a bijection whose outputs look independent."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * _MIX1
+    x = x ^ (x >> np.uint64(27))
+    x = x * _MIX2
+    return x ^ (x >> np.uint64(31))
+
+
+def event_uniforms(key: np.ndarray, minute: np.ndarray, pair: int | None = None) -> np.ndarray:
+    """(EVENT_UNIFORMS, A) independent uniforms in (0, 1) (float64, 32-bit) for each app's minute ``minute``.
+
+    A pure function of (key, minute) (counter-based randomness): an app's draws
+    do not depend on which other apps are computed with it, nor on the minutes
+    in which it had nothing to do. ``pair=j`` computes only uniforms 2j and
+    2j + 1 (one hash), returned as (2, A).
+    """
+    base = key + np.asarray(minute).astype(np.uint64) * _GOLDEN
+    pairs = range(EVENT_UNIFORMS // 2) if pair is None else (pair,)
+    out = np.empty((2 * len(pairs), key.size))
+    for i, j in enumerate(pairs):
+        h = mix64(base + _STREAMS[j])
+        out[2 * i] = h >> np.uint64(32)
+        out[2 * i + 1] = h & _LOW32
+    out += 0.5
+    out *= _U32
+    return out
+
+
+def _norm_ppf(u: np.ndarray) -> np.ndarray:
+    """Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9)."""
+    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02)
+    a5, a6 = -3.066479806614716e01, 2.506628277459239e00
+    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01)
+    b5 = -1.328068155288572e01
+    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00)
+    c5, c6 = 4.374664141464968e00, 2.938163982698783e00
+    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
+    u = np.clip(u, 1e-300, 1.0 - 1e-16)
+    out = np.empty_like(u)
+    low = u < 0.02425
+    high = u > 1.0 - 0.02425
+    mid = ~(low | high)
+    q = u[mid] - 0.5
+    r = q * q
+    num = ((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a5) * r + a6
+    den = ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b5) * r + 1.0
+    out[mid] = q * num / den
+    for mask, sign in ((low, 1.0), (high, -1.0)):
+        uu = u[mask] if sign > 0 else 1.0 - u[mask]
+        q = np.sqrt(-2.0 * np.log(uu))
+        num = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c5) * q) + c6
+        den = (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0
+        out[mask] = sign * num / den
+    return out
+
+
+SMALL_POISSON_MEAN = 8.0
+"""Below this mean a Poisson count is drawn by exact inversion; above, by a normal approximation."""
+
+
+def zero_truncated_poisson(mean: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Poisson(mean) conditioned on >= 1, by inversion of one uniform each (int64 >= 1; mean > 0).
+
+    Means below :data:`SMALL_POISSON_MEAN` invert the exact CDF; larger means
+    use the normal approximation of the untruncated law (at least 1), whose
+    error only moves the number of warm invocations of an invoked minute.
+    """
+    counts = np.ones(mean.shape, np.int64)
+    small = mean < SMALL_POISSON_MEAN
+    idx = np.flatnonzero(small)
+    if idx.size:
+        # Chop-down search on compacted arrays: each round moves the unfinished draws one count up.
+        lam, uu = mean[idx], u[idx]
+        p = lam / np.expm1(lam)  # P(K = 1 | K >= 1)
+        cdf = p.copy()
+        k = 1
+        going = uu >= cdf
+        while going.any() and k < 200:  # a u within rounding of 1 stops at 200, far in the tail
+            if not going.all():
+                idx, lam, uu, p, cdf = idx[going], lam[going], uu[going], p[going], cdf[going]
+            k += 1
+            counts[idx] = k
+            p *= lam / k
+            cdf += p
+            going = uu >= cdf
+    idx = np.flatnonzero(~small)
+    if idx.size:
+        lam = mean[idx]
+        p0 = np.exp(-lam)
+        z = _norm_ppf(p0 + u[idx] * (1.0 - p0))
+        counts[idx] = np.maximum(1, np.floor(lam + np.sqrt(lam) * z + 0.5)).astype(np.int64)
+    return counts
+
+
+# ----------------------------------------------------------------------------- synthetic apps
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AppProcess:
+    """Compact parameters of one synthetic app: its invocation process and resources."""
+
+    key: int
+    """64-bit key of the app's counter-based random stream."""
+    rate_on: float
+    """Poisson rate of the non-timer functions while the burst chain is on, invocations/min (before diurnal)."""
+    p_off: float
+    """Probability per minute that an on burst ends (0: never bursty)."""
+    p_on: float
+    """Probability per minute that an off period ends (1: always on)."""
+    start_on: bool
+    """Burst chain state at minute 0 (drawn from its stationary distribution)."""
+    diurnal_amplitude: float
+    """a in rate x (1 + a sin(2 pi (t + phase)/1440)); 0..1."""
+    diurnal_phase_min: int
+    """Phase of the diurnal cycle, minutes."""
+    client_period_min: float
+    """Mean interval of the app's periodic client, minutes (0: none)."""
+    client_jitter: float
+    """Jitter j of the periodic client: intervals uniform in period x [1 - j, 1 + j]."""
+    client_phase_min: float
+    """First arrival of the periodic client, minutes."""
+    timer_period_min: int
+    """Period of the app's timer functions, minutes (0: no timer)."""
+    timer_phase_min: int
+    """First minute the timers fire, 0..period-1."""
+    timer_count: int
+    """Invocations per timer firing (the number of timer functions)."""
+    daily_invocations: float
+    """Target mean invocations per day (the calibrated draw)."""
+    num_functions: int
+    """Functions in the app."""
+    memory_mb: float
+    """Memory of the app's image when loaded, MB."""
+    duration_s: float
+    """Mean execution time, s."""
+    triggers: tuple[bool, bool, bool, bool]
+    """Whether the app has functions of each of :data:`TRIGGER_GROUPS`."""
+
+
+def _log_uniform(u: float, low: float, high: float) -> float:
+    return float(math.exp(math.log(low) + u * (math.log(high) - math.log(low))))
+
+
+_STANDARD_NORMAL = statistics.NormalDist()
+_TRIGGER_CDF = np.cumsum(TRIGGER_SHARES) / sum(TRIGGER_SHARES)
+_BAND_CDF = np.cumsum([share for _, _, share in FUNCTIONS_PER_APP]) / sum(s for _, _, s in FUNCTIONS_PER_APP)
+_LOG_TIMER_PERIODS = np.log(np.array(TIMER_PERIODS_MIN, float))
+
+
+def _truncated_normal(u: float, mu: float, sigma: float, low: float, high: float) -> float:
+    """Quantile ``u`` of Normal(mu, sigma) truncated to [low, high]."""
+    cdf_low = _STANDARD_NORMAL.cdf((low - mu) / sigma)
+    cdf_high = _STANDARD_NORMAL.cdf((high - mu) / sigma)
+    p = min(max(cdf_low + u * (cdf_high - cdf_low), 1e-15), 1.0 - 1e-15)
+    return min(max(mu + sigma * _STANDARD_NORMAL.inv_cdf(p), low), high)
+
+
+def burr_memory_mb(u: np.ndarray | float) -> np.ndarray:
+    """Burr XII(c, k, scale) quantile at ``u``, capped at :data:`MAX_MEMORY_MB`."""
+    u = np.asarray(u, dtype=np.float64)
+    x = BURR_SCALE_MB * ((1.0 - u) ** (-1.0 / BURR_K) - 1.0) ** (1.0 / BURR_C)
+    return np.minimum(x, MAX_MEMORY_MB)
+
+
+def burr_memory_mb_scalar(u: float) -> float:
+    """:func:`burr_memory_mb` for one uniform (no array overhead)."""
+    return min(BURR_SCALE_MB * ((1.0 - u) ** (-1.0 / BURR_K) - 1.0) ** (1.0 / BURR_C), MAX_MEMORY_MB)
+
+
+def sample_app(rng: np.random.Generator) -> AppProcess:
+    """One synthetic application calibrated to Azure Functions 2019 (see the module docstring)."""
+    u = rng.random(13).tolist()
+    key = int(rng.integers(0, 2**62, dtype=np.int64)) * 2 + 1
+    log10_daily = _truncated_normal(u[0], DAILY_LOG10_MU, DAILY_LOG10_SIGMA, *DAILY_LOG10_RANGE)
+    daily = 10.0**log10_daily
+    # Functions and their triggers.
+    band = min(int(np.searchsorted(_BAND_CDF, u[1], side="right")), len(FUNCTIONS_PER_APP) - 1)
+    low, high, _ = FUNCTIONS_PER_APP[band]
+    n_func = int(low + min(int(u[2] * (high - low + 1)), high - low))
+    kinds = np.minimum(np.searchsorted(_TRIGGER_CDF, rng.random(n_func), side="right"), len(TRIGGERS) - 1)
+    groups = [False, False, False, False]
+    for kind in kinds.tolist():
+        groups[_GROUP_OF[TRIGGERS[kind]]] = True
+    n_timer = int(np.count_nonzero(kinds == TRIGGERS.index("timer")))
+    # Timers: every timer function fires at the app's cron period nearest its share of the rate.
+    period = phase = 0
+    if n_timer:
+        target = MINUTES_PER_DAY * n_func / daily
+        period = int(TIMER_PERIODS_MIN[int(np.argmin(np.abs(_LOG_TIMER_PERIODS - math.log(max(target, 1e-9)))))])
+        phase = int(u[3] * period)
+    stochastic_daily = daily * (1.0 - n_timer / n_func)
+    rate = stochastic_daily / MINUTES_PER_DAY
+    # Bursts: an on/off chain; a burst lasts L minutes and holds m invocations on average.
+    p_off, p_on, start_on, rate_on = 0.0, 1.0, True, rate
+    client_period = client_jitter = client_phase = 0.0
+    client_period_target = 1.0 / rate if rate > 0 else 0.0
+    if (
+        rate > 0
+        and BURSTY_SHARE <= u[4] < BURSTY_SHARE + PERIODIC_CLIENT_SHARE
+        and (client_period_target >= MIN_CLIENT_PERIOD_MIN)
+    ):
+        client_period = client_period_target
+        client_jitter = PERIODIC_JITTER[0] + u[11] * (PERIODIC_JITTER[1] - PERIODIC_JITTER[0])
+        client_phase = u[5] * client_period
+        rate_on = 0.0
+    elif rate > 0 and u[4] < BURSTY_SHARE:
+        length = _log_uniform(u[5], *BURST_ON_MINUTES)
+        per_burst = _log_uniform(u[6], *BURST_INVOCATION_MINUTES)
+        duty = min(rate * length / per_burst, MAX_BURST_DUTY)
+        rate_on = rate / duty
+        p_off = 1.0 / length
+        p_on = p_off * duty / (1.0 - duty)
+        start_on = bool(u[7] < duty)
+    amplitude = u[8] * DIURNAL_MAX_AMPLITUDE
+    diurnal_phase = round((u[9] * 2.0 - 1.0) * DIURNAL_PHASE_JITTER_MIN)
+    z = _STANDARD_NORMAL.inv_cdf(min(max(u[12], 1e-15), 1.0 - 1e-15))
+    duration = min(math.exp(DURATION_LOG_MU + DURATION_LOG_SIGMA * z), MAX_DURATION_S)
+    return AppProcess(
+        key=key,
+        rate_on=float(rate_on),
+        p_off=float(p_off),
+        p_on=float(p_on),
+        start_on=start_on,
+        diurnal_amplitude=amplitude,
+        diurnal_phase_min=diurnal_phase,
+        client_period_min=float(client_period),
+        client_jitter=float(client_jitter),
+        client_phase_min=float(client_phase),
+        timer_period_min=period,
+        timer_phase_min=phase,
+        timer_count=n_timer,
+        daily_invocations=float(daily),
+        num_functions=n_func,
+        memory_mb=burr_memory_mb_scalar(u[10]),
+        duration_s=duration,
+        triggers=(groups[0], groups[1], groups[2], groups[3]),
+    )
+
+
+NO_TIMER = np.iinfo(np.int64).max // 4
+"""The minute of an event that never comes (no timer, no client, a chain that never switches)."""
+
+DIURNAL = np.sin(2.0 * np.pi * np.arange(MINUTES_PER_DAY) / MINUTES_PER_DAY)
+"""sin of the time of day, one value per minute."""
+
+
+def _whole_minutes(x: np.ndarray) -> np.ndarray:
+    """floor(x) as int64, NO_TIMER for values beyond it (inf: an event that never comes)."""
+    return np.minimum(np.floor(x), float(NO_TIMER)).astype(np.int64)
+
+
+@dataclasses.dataclass
+class ProcessArrays:
+    """The invocation processes of many apps, one row each, driven event by event by :func:`process_events`.
+
+    Each app's non-timer invocations are a Poisson stream of rate
+    ``rate_on x (1 + a sin(...))`` while its burst chain is on. The stream is
+    generated by thinning: candidate minutes are those in which a Poisson
+    process at the peak rate ``rate_max = rate_on x (1 + a)`` has a point
+    (exponential waits, floored to minutes); a candidate minute is invoked
+    with probability (1 - exp(-rate)) / (1 - exp(-rate_max)), and then holds a
+    zero-truncated Poisson(rate) count. Minute by minute that is exactly a
+    Poisson(rate) count per minute, independent across minutes; the burst
+    chain stays in a state for a geometric number of minutes. Timers and the
+    periodic client are deterministic schedules. Only the apps with an event
+    due in a minute (``next_event``) are touched, so the cost of a minute is
+    the number of events, not the number of apps.
+    """
+
+    key: np.ndarray  # (A,) uint64, counter-based random key
+    rate_on: np.ndarray  # (A,) float64, Poisson rate while on, invocations/min
+    rate_max: np.ndarray  # (A,) float64, rate_on x (1 + amplitude): the candidates' rate, invocations/min
+    p_candidate: np.ndarray  # (A,) float64, 1 - exp(-rate_max): probability that a minute is a candidate
+    log_stay_on: np.ndarray  # (A,) float64, log(1 - p_off) (< 0; -1e-300 when the chain never switches off)
+    log_stay_off: np.ndarray  # (A,) float64, log(1 - p_on) (-inf when an off period lasts no minute)
+    amplitude: np.ndarray  # (A,) float64, diurnal amplitude
+    phase: np.ndarray  # (A,) int64, diurnal phase, minutes
+    client_period: np.ndarray  # (A,) float64, mean interval of the periodic client, minutes (0 = none)
+    client_jitter: np.ndarray  # (A,) float64, jitter of the periodic client's intervals
+    timer_period: np.ndarray  # (A,) int64, minutes; 0 = no timer
+    timer_count: np.ndarray  # (A,) int64, invocations per timer firing
+    burst_on: np.ndarray  # (A,) bool, state of the burst chain
+    next_switch: np.ndarray  # (A,) int64, minute the burst chain next switches (NO_TIMER: never)
+    next_candidate: np.ndarray  # (A,) int64, next candidate minute of the Poisson stream (NO_TIMER while off)
+    next_timer: np.ndarray  # (A,) int64, next minute the timers fire (NO_TIMER when none)
+    next_client: np.ndarray  # (A,) float64, time of the periodic client's next arrival, minutes (inf when none)
+    next_event: np.ndarray  # (A,) int64, the earliest of the four (the app has nothing to do before it)
+
+    @classmethod
+    def zeros(cls, n: int | tuple[int, ...]) -> ProcessArrays:
+        never = np.full(n, NO_TIMER, np.int64)
+        return cls(
+            key=np.zeros(n, np.uint64),
+            rate_on=np.zeros(n),
+            rate_max=np.zeros(n),
+            p_candidate=np.zeros(n),
+            log_stay_on=np.full(n, -1e-300),
+            log_stay_off=np.full(n, -np.inf),
+            amplitude=np.zeros(n),
+            phase=np.zeros(n, np.int64),
+            client_period=np.zeros(n),
+            client_jitter=np.zeros(n),
+            timer_period=np.zeros(n, np.int64),
+            timer_count=np.zeros(n, np.int64),
+            burst_on=np.ones(n, bool),
+            next_switch=never.copy(),
+            next_candidate=never.copy(),
+            next_timer=never.copy(),
+            next_client=np.full(n, np.inf),
+            next_event=never,
+        )
+
+    def set_apps(self, rows: np.ndarray, apps: Sequence[AppProcess]) -> None:
+        """Set rows ``rows`` to ``apps`` at minute 0 (their first events drawn from their keys)."""
+        rows = np.asarray(rows, np.int64)
+        if rows.size != len(apps):
+            raise ValueError(f"{rows.size} rows for {len(apps)} apps")
+        if rows.size == 0:
+            return
+
+        def column(name: str, dtype: type) -> np.ndarray:
+            return np.array([getattr(a, name) for a in apps], dtype)
+
+        self.key[rows] = np.array([a.key for a in apps], np.uint64)
+        rate_on = column("rate_on", np.float64)
+        amplitude = column("diurnal_amplitude", np.float64)
+        p_off, p_on = column("p_off", np.float64), column("p_on", np.float64)
+        self.rate_on[rows] = rate_on
+        self.rate_max[rows] = rate_on * (1.0 + amplitude)
+        self.p_candidate[rows] = -np.expm1(-self.rate_max[rows])
+        with np.errstate(divide="ignore"):
+            self.log_stay_on[rows] = np.minimum(np.log1p(-p_off), -1e-300)
+            self.log_stay_off[rows] = np.minimum(np.log1p(-p_on), -1e-300)
+        self.amplitude[rows] = amplitude
+        self.phase[rows] = column("diurnal_phase_min", np.int64)
+        period = column("client_period_min", np.float64)
+        self.client_period[rows] = period
+        self.client_jitter[rows] = column("client_jitter", np.float64)
+        self.next_client[rows] = np.where(period > 0, column("client_phase_min", np.float64), np.inf)
+        timer = column("timer_period_min", np.int64)
+        self.timer_period[rows] = timer
+        self.timer_count[rows] = column("timer_count", np.int64)
+        self.next_timer[rows] = np.where(timer > 0, column("timer_phase_min", np.int64), NO_TIMER)
+        on = column("start_on", np.bool_)
+        self.burst_on[rows] = on
+        # The chain may already switch in minute 0; the stream's first candidate may be minute 0.
+        u = event_uniforms(self.key[rows], np.full(rows.size, START_MINUTE))
+        with np.errstate(divide="ignore"):
+            stay = np.where(on, self.log_stay_on[rows], self.log_stay_off[rows])
+            self.next_switch[rows] = _whole_minutes(np.log(u[0]) / stay)
+            wait = _whole_minutes(-np.log(u[1]) / self.rate_max[rows])
+        self.next_candidate[rows] = np.where(on, wait, NO_TIMER)
+        self._update_next_event(rows)
+
+    def _update_next_event(self, rows: np.ndarray) -> None:
+        soonest = np.minimum(self.next_switch[rows], self.next_candidate[rows])
+        np.minimum(soonest, self.next_timer[rows], out=soonest)
+        np.minimum(soonest, _whole_minutes(self.next_client[rows]), out=soonest)
+        self.next_event[rows] = soonest
+
+    @classmethod
+    def of(cls, apps: Sequence[AppProcess]) -> ProcessArrays:
+        arrays = cls.zeros(len(apps))
+        arrays.set_apps(np.arange(len(apps)), apps)
+        return arrays
+
+    def mutable(self) -> tuple[np.ndarray, ...]:
+        """The arrays :func:`process_events` changes (to save and put back with :meth:`restore`)."""
+        return (
+            self.burst_on,
+            self.next_switch,
+            self.next_candidate,
+            self.next_timer,
+            self.next_client,
+            self.next_event,
+        )
+
+    def restore(self, saved: Sequence[np.ndarray]) -> None:
+        """Write copies saved from :meth:`mutable` back, in place (the arrays may be views of a state)."""
+        for arr, old in zip(self.mutable(), saved):
+            arr[...] = old
+
+
+def process_events(proc: ProcessArrays, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+    """The apps invoked in their minute ``minute`` and their invocations: (rows, counts >= 1).
+
+    Advances the processes of the apps with an event due. Must be called for
+    consecutive minutes (0, 1, 2, ...) of each app. A pure function of (key,
+    minute, state): sub-env *i* draws the same counts whatever else is in
+    the batch. ``minute`` is one minute for every app or one per app.
+    """
+    due = np.flatnonzero(proc.next_event <= minute)
+    if due.size == 0:
+        return due, np.zeros(0, np.int64)
+    t = np.asarray(minute)[due] if np.ndim(minute) else np.full(due.size, int(minute), np.int64)
+    key = proc.key[due]
+    counts = np.zeros(due.size, np.int64)
+    # Uniforms by pairs, each pair one hash of (key, minute), computed only for the apps that use it:
+    # 0: the chain's switch and first candidate wait, 1: accept and count, 2: next candidate wait and client.
+    with np.errstate(divide="ignore"):
+        # The burst chain moves first, so a burst's first minute can already hold invocations.
+        sw = np.flatnonzero(proc.next_switch[due] <= t)
+        if sw.size:
+            r, ts = due[sw], t[sw]
+            u = event_uniforms(key[sw], ts, 0)
+            on = ~proc.burst_on[r]
+            proc.burst_on[r] = on
+            stay = np.where(on, proc.log_stay_on[r], proc.log_stay_off[r])
+            proc.next_switch[r] = ts + 1 + _whole_minutes(np.log(u[0]) / stay)
+            wait = _whole_minutes(-np.log(u[1]) / proc.rate_max[r])
+            proc.next_candidate[r] = np.where(on, ts + np.minimum(wait, NO_TIMER - ts), NO_TIMER)
+        # Candidate minutes of the stream at its peak rate, thinned to the minute's rate.
+        cand = np.flatnonzero(proc.next_candidate[due] <= t)
+        if cand.size:
+            r, tc = due[cand], t[cand]
+            mean = proc.amplitude[r] * DIURNAL[(tc + proc.phase[r]) % MINUTES_PER_DAY]
+            mean += 1.0
+            mean *= proc.rate_on[r]
+            u = event_uniforms(key[cand], tc, 1)
+            accept = u[0] * proc.p_candidate[r] < -np.expm1(-mean)
+            hit = np.flatnonzero(accept)
+            if hit.size:
+                counts[cand[hit]] = zero_truncated_poisson(mean[hit], u[1, hit])
+            u_next = event_uniforms(key[cand], tc, 2)
+            wait = _whole_minutes(-np.log(u_next[0]) / proc.rate_max[r])
+            proc.next_candidate[r] = tc + 1 + np.minimum(wait, NO_TIMER - tc - 1)
+    fire = np.flatnonzero(proc.next_timer[due] <= t)
+    if fire.size:
+        r = due[fire]
+        counts[fire] += proc.timer_count[r]
+        proc.next_timer[r] += proc.timer_period[r]
+    # A periodic client arrives at most once a minute (its intervals are >= 1 minute); a client app
+    # has no Poisson stream, so its candidates never use the pair's second uniform.
+    arrive = np.flatnonzero(proc.next_client[due] < t + 1)
+    if arrive.size:
+        r = due[arrive]
+        counts[arrive] += 1
+        u_client = event_uniforms(key[arrive], t[arrive], 2)[1]
+        factor = 1.0 + proc.client_jitter[r] * (2.0 * u_client - 1.0)
+        proc.next_client[r] += proc.client_period[r] * factor
+    proc._update_next_event(due)
+    invoked = counts > 0
+    return due[invoked], counts[invoked]
+
+
+def process_counts(proc: ProcessArrays, minute: np.ndarray | int) -> np.ndarray:
+    """(A,) invocations of each app in its minute ``minute`` (dense form of :func:`process_events`)."""
+    out = np.zeros(proc.key.size, np.int64)
+    rows, counts = process_events(proc, minute)
+    out[rows] = counts
+    return out
+
+
+def simulate_counts(apps: Sequence[AppProcess], minutes: int) -> np.ndarray:
+    """(A, minutes) int64 counts of synthetic apps from minute 0 (for tests and calibration)."""
+    proc = ProcessArrays.of(apps)
+    out = np.zeros((len(apps), minutes), np.int64)
+    for t in range(minutes):
+        rows, counts = process_events(proc, t)
+        out[rows, t] = counts
+    return out
+
+
+# ----------------------------------------------------------------------------- toy apps (known optimum)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ToyApp:
+    """A timer app that fires ``count`` times every ``period_min`` minutes from ``phase_min`` on."""
+
+    period_min: int
+    phase_min: int
+    count: int
+    memory_mb: float
+    duration_s: float
+
+    def counts(self, minutes: int) -> np.ndarray:
+        out = np.zeros(minutes, np.int64)
+        out[self.phase_min :: self.period_min] = self.count
+        return out
+
+
+def sample_toy_app(rng: np.random.Generator, *, period_range: tuple[int, int] = (3, 60)) -> ToyApp:
+    """A periodic timer app: period uniform in ``period_range`` minutes, sub-minute executions."""
+    period = int(rng.integers(period_range[0], period_range[1] + 1))
+    return ToyApp(
+        period_min=period,
+        phase_min=int(rng.integers(0, period)),
+        count=int(rng.integers(1, 4)),
+        memory_mb=float(rng.uniform(64.0, 512.0)),
+        duration_s=float(rng.uniform(0.1, 30.0)),
+    )
+
+
+def toy_hybrid_waste_minutes_per_period(period_min: int) -> int:
+    """Idle minutes per period that the hybrid policy keeps a period-P timer app loaded.
+
+    The idle time before each firing is P minutes (the execution ends in its
+    own minute), so p5 = p99 = P and the policy loads the image at age
+    floor(0.9 P) and keeps it through ceil(1.1 P): loaded and idle at ages
+    floor(0.9 P) .. P - 1.
+    """
+    return period_min - math.floor(0.9 * period_min)
+
+
+# ----------------------------------------------------------------------------- traces
+
+
+class TraceFormatError(ValueError):
+    """A trace file does not follow its public format; the message names the file, line and problem."""
+
+    def __init__(self, path: str | os.PathLike[str], line: int, problem: str) -> None:
+        super().__init__(f"{path}, line {line}: {problem}")
+        self.path = str(path)
+        self.line = line
+        self.problem = problem
+
+
+@dataclasses.dataclass(frozen=True)
+class AppTrace:
+    """Invocations per minute of A applications, stored sparsely (CSR over apps)."""
+
+    app_ids: tuple[str, ...]  # (A,) application ids as the trace names them
+    indptr: np.ndarray  # (A+1,) int64, app a's events are [indptr[a], indptr[a+1])
+    minute: np.ndarray  # (E,) int64, minute of each event from the trace start, increasing within an app
+    count: np.ndarray  # (E,) int64, invocations in that minute (> 0)
+    minutes: int  # length of the trace, minutes
+    memory_mb: np.ndarray  # (A,) float64, memory of each app's image, MB
+    duration_s: np.ndarray  # (A,) float64, mean execution time, s
+    triggers: np.ndarray  # (A, 4) bool, trigger groups (TRIGGER_GROUPS); all False when the trace has none
+    memory_imputed: np.ndarray  # (A,) bool, memory is the population median (no record for this app)
+    duration_imputed: np.ndarray  # (A,) bool, duration is the population median (no record)
+
+    @property
+    def num_apps(self) -> int:
+        return len(self.app_ids)
+
+    def invocations(self) -> np.ndarray:
+        """(A,) total invocations per app."""
+        owner = np.repeat(np.arange(self.num_apps), np.diff(self.indptr))
+        return np.bincount(owner, weights=self.count, minlength=self.num_apps).astype(np.int64)
+
+    def dense_counts(self, app: int, start: int = 0, length: int | None = None) -> np.ndarray:
+        """(length,) int64 invocations of app ``app`` in minutes [start, start + length); zeros past the end."""
+        length = self.minutes - start if length is None else length
+        out = np.zeros(length, np.int64)
+        lo, hi = self.indptr[app], self.indptr[app + 1]
+        minutes = self.minute[lo:hi] - start
+        keep = (minutes >= 0) & (minutes < length)
+        out[minutes[keep]] = self.count[lo:hi][keep]
+        return out
+
+
+def _build_trace(
+    per_app: dict[str, dict[int, int]],
+    minutes: int,
+    memory: dict[str, float],
+    duration: dict[str, float],
+    triggers: dict[str, list[bool]],
+) -> AppTrace:
+    app_ids = tuple(sorted(per_app))
+    indptr = np.zeros(len(app_ids) + 1, np.int64)
+    minute_parts, count_parts = [], []
+    for a, app in enumerate(app_ids):
+        events = per_app[app]
+        m = np.fromiter(sorted(events), np.int64, len(events))
+        c = np.array([events[int(x)] for x in m], np.int64)
+        keep = c > 0
+        minute_parts.append(m[keep])
+        count_parts.append(c[keep])
+        indptr[a + 1] = indptr[a] + int(keep.sum())
+    mem = np.array([memory.get(a, np.nan) for a in app_ids], np.float64)
+    dur = np.array([duration.get(a, np.nan) for a in app_ids], np.float64)
+    mem_missing, dur_missing = np.isnan(mem), np.isnan(dur)
+    # Apps without a record get the median of those with one (a documented, flagged imputation).
+    mem[mem_missing] = np.median(mem[~mem_missing]) if (~mem_missing).any() else 256.0
+    dur[dur_missing] = np.median(dur[~dur_missing]) if (~dur_missing).any() else 1.0
+    trig = np.array([triggers.get(a, [False] * 4) for a in app_ids], bool).reshape(len(app_ids), 4)
+    return AppTrace(
+        app_ids=app_ids,
+        indptr=indptr,
+        minute=np.concatenate(minute_parts) if minute_parts else np.zeros(0, np.int64),
+        count=np.concatenate(count_parts) if count_parts else np.zeros(0, np.int64),
+        minutes=minutes,
+        memory_mb=mem,
+        duration_s=dur,
+        triggers=trig,
+        memory_imputed=mem_missing,
+        duration_imputed=dur_missing,
+    )
+
+
+_INVOCATION_FILE = re.compile(r"invocations_per_function_md\.anon\.d(\d+)\.csv$")
+_INVOCATION_HEADER = ["HashOwner", "HashApp", "HashFunction", "Trigger", *[str(m) for m in range(1, 1441)]]
+_DURATION_HEADER = [
+    "HashOwner",
+    "HashApp",
+    "HashFunction",
+    "Average",
+    "Count",
+    "Minimum",
+    "Maximum",
+    *[f"percentile_Average_{p}" for p in (0, 1, 25, 50, 75, 99, 100)],
+]
+_MEMORY_HEADER = [
+    "HashOwner",
+    "HashApp",
+    "SampleCount",
+    "AverageAllocatedMb",
+    *[f"AverageAllocatedMb_pct{p}" for p in (1, 5, 25, 50, 75, 95, 99, 100)],
+]
+
+
+def _rows(path: Path, header: list[str]) -> Iterable[tuple[int, list[str]]]:
+    """(line number, fields) of a CSV file after checking its header; every row must have the header's width."""
+    with open(path, newline="") as f:
+        reader = csv.reader(f)
+        first = next(reader, None)
+        if first is None:
+            raise TraceFormatError(path, 1, "empty file (expected a header row)")
+        if [h.strip() for h in first] != header:
+            shown = ",".join(first[:6]) + (",..." if len(first) > 6 else "")
+            want = ",".join(header[:6]) + (",..." if len(header) > 6 else "")
+            raise TraceFormatError(
+                path,
+                1,
+                f"unexpected header {shown!r} ({len(first)} columns); expected {want!r} ({len(header)} columns)",
+            )
+        for fields in reader:
+            line = reader.line_num
+            if not fields:
+                continue
+            if len(fields) != len(header):
+                raise TraceFormatError(path, line, f"expected {len(header)} fields, got {len(fields)}")
+            yield line, fields
+
+
+def _number(path: Path, line: int, column: str, text: str, *, integer: bool = False) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise TraceFormatError(path, line, f"column {column}: {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise TraceFormatError(path, line, f"column {column}: {text!r} must be a finite non-negative number")
+    if integer and value != int(value):
+        raise TraceFormatError(path, line, f"column {column}: {text!r} is not a whole number")
+    return value
+
+
+def load_azure2019(folder: str | os.PathLike[str], days: Sequence[int] | None = None) -> AppTrace:
+    """Load the Azure Functions 2019 trace (per-day CSV files) aggregated to applications.
+
+    ``folder`` holds ``invocations_per_function_md.anon.dNN.csv`` (required),
+    and optionally ``function_durations_percentiles.anon.dNN.csv`` and
+    ``app_memory_percentiles.anon.dNN.csv`` for the same days. ``days`` picks
+    days by number (default: every day with an invocation file); minute m of
+    day d lands at minute (d - first day) x 1440 + m - 1, so the days must be
+    consecutive. An app is (HashOwner, HashApp); its counts are the sum over
+    its functions; its duration the invocation-weighted mean of its
+    functions' ``Average`` (ms -> s); its memory the sample-weighted mean of
+    ``AverageAllocatedMb``; its triggers the groups of its functions'.
+    """
+    root = Path(folder)
+    found = {int(m.group(1)): p for p in root.iterdir() if (m := _INVOCATION_FILE.search(p.name))}
+    if not found:
+        raise FileNotFoundError(f"{root}: no invocations_per_function_md.anon.dNN.csv files")
+    chosen = sorted(found) if days is None else sorted(days)
+    missing = [d for d in chosen if d not in found]
+    if missing:
+        raise FileNotFoundError(f"{root}: no invocation file for day(s) {missing} (found {sorted(found)})")
+    if chosen != list(range(chosen[0], chosen[0] + len(chosen))):
+        raise ValueError(f"days must be consecutive, got {chosen}")
+    per_app: dict[str, dict[int, int]] = {}
+    triggers: dict[str, list[bool]] = {}
+    dur_sum: dict[str, float] = {}
+    dur_weight: dict[str, float] = {}
+    mem_sum: dict[str, float] = {}
+    mem_weight: dict[str, float] = {}
+    for offset, day in enumerate(chosen):
+        path = found[day]
+        base = offset * MINUTES_PER_DAY
+        for line, fields in _rows(path, _INVOCATION_HEADER):
+            owner, app, func, trigger = (x.strip() for x in fields[:4])
+            if not owner or not app or not func:
+                raise TraceFormatError(path, line, "empty HashOwner, HashApp or HashFunction")
+            if trigger not in _GROUP_OF:
+                raise TraceFormatError(path, line, f"unknown Trigger {trigger!r} (known: {', '.join(TRIGGERS)})")
+            try:
+                counts = np.array(fields[4:], dtype=np.float64)
+            except ValueError:
+                bad = next(i for i, x in enumerate(fields[4:]) if not _is_float(x))
+                raise TraceFormatError(path, line, f"column {bad + 1}: {fields[4 + bad]!r} is not a number") from None
+            invalid = ~np.isfinite(counts) | (counts < 0) | (counts != np.floor(counts))
+            if invalid.any():
+                bad = int(np.argmax(invalid))
+                raise TraceFormatError(
+                    path, line, f"column {bad + 1}: {fields[4 + bad]!r} is not a non-negative whole count"
+                )
+            key = f"{owner}/{app}"
+            events = per_app.setdefault(key, {})
+            for minute in np.flatnonzero(counts).tolist():
+                events[base + minute] = events.get(base + minute, 0) + int(counts[minute])
+            groups = triggers.setdefault(key, [False] * 4)
+            groups[_GROUP_OF[trigger]] = True
+        dpath = root / f"function_durations_percentiles.anon.d{day:02d}.csv"
+        if dpath.exists():
+            for line, fields in _rows(dpath, _DURATION_HEADER):
+                key = f"{fields[0].strip()}/{fields[1].strip()}"
+                average = _number(dpath, line, "Average", fields[3])
+                count = _number(dpath, line, "Count", fields[4], integer=True)
+                dur_sum[key] = dur_sum.get(key, 0.0) + average / 1000.0 * max(count, 1.0)
+                dur_weight[key] = dur_weight.get(key, 0.0) + max(count, 1.0)
+        mpath = root / f"app_memory_percentiles.anon.d{day:02d}.csv"
+        if mpath.exists():
+            for line, fields in _rows(mpath, _MEMORY_HEADER):
+                key = f"{fields[0].strip()}/{fields[1].strip()}"
+                samples = _number(mpath, line, "SampleCount", fields[2], integer=True)
+                average = _number(mpath, line, "AverageAllocatedMb", fields[3])
+                mem_sum[key] = mem_sum.get(key, 0.0) + average * max(samples, 1.0)
+                mem_weight[key] = mem_weight.get(key, 0.0) + max(samples, 1.0)
+    duration = {k: dur_sum[k] / dur_weight[k] for k in dur_sum if k in per_app}
+    memory = {k: mem_sum[k] / mem_weight[k] for k in mem_sum if k in per_app}
+    return _build_trace(per_app, len(chosen) * MINUTES_PER_DAY, memory, duration, triggers)
+
+
+def _is_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_azure2021(path: str | os.PathLike[str]) -> AppTrace:
+    """Load the Azure Functions 2021 invocation trace (one row per invocation) as per-minute counts per app.
+
+    Columns ``app, func, end_timestamp, duration`` (seconds from the trace
+    start; header row required). An invocation counts in the minute it
+    starts, ``floor((end_timestamp - duration) / 60)``; an app's duration is
+    the mean of its invocations'. The format has no memory or trigger
+    columns: memory is imputed (flagged) and triggers are all False.
+    """
+    path = Path(path)
+    per_app: dict[str, dict[int, int]] = {}
+    dur_sum: dict[str, float] = {}
+    dur_n: dict[str, int] = {}
+    last_minute = 0
+    for line, fields in _rows(path, ["app", "func", "end_timestamp", "duration"]):
+        app, func = fields[0].strip(), fields[1].strip()
+        if not app or not func:
+            raise TraceFormatError(path, line, "empty app or func")
+        end = _number(path, line, "end_timestamp", fields[2])
+        duration = _number(path, line, "duration", fields[3])
+        start = end - duration
+        if start < -1e-6:
+            raise TraceFormatError(path, line, f"duration {duration} exceeds end_timestamp {end} (start before 0)")
+        minute = int(max(start, 0.0) // 60)
+        events = per_app.setdefault(app, {})
+        events[minute] = events.get(minute, 0) + 1
+        dur_sum[app] = dur_sum.get(app, 0.0) + duration
+        dur_n[app] = dur_n.get(app, 0) + 1
+        last_minute = max(last_minute, minute)
+    if not per_app:
+        raise TraceFormatError(path, 2, "no invocation rows")
+    duration_s = {a: dur_sum[a] / dur_n[a] for a in dur_sum}
+    return _build_trace(per_app, last_minute + 1, {}, duration_s, {})
+
+
+# ----------------------------------------------------------------------------- statistics for calibration
+
+
+def interarrival_cv(counts: np.ndarray, min_gaps: int = 3) -> float:
+    """CV of the gaps between an app's invocation minutes (NaN with fewer than ``min_gaps`` gaps).
+
+    Measured at the trace's one-minute resolution: several invocations in one
+    minute are one arrival of the app.
+    """
+    minutes = np.flatnonzero(counts)
+    if minutes.size < min_gaps + 1:
+        return float("nan")
+    gaps = np.diff(minutes).astype(np.float64)
+    return float(gaps.std() / gaps.mean())

@@ -1,0 +1,188 @@
+"""Train the imitation agents of Oversubscription-v0 offline from the hindsight expert: BC, DAgger, ProtoHAIL (+HITL).
+
+    python scripts/train_protohail.py --algo protohail --ship
+    python scripts/train_protohail.py --algo bc --ship
+    python scripts/train_protohail.py --algo dagger --ship
+
+The expert's demonstrations (the env's robust hindsight oracle on training
+seeds 0..episodes-1) are collected once and cached under ``<out>/<env>/``.
+``protohail`` trains the prototype agent, then runs the human-in-the-loop
+round (``--budget`` queries answered by the scripted operator) and its two
+controls (the same retraining with no queries, and with random queries) once
+per ``--hitl-seeds`` retraining seed, evaluates every model on held-out seeds
+at the agent's decoding and at ``--study-quantiles``, and writes two
+checkpoints: ``protohail`` and ``protohail_hitl`` (the first seed's round;
+the study's table goes in its checkpoint.yaml under ``hitl_study``). Each run folder gets ``model.pt`` and
+``checkpoint.yaml`` (the command that reproduces it, the held-out metrics);
+``--ship`` copies them to ``agents/checkpoints/Oversubscription-v0/`` where
+compare.py finds them. The logic lives in ``cloudgym.agents.oversub_imitation``
+and ``cloudgym.agents.protohail``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import cloudgym
+from cloudgym.agents import oversub_imitation as imitation
+from cloudgym.agents import protohail
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, write_metadata
+from cloudgym.envs.oversubscription import OversubscriptionConfig
+
+ENV_ID = "Oversubscription-v0"
+
+
+@dataclasses.dataclass
+class Args:
+    algo: str
+    episodes: int = 24
+    epochs: int = 12
+    prototypes: int = 10
+    budget: int = 10
+    hitl_epochs: int = 3
+    hitl_seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    study_quantiles: list[float] = dataclasses.field(default_factory=lambda: [0.5])
+    risk_quantile: float = imitation.RISK_QUANTILE
+    eval_episodes: int = 32
+    seed: int = 0
+    out: Path = Path("runs")
+    ship: bool = False
+
+
+def parse_args(argv: list[str] | None = None) -> Args:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--algo", required=True, choices=["bc", "dagger", "protohail"])
+    p.add_argument("--episodes", type=int, default=24, help="expert episodes (training seeds 0..N-1)")
+    p.add_argument("--epochs", type=int, default=12, help="training epochs over the demonstrations")
+    p.add_argument("--prototypes", type=int, default=10, help="K, prototypes of the ProtoHAIL agent")
+    p.add_argument("--budget", type=int, default=10, help="queries of the human-in-the-loop round")
+    p.add_argument("--hitl-epochs", type=int, default=3, help="retraining epochs of the HITL round")
+    p.add_argument("--hitl-seeds", type=int, nargs="+", default=[0, 1, 2], help="retraining seeds of the HITL study")
+    p.add_argument(
+        "--study-quantiles", type=float, nargs="+", default=[0.5], help="extra decodings the HITL study reads"
+    )
+    p.add_argument("--risk-quantile", type=float, default=imitation.RISK_QUANTILE, help="risk-aware decoding")
+    p.add_argument("--eval-episodes", type=int, default=32, help="held-out episodes for the final metrics")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("runs"))
+    p.add_argument("--ship", action="store_true", help="copy the checkpoints to agents/checkpoints/<env>/")
+    return Args(**vars(p.parse_args(argv)))
+
+
+def main(argv: list[str] | None = None) -> list[Path]:
+    args = parse_args(argv)
+    torch.set_num_threads(1)  # a shared 2-core machine; the GRU and MLP are small
+    command = "python scripts/train_protohail.py " + " ".join(
+        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
+    )
+    started = time.time()
+    root = args.out / ENV_ID
+    cache = root / f"expert_demos_{args.episodes}ep_seed0.npz"
+    data = imitation.expert_demonstrations(cache, args.episodes)
+    print(f"{len(data)} expert node-hours from {args.episodes} episodes ({time.time() - started:.0f}s)", flush=True)
+    levels = len(OversubscriptionConfig().ratios)
+    common = {
+        "env_id": ENV_ID,
+        "command": command,
+        "seed": args.seed,
+        "timesteps": len(data),
+        "env_kwargs": {},
+        "eval_episodes": args.eval_episodes,
+        "versions": {"cloudgym": cloudgym.__version__, "numpy": np.__version__, "torch": str(torch.__version__)},
+    }
+    written: list[Path] = []
+
+    def finish(
+        name: str, algo: str, loader: str, hyper: dict[str, object], metrics: dict[str, float], **extra: object
+    ) -> None:
+        folder = root / name
+        write_metadata(
+            folder,
+            {
+                **common,
+                "name": name,
+                "loader": loader,
+                "algo": algo,
+                "hyperparams": hyper,
+                "train_seconds": round(time.time() - started, 1),
+                "final_metrics": metrics,
+                **extra,
+            },
+        )
+        print(f"{name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()), flush=True)
+        written.append(folder)
+
+    if args.algo in ("bc", "dagger"):
+        if args.algo == "bc":
+            model, _ = imitation.train_bc(data, levels, epochs=args.epochs, seed=args.seed)
+        else:
+            model, _ = imitation.train_dagger({}, data, levels, epochs=args.epochs, seed=args.seed)
+        imitation.save_model(model, root / args.algo, args.risk_quantile, levels=levels, hidden=128)
+        metrics = imitation.evaluate_model(model, args.eval_episodes, risk_quantile=args.risk_quantile)
+        hyper = {"epochs": args.epochs, "hidden": 128, "risk_quantile": args.risk_quantile}
+        finish(args.algo, args.algo.upper(), "cloudgym.agents.oversub_imitation:load_imitation_policy", hyper, metrics)
+    else:
+        config = protohail.ProtoHAILConfig(levels=levels, prototypes=args.prototypes)
+        model, anchors, history = protohail.train_protohail(data, config, epochs=args.epochs, seed=args.seed)
+        anchor_rows = imitation.Demonstrations(*(getattr(data, f.name)[anchors] for f in dataclasses.fields(data)))
+        protohail.save_protohail(model, anchor_rows, root / "protohail", [], args.risk_quantile)
+        hyper = {**dataclasses.asdict(config), "epochs": args.epochs, "risk_quantile": args.risk_quantile}
+        base = imitation.evaluate_model(model, args.eval_episodes, risk_quantile=args.risk_quantile)
+        finish(
+            "protohail",
+            "ProtoHAIL",
+            "cloudgym.agents.protohail:load_protohail_policy",
+            hyper,
+            base,
+            loss_history=history,
+        )
+        env_config = OversubscriptionConfig()
+        study, summary = protohail.hitl_replicates(
+            model,
+            data,
+            env_config,
+            seeds=args.hitl_seeds,
+            quantiles=sorted({args.risk_quantile, *args.study_quantiles}),
+            episodes=args.eval_episodes,
+            budget=args.budget,
+            epochs=args.hitl_epochs,
+        )
+        shipped = imitation.evaluate_model(study.targeted, args.eval_episodes, risk_quantile=args.risk_quantile)
+        anchor_rows = imitation.Demonstrations(
+            *(getattr(study.data, f.name)[study.anchors] for f in dataclasses.fields(study.data))
+        )
+        protohail.save_protohail(
+            study.targeted, anchor_rows, root / "protohail_hitl", study.targeted_queries, args.risk_quantile
+        )
+        finish(
+            "protohail_hitl",
+            "ProtoHAIL+HITL",
+            "cloudgym.agents.protohail:load_protohail_policy",
+            {**hyper, "budget": args.budget, "hitl_epochs": args.hitl_epochs},
+            shipped,
+            hitl_study=summary,
+            queries=[dataclasses.asdict(q) for q in study.targeted_queries],
+            random_queries=[dataclasses.asdict(q) for q in study.random_queries_asked],
+        )
+    if args.ship:
+        for folder in written:
+            target = CHECKPOINT_ROOT / ENV_ID / folder.name
+            target.mkdir(parents=True, exist_ok=True)
+            for f in ("model.pt", "checkpoint.yaml"):
+                shutil.copy2(folder / f, target / f)
+            print(f"shipped to {target}")
+    print(f"done in {time.time() - started:.0f}s")
+    return written
+
+
+if __name__ == "__main__":
+    main()

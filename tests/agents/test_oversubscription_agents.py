@@ -1,0 +1,210 @@
+"""Oversubscription-v0 agents: features, demonstrations, BC/DAgger, the prototype agent, its HITL round, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cloudgym.agents import oversub_imitation as imitation
+from cloudgym.agents import protohail
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, load_policy, shipped_checkpoints, write_metadata
+from cloudgym.baselines.oversubscription import levels_at_most, rule_caps
+from cloudgym.envs.oversubscription import OversubscriptionConfig
+from cloudgym.evaluation import evaluate, held_out_seeds, make_vector_env
+
+torch.set_num_threads(1)  # small models; the test machine has 2 cores
+
+ENV_ID = "Oversubscription-v0"
+TINY = {"num_nodes": 3, "node_cores": 16, "hours": 6}
+
+
+@pytest.fixture(scope="module")
+def demos() -> imitation.Demonstrations:
+    return imitation.collect(TINY, [0, 1, 2])
+
+
+def test_node_features_lay_out_the_trajectory_and_headroom() -> None:
+    env = make_vector_env(ENV_ID, 2, TINY)
+    obs, _ = env.reset(seed=0)
+    traj, static = imitation.node_features(obs)
+    assert traj.shape == (6, 24, 2)
+    assert static.shape == (6, imitation.STATIC_FEATURES)
+    rows = obs.reshape(-1, 55)
+    np.testing.assert_array_equal(traj[:, :, 0], rows[:, :24])
+    np.testing.assert_array_equal(traj[:, :, 1], rows[:, 24:48])
+    expected = np.clip(rows[:, 48] + 1.0 - rows[:, 24:48].max(axis=1), -1, 2)
+    np.testing.assert_allclose(static[:, protohail.HEADROOM_COLUMN], expected, rtol=1e-6)
+
+
+def test_risk_aware_decoding_leans_low_when_unsure() -> None:
+    p = np.array([[0.1, 0.0, 0.0, 0.0, 0.2, 0.7], [0.0, 0.0, 0.5, 0.0, 0.0, 0.5]])
+    np.testing.assert_array_equal(imitation.decode(p, None), [5, 2])
+    np.testing.assert_array_equal(imitation.decode(p, 0.05), [0, 2])  # 10% chance the expert is at 1.0
+    np.testing.assert_array_equal(imitation.decode(p, 0.25), [4, 2])
+    np.testing.assert_array_equal(imitation.decode(p, 0.35), [5, 2])
+    np.testing.assert_array_equal(imitation.decode(p, 0.5), [5, 5])
+
+
+def test_demonstrations_are_labelled_by_the_robust_expert(demos: imitation.Demonstrations) -> None:
+    assert len(demos) == 3 * 6 * 3
+    env = make_vector_env(ENV_ID, 3, TINY)
+    env.reset(seed=[0, 1, 2])
+    first = env.core.robust_hindsight_levels(24).reshape(-1)  # type: ignore[attr-defined]
+    np.testing.assert_array_equal(demos.label[:9], first)
+    # A learner that always follows the expert visits exactly the expert's states.
+    followed = imitation.collect(TINY, [0, 1, 2], actor=lambda obs: np.zeros(obs.shape[:2], np.int64), expert_share=1.0)
+    np.testing.assert_array_equal(followed.label, demos.label)
+    np.testing.assert_array_equal(followed.rows, demos.rows)
+
+
+def test_bc_fits_the_expert_and_dagger_aggregates(demos: imitation.Demonstrations) -> None:
+    model, losses = imitation.train_bc(demos, 6, epochs=40, hidden=32)
+    assert losses[-1] < losses[0]
+    majority = np.bincount(demos.label).max() / len(demos)
+    assert imitation.accuracy(model, demos) >= majority
+    dagger, data = imitation.train_dagger(
+        TINY, demos, 6, iterations=1, episodes_per_iteration=2, epochs=5, hidden=32, log=lambda _: None
+    )
+    assert len(data) == len(demos) + 2 * 6 * 3
+    assert isinstance(dagger, imitation.MLPClassifier)
+
+
+@pytest.fixture(scope="module")
+def trained(demos: imitation.Demonstrations) -> tuple[protohail.ProtoHAILNet, np.ndarray, list[dict[str, float]]]:
+    config = protohail.ProtoHAILConfig(prototypes=4, embedding=8, hidden=8)
+    return protohail.train_protohail(demos, config, epochs=8, head_epochs=4, batch_size=16, log=lambda _: None)
+
+
+def test_protohail_trains_on_four_terms_and_anchors_prototypes(
+    demos: imitation.Demonstrations, trained: tuple[protohail.ProtoHAILNet, np.ndarray, list[dict[str, float]]]
+) -> None:
+    model, anchors, history = trained
+    assert set(history[0]) == {"imitation", "representativeness", "diversity", "interpretability"}
+    assert history[-1]["imitation"] < history[0]["imitation"]
+    # Interpretability: every prototype sits exactly on the embedding of a real trajectory, its anchor.
+    z = protohail.embeddings(model, demos)
+    np.testing.assert_allclose(model.prototypes.detach().numpy(), z[anchors].numpy(), atol=1e-6)
+    assert np.all((anchors >= 0) & (anchors < len(demos)))
+    levels = protohail.prototype_levels(model)
+    assert levels.shape == (4,)
+    assert np.all((levels >= 0) & (levels < 6))
+
+
+def test_hitl_queries_spend_the_budget_and_answers_constrain(
+    demos: imitation.Demonstrations, trained: tuple[protohail.ProtoHAILNet, np.ndarray, list[dict[str, float]]]
+) -> None:
+    import copy
+
+    model = copy.deepcopy(trained[0])
+    config = OversubscriptionConfig(**TINY)
+    pool = imitation.collect(TINY, [7, 8], actor=lambda obs: imitation.act_levels(model, obs))
+    queries = protohail.select_queries(model, demos, pool, config, budget=6)
+    assert len(queries) == 6
+    assert [q.kind for q in queries].count("prototype") == 3
+    caps = protohail.operator_caps(pool.rows, config)
+    for q in queries:
+        if q.kind == "rate":
+            assert q.allowed == caps[q.index]
+            assert q.proposed > 0  # an answer could lower it
+    # The operator is the rules plus the headroom rule of thumb.
+    _, static = imitation.node_features(pool.rows[None])
+    headroom = levels_at_most(static[:, protohail.HEADROOM_COLUMN][None], config.ratios)[0]
+    np.testing.assert_array_equal(caps, np.minimum(rule_caps(pool.rows[None], config)[0], headroom))
+    # Answers that allow only the lowest ratio push the queried region's probability mass down.
+    strict = [dataclasses.replace(q, allowed=0) for q in queries]
+    merged, constraints = protohail.constraints_from(strict, model, demos, pool, neighbours=8)
+    capped = constraints.row_cap >= 0
+    assert capped.any()
+    before = _mass_above_zero(model, merged, capped)
+    protohail.refit_head(model, merged, constraints, epochs=30, seed=0, constraint_weight=20.0)
+    assert _mass_above_zero(model, merged, capped) < before
+
+
+def _mass_above_zero(model: protohail.ProtoHAILNet, data: imitation.Demonstrations, rows: np.ndarray) -> float:
+    with torch.no_grad():
+        logits = model(torch.from_numpy(data.trajectory[rows]), torch.from_numpy(data.static[rows]))
+    return float(torch.softmax(logits, 1)[:, 1:].sum(1).mean())
+
+
+def test_checkpoint_round_trip_and_picture(
+    tmp_path: Path,
+    demos: imitation.Demonstrations,
+    trained: tuple[protohail.ProtoHAILNet, np.ndarray, list[dict[str, float]]],
+) -> None:
+    model, anchors, _ = trained
+    rows = imitation.Demonstrations(*(getattr(demos, f.name)[anchors] for f in dataclasses.fields(demos)))
+    protohail.save_protohail(model, rows, tmp_path, [protohail.Query("prototype", 1, 5, 2)], 0.4)
+    write_metadata(
+        tmp_path,
+        {
+            "env_id": ENV_ID,
+            "name": "proto_test",
+            "loader": "cloudgym.agents.protohail:load_protohail_policy",
+            "algo": "ProtoHAIL",
+            "command": "pytest",
+        },
+    )
+    env = make_vector_env(ENV_ID, 2, TINY)
+    obs, _ = env.reset(seed=0)
+    policy = load_policy(tmp_path, env)
+    assert policy.name == "proto_test"
+    np.testing.assert_array_equal(policy.act(obs), imitation.act_levels(model, obs, 1.0, 0.4))
+    picture = protohail.plot_prototypes(tmp_path, tmp_path / "protos.png")
+    assert picture.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("ckpt", shipped_checkpoints(ENV_ID), ids=lambda c: c.name)
+def test_shipped_checkpoints_load_act_and_are_small(ckpt: object) -> None:
+    info = ckpt  # CheckpointInfo
+    assert info.path.parent == CHECKPOINT_ROOT / ENV_ID  # type: ignore[attr-defined]
+    for f in info.path.iterdir():  # type: ignore[attr-defined]
+        assert f.stat().st_size < 2_000_000, f"{f} is too large to ship"
+    assert info.command.startswith("python scripts/")  # type: ignore[attr-defined]
+    rows = evaluate(info.path, ENV_ID, held_out_seeds(1), env_kwargs={"hours": 2})  # type: ignore[attr-defined]
+    assert np.isfinite(rows[0]["return"])
+
+
+@pytest.mark.slow
+def test_ppo_trains_through_train_py_with_scaled_rewards(tmp_path: Path) -> None:
+    """scripts/train.py's normalize_reward run key (this env's PPO uses it)."""
+    import importlib.util
+
+    import yaml
+
+    hyper = tmp_path / "hp.yaml"
+    hyper.write_text(
+        yaml.safe_dump(
+            {
+                "PPO": {
+                    "num_envs": 2,
+                    "total_timesteps": 64,
+                    "eval_freq": 64,
+                    "eval_episodes": 1,
+                    "normalize_reward": True,
+                    "env_kwargs": {**TINY, "hours": 4},
+                    "n_steps": 16,
+                    "batch_size": 32,
+                    "n_epochs": 1,
+                }
+            }
+        )
+    )
+    spec = importlib.util.spec_from_file_location("train_script", Path(__file__).parents[2] / "scripts" / "train.py")
+    assert spec is not None
+    assert spec.loader is not None
+    train = importlib.util.module_from_spec(spec)
+    sys.modules["train_script"] = train  # dataclasses of a module need it registered
+    spec.loader.exec_module(train)
+    run = train.main(
+        ["--env", ENV_ID, "--algo", "PPO", "--hyperparams", str(hyper), "--out", str(tmp_path), "--no-progress"]
+    )
+    policy = load_policy(run, make_vector_env(ENV_ID, 2, {**TINY, "hours": 4}))
+    env = make_vector_env(ENV_ID, 2, {**TINY, "hours": 4})
+    obs, _ = env.reset(seed=0)
+    actions = np.asarray(policy.act(obs))
+    assert actions.shape == (2, 3)
