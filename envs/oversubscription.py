@@ -785,8 +785,9 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
             return TickPlacement(empty.astype(bool), empty, empty, empty, empty.astype(np.float64), empty)
         valid = np.arange(k_max)[None, :] < count[:, None]
         vm = np.where(valid, first[:, None] + np.arange(k_max)[None, :], 0)
-        cores = np.take_along_axis(s.vms.cores, vm, axis=1).astype(np.float64)
-        departure = np.take_along_axis(s.vms.departure, vm, axis=1)
+        flat_vm = (rows * s.vms.cores.shape[1])[:, None] + vm  # np.take on flat indices: no index grids
+        cores = np.take(s.vms.cores, flat_vm).astype(np.float64)
+        departure = np.take(s.vms.departure, flat_vm)
         slot = np.full((self.num_envs, k_max), -1, np.int64)
         node = place_sequentially(
             pool,
@@ -798,8 +799,7 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
             limit,
             slots_out=slot,
         )
-        e, k = np.nonzero(slot >= 0)
-        np.maximum.at(high, e, slot[e, k] + 1)
+        np.maximum(high, slot.max(axis=1) + 1, out=high)  # -1 where none was placed leaves the mark
         return TickPlacement(valid & (node >= 0), np.where(valid, vm, -1), node, slot, cores, departure)
 
     def _depart(self, step_slots: StepSlots, tick: np.ndarray, shared_tick: int | None) -> tuple[np.ndarray, ...]:
