@@ -282,6 +282,32 @@ class SlotParams:
 
 
 @dataclasses.dataclass
+class StepSlots:
+    """The slots one step's hour can use, as flat copies in slot-table order (scratch of one step, not state).
+
+    The slots running a VM when the hour starts, plus each sub-env's first
+    ``arrivals`` free slots (a VM takes the first free slot, so the hour's
+    placements land in these or in slots its departures free). The 12
+    readings, departures and node sums work on these contiguous 1-D copies
+    instead of the (B, M) table's ``[:, :high]`` view: no free slot past the
+    high-water mark or gap between running VMs is computed, and numpy needs
+    no loop over rows. The copies keep the table's row-major order, so every
+    node's demand adds up its VMs in the same order as a pass over the table
+    (free slots fall in their sub-env's dummy bin 0). The step's departures
+    and placements update them.
+    """
+
+    position: np.ndarray  # (L,) int64, sub-env x M + slot, increasing
+    env: np.ndarray  # (L,) int64, the sub-env of each
+    bins: np.ndarray  # (L,) int64, sub-env x (N + 1) + node + 1 of the VM there (+ 0: a free slot)
+    end: np.ndarray  # (L,) float64, tick the VM there leaves (+inf: free)
+    vm_util: dict[str, np.ndarray]  # field of UtilParams -> (L,) array
+    series: dict[str, np.ndarray]  # offset, start, length -> (L,) arrays (replay)
+    heat_weight: np.ndarray  # (L,) float32
+    cores: np.ndarray  # (L,) float32
+
+
+@dataclasses.dataclass
 class OversubscriptionState:
     """State of B clusters."""
 
@@ -326,7 +352,8 @@ class TickPlacement(NamedTuple):
     vm: np.ndarray  # int64, its VM index (-1: padding)
     node: np.ndarray  # int64, its node (-1: rejected)
     slot: np.ndarray  # int64, its slot in the table (-1: rejected)
-    departed: tuple[np.ndarray, np.ndarray, np.ndarray]  # (env ids, VM indices, nodes) of the tick's departures
+    cores: np.ndarray  # float64, its vCPUs (those of VM 0 in padding)
+    departure: np.ndarray  # int32, its departure tick (that of VM 0 in padding)
 
 
 def _grow(array: np.ndarray, size: int, fill: float | int) -> np.ndarray:
@@ -648,15 +675,68 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
         s.hist_mean[env_ids] = hourly.mean(axis=3) / c.node_cores
         s.hist_max[env_ids] = hourly.max(axis=3) / c.node_cores
 
-    def _copy_slot_params(self, env: np.ndarray, vm: np.ndarray, slot: np.ndarray) -> None:
-        """Copy the parameters of VMs ``vm`` of sub-envs ``env`` into their slots (placement)."""
+    def _copy_slot_params(
+        self, env: np.ndarray, vm: np.ndarray, slot: np.ndarray, into: tuple[StepSlots, np.ndarray] | None = None
+    ) -> None:
+        """Copy the parameters of VMs ``vm`` of sub-envs ``env`` into their slots (placement).
+
+        ``into``: also into a step's copies, at the given indices (:meth:`_step_index`).
+        """
         s = self.state
-        for f in SLOT_UTIL_FIELDS:
-            s.slot_params.vm_util[f][env, slot] = s.vms.util[f][env, vm]
-        for f in s.slot_params.series:
-            s.slot_params.series[f][env, slot] = s.vms.series[f][env, vm]
-        s.slot_params.heat_weight[env, slot] = s.vms.heat_weight[env, vm]
-        s.slot_params.cores[env, slot] = s.vms.cores[env, vm]
+        p = s.slot_params
+        # Flat indices into the C-ordered (B, V) and (B, M) tables: one gather and one scatter per field.
+        from_vm = env * s.vms.cores.shape[1] + vm
+        to_slot = env * p.cores.shape[1] + slot
+        pairs = [(s.vms.util[f], p.vm_util[f]) for f in SLOT_UTIL_FIELDS]
+        pairs += [(s.vms.series[f], p.series[f]) for f in p.series]
+        pairs += [(s.vms.heat_weight, p.heat_weight), (s.vms.cores, p.cores)]
+        copies: list[np.ndarray] = []
+        if into is not None:
+            step = into[0]
+            copies = [*(step.vm_util[f] for f in SLOT_UTIL_FIELDS), *(step.series[f] for f in p.series)]
+            copies += [step.heat_weight, step.cores]
+        for i, (source, table) in enumerate(pairs):
+            values = np.take(source, from_vm)
+            np.put(table, to_slot, values)
+            if into is not None:
+                np.put(copies[i], into[1], values)
+
+    def _step_slots(self) -> StepSlots:
+        """Flat copies of the slots the coming hour can use (see :class:`StepSlots`)."""
+        s, c = self.state, self.config
+        m = s.slots.slots
+        first = self.stats.length * TICKS_PER_HOUR
+        last = np.minimum(first + TICKS_PER_HOUR, c.episode_ticks)
+        arrivals = np.maximum(
+            s.arrivals_at[self._env_index, last] - s.arrivals_at[self._env_index, first.clip(0, last)], 0
+        )
+        # The k-th free slot lies below high-water mark + k: the hour's placements stay within this width.
+        width = int(min(m, max(1, int((s.slot_high + arrivals).max()))))
+        node = s.slots.node[:, :width]
+        free = node < 0
+        free_rank = np.cumsum(free, axis=1, dtype=np.int32)
+        usable = np.flatnonzero(~free | (free_rank <= arrivals[:, None]))
+        env, slot = np.divmod(usable, width)
+        position = env * m + slot
+        p = s.slot_params
+        return StepSlots(
+            position=position,
+            env=env,
+            bins=env * (c.num_nodes + 1) + np.take(node, usable) + 1,
+            end=np.take(s.slots.end, position),
+            vm_util={f: np.take(p.vm_util[f], position) for f in SLOT_UTIL_FIELDS},
+            series={f: np.take(a, position) for f, a in p.series.items()},
+            heat_weight=np.take(p.heat_weight, position),
+            cores=np.take(p.cores, position),
+        )
+
+    def _step_index(self, step_slots: StepSlots, position: np.ndarray) -> np.ndarray:
+        """Where table positions (sub-env x M + slot) lie in ``step_slots``; raises if one is missing (a bug)."""
+        at = np.searchsorted(step_slots.position, position)
+        ok = at < step_slots.position.size
+        if not ok.all() or not np.array_equal(step_slots.position[at], position):
+            raise RuntimeError("a placement landed in a slot outside the step's usable slots")
+        return at
 
     def _grow_vms(self, size: int) -> None:
         vms = self.state.vms
@@ -687,68 +767,70 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
     def _place_tick(
         self, pool: ResourcePool, slots: Placements, high: np.ndarray, tick: np.ndarray, limit: np.ndarray
     ) -> TickPlacement:
-        """Departures, then best-fit placement of the arrivals of ``tick`` (B,) on ``pool``/``slots``.
+        """Best-fit placement of the arrivals of ``tick`` (B,) on ``pool``/``slots`` (after the tick's departures).
 
         ``high`` (B,) is the slot high-water mark, updated: a VM takes the
-        first free slot, so slots past it are empty and departures and free
-        slots are looked for only below it (plus this tick's arrivals). The
-        real step and the hindsight look-ahead (on copies) both use it.
+        first free slot, so slots past it are empty and free slots are looked
+        for only below it (plus this tick's arrivals). The real step and the
+        hindsight look-ahead (on copies) both use it.
         """
         s = self.state
-        rows = np.arange(self.num_envs)
+        rows = self._env_index
         width = max(1, int(high.max()))
-        departed = _slot_view(slots, width).expire(pool, tick.astype(np.float64))
         first = s.arrivals_at[rows, tick]
         count = s.arrivals_at[rows, tick + 1] - first
         k_max = int(count.max())
         if k_max == 0:
             empty = np.zeros((self.num_envs, 0), np.int64)
-            return TickPlacement(empty.astype(bool), empty, empty, empty, departed)
+            return TickPlacement(empty.astype(bool), empty, empty, empty, empty.astype(np.float64), empty)
         valid = np.arange(k_max)[None, :] < count[:, None]
         vm = np.where(valid, first[:, None] + np.arange(k_max)[None, :], 0)
-        cores = np.take_along_axis(s.vms.cores, vm, axis=1)
-        departure = np.take_along_axis(s.vms.departure, vm, axis=1)
+        flat_vm = (rows * s.vms.cores.shape[1])[:, None] + vm  # np.take on flat indices: no index grids
+        cores = np.take(s.vms.cores, flat_vm).astype(np.float64)
+        departure = np.take(s.vms.departure, flat_vm)
         slot = np.full((self.num_envs, k_max), -1, np.int64)
         node = place_sequentially(
             pool,
             _slot_view(slots, min(slots.slots, width + k_max)),
-            cores[:, :, None].astype(np.float64),
+            cores[:, :, None],
             valid,
             departure.astype(np.float64),
             vm,
             limit,
             slots_out=slot,
         )
-        e, k = np.nonzero(slot >= 0)
-        np.maximum.at(high, e, slot[e, k] + 1)
-        return TickPlacement(valid & (node >= 0), np.where(valid, vm, -1), node, slot, departed)
+        np.maximum(high, slot.max(axis=1) + 1, out=high)  # -1 where none was placed leaves the mark
+        return TickPlacement(valid & (node >= 0), np.where(valid, vm, -1), node, slot, cores, departure)
+
+    def _depart(self, step_slots: StepSlots, tick: np.ndarray, shared_tick: int | None) -> tuple[np.ndarray, ...]:
+        """Free the slots whose VM leaves at ``tick`` (B,): (sub-envs, VM indices, nodes), in slot-table order."""
+        s, c = self.state, self.config
+        now = step_slots.end.dtype.type(shared_tick) if shared_tick is not None else tick[step_slots.env]
+        due = np.flatnonzero(step_slots.end <= now)
+        env = step_slots.env[due]
+        vms, nodes = s.slots.vacate(s.pool, env, step_slots.position[due] - env * s.slots.slots)
+        step_slots.end[due] = np.inf
+        step_slots.bins[due] = env * (c.num_nodes + 1)
+        return env, vms, nodes
 
     # ------------------------------------------------------------------ readings
-    def _readings(self, tick: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(demand, heat demand), each (B, N) cores, of the running VMs at ``tick`` (B,)."""
-        s, c = self.state, self.config
-        w = max(1, int(s.slot_high.max()))
-        contrib = self._slot_utilisation(tick, w)
-        contrib *= s.slot_params.cores[:, :w]
-        # Bin b * (N + 1) + node + 1 per slot: a free slot (node -1, no cores) falls in its sub-env's bin 0.
-        flat = (self._env_bins + s.slots.node[:, :w]).ravel()
+    def _readings(self, tick: int | np.ndarray, step_slots: StepSlots) -> tuple[np.ndarray, np.ndarray]:
+        """(demand, heat demand), each (B, N) cores, of the running VMs at ``tick`` (an int, or (L,) per slot)."""
+        c = self.config
+        if self._trace is not None:
+            series = step_slots.series
+            contrib = replayed_utilisation(self._trace.pool, series["offset"], series["start"], series["length"], tick)
+        else:
+            contrib = utilisation_of(step_slots.vm_util, tick)
+        contrib *= step_slots.cores
+        # Bin b * (N + 1) + node + 1 per slot: a free slot falls in its sub-env's bin 0.
         shape = (self.num_envs, c.num_nodes + 1)
-        demand = np.bincount(flat, weights=contrib.ravel(), minlength=shape[0] * shape[1]).reshape(shape)[:, 1:]
+        demand = np.bincount(step_slots.bins, weights=contrib, minlength=shape[0] * shape[1]).reshape(shape)[:, 1:]
         if not c.workload_hints:
             return demand, demand
-        contrib *= s.slot_params.heat_weight[:, :w]
-        heat = np.bincount(flat, weights=contrib.ravel(), minlength=shape[0] * shape[1]).reshape(shape)[:, 1:]
+        contrib *= step_slots.heat_weight
+        heat = np.bincount(step_slots.bins, weights=contrib, minlength=shape[0] * shape[1]).reshape(shape)[:, 1:]
         return demand, heat
-
-    def _slot_utilisation(self, tick: np.ndarray, width: int) -> np.ndarray:
-        """(B, width) average CPU of the first ``width`` slots at ``tick`` (B,)."""
-        p = self.state.slot_params
-        if self._trace is not None:
-            series = {f: a[:, :width] for f, a in p.series.items()}
-            return replayed_utilisation(
-                self._trace.pool, series["offset"], series["start"], series["length"], tick[:, None]
-            )
-        return utilisation_of({f: p.vm_util[f][:, :width] for f in SLOT_UTIL_FIELDS}, tick[:, None])
 
     def _thresholds(self, sold: np.ndarray, truly_sensitive: np.ndarray) -> np.ndarray:
         """(B, N) heat limit of each node, cores: threshold x cores, lowered by its truly sensitive share."""
@@ -762,7 +844,6 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
         s, c = self.state, self.config
         b, n = self.num_envs, c.num_nodes
-        rows = np.arange(b)
         s.level[:] = actions
         limit = self._limit(s.level)
         s.ratio_sum += self._ratios[s.level].sum(axis=1)
@@ -773,25 +854,29 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
         saved = np.zeros(b)
         placed_now = np.zeros(b, np.int64)
         rejected_now = np.zeros(b, np.int64)
+        step_slots = self._step_slots()
+        # Sub-envs usually share the hour (they start and end together): a scalar tick is cheaper to broadcast.
+        shared_hour = bool((self.stats.length == self.stats.length[0]).all())
         for j in range(TICKS_PER_HOUR):
             tick = self.stats.length * TICKS_PER_HOUR + j
-            placed, vm, node, slot, (gone_env, gone_vm, gone_node) = self._place_tick(
-                s.pool, s.slots, s.slot_high, tick, limit
-            )
+            shared_tick = int(tick[0]) if shared_hour else None
+            gone_env, gone_vm, gone_node = self._depart(step_slots, tick, shared_tick)
             if gone_env.size:
                 s.vms.status[gone_env, gone_vm] = DEPARTED
                 s.traits.release(gone_env, gone_node, s.vms.traits[gone_env, gone_vm].astype(np.float64))
+            placed, vm, node, slot, cores, departure = self._place_tick(s.pool, s.slots, s.slot_high, tick, limit)
             if vm.size:
                 asked = vm >= 0
-                env_k = np.broadcast_to(rows[:, None], vm.shape)
-                cores = s.vms.cores[env_k, np.maximum(vm, 0)].astype(np.float64)
-                span = np.minimum(s.vms.departure[env_k, np.maximum(vm, 0)], end) - tick[:, None]
+                span = np.minimum(departure, end) - tick[:, None]
                 rejected = asked & ~placed
                 e, k = np.nonzero(placed)
                 if e.size:
                     v, sl = vm[e, k], slot[e, k]
                     s.vms.status[e, v] = RUNNING
-                    self._copy_slot_params(e, v, sl)
+                    at = self._step_index(step_slots, e * s.slots.slots + sl)
+                    self._copy_slot_params(e, v, sl, (step_slots, at))
+                    step_slots.bins[at] = e * (n + 1) + node[e, k] + 1
+                    step_slots.end[at] = departure[e, k]
                     s.traits.allocate(e, node[e, k], s.vms.traits[e, v].astype(np.float64))
                 er, kr = np.nonzero(rejected)
                 if er.size:
@@ -800,7 +885,8 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
                 s.rejected_core_ticks += (cores * span * rejected).sum(axis=1)
                 placed_now += placed.sum(axis=1)
                 rejected_now += rejected.sum(axis=1)
-            demand, heat = self._readings(tick)
+            reading_tick = shared_tick if shared_tick is not None else tick[step_slots.env]
+            demand, heat = self._readings(reading_tick, step_slots)
             sold = s.pool.used[:, 0, :]
             limit_heat = self._thresholds(sold, s.traits.used[:, TRAIT_TRULY_SENSITIVE, :])
             over = heat - limit_heat
@@ -948,7 +1034,9 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionS
             new_node: list[np.ndarray] = []
             new_vm: list[np.ndarray] = []
             for j in range(TICKS_PER_HOUR):
-                placed, vm, node, _, _ = self._place_tick(pool, slots, high, start + j, limit)
+                tick = start + j
+                _slot_view(slots, max(1, int(high.max()))).expire(pool, tick.astype(np.float64))
+                placed, vm, node, *_ = self._place_tick(pool, slots, high, tick, limit)
                 if vm.size:
                     new_node.append(np.where(placed, node, -1))
                     new_vm.append(np.where(placed, vm, 0))

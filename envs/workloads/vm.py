@@ -224,7 +224,8 @@ def utilisation(
     ``level = exp(log_base + sigma * noise) * (1 + amp_cos cos(day) + amp_sin sin(day))``, replaced by
     ``burst_level`` when the deployment bursts, at most 1. The noise mixes the VM's hash and its
     deployment's; bursts come from the deployment's hash alone, so a deployment bursts together.
-    ``tick`` is an int or an integer array that broadcasts against the parameters (a tick per row).
+    ``tick`` is an int or an integer array that broadcasts against the parameters (a tick per row);
+    the parameters share one shape.
     """
     # Written in place with one scratch buffer: the env evaluates this for every running VM at every reading.
     mix = tick_mix(tick)
@@ -251,13 +252,18 @@ def utilisation(
     level += log_base
     np.exp(level, out=level)
     c, s = daily_terms(tick)
-    daily = amp_cos * c
-    daily += amp_sin * s
+    # h_vm is spent: its buffer (the parameters' and the tick's broadcast shape) holds the daily factor.
+    daily = h_vm.view(np.float32)
+    np.multiply(amp_cos, c, out=daily)
+    np.multiply(amp_sin, s, out=scratch.view(np.float32))
+    daily += scratch.view(np.float32)
     daily += np.float32(1.0)
     level *= daily
     np.right_shift(h_dep, np.uint32(24), out=scratch)
     np.copyto(level, burst_level, where=scratch < burst_threshold)
-    np.minimum(level, np.float32(1.0), out=level)
+    # The same minimum as against the scalar 1, but numpy's array-array loop is ~2x faster.
+    daily.fill(1.0)
+    np.minimum(level, daily, out=level)
     return level
 
 

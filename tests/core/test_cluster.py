@@ -97,3 +97,31 @@ def test_ensure_slots_grows_and_keeps_items() -> None:
     assert table.slots == 4
     assert table.item[1].tolist() == [7, -1, -1, -1]
     np.testing.assert_allclose(table.usage(1), pool.used)
+
+
+def test_vacate_frees_the_listed_slots_as_expire_does() -> None:
+    rng = np.random.default_rng(3)
+    tables, pools = [], []
+    for _ in range(2):
+        pool = ResourcePool.zeros(3, 2, 4)
+        pool.reset_envs(np.arange(3), np.full((3, 2, 4), 100.0))
+        table = Placements.empty(3, 2, 6)
+        tables.append(table)
+        pools.append(pool)
+    demand = rng.integers(1, 5, size=(3, 5, 2)).astype(float)
+    end = rng.integers(1, 4, size=(3, 5)).astype(float)
+    item = np.tile(np.arange(5), (3, 1))
+    for pool, table in zip(pools, tables):
+        place_sequentially(pool, table, demand, np.ones((3, 5), bool), end, item)
+    now = np.array([1.0, 2.0, 3.0])
+    env_ids, items, nodes = tables[0].expire(pools[0], now)
+    due_env, due_slot = np.nonzero(tables[1].end <= now[:, None])
+    vacated_items, vacated_nodes = tables[1].vacate(pools[1], due_env, due_slot)
+    assert env_ids.size > 0
+    np.testing.assert_array_equal(due_env, env_ids)
+    np.testing.assert_array_equal(vacated_items, items)
+    np.testing.assert_array_equal(vacated_nodes, nodes)
+    np.testing.assert_array_equal(pools[1].used, pools[0].used)
+    for field in ("node", "item", "demand", "end"):
+        np.testing.assert_array_equal(getattr(tables[1], field), getattr(tables[0], field))
+    np.testing.assert_allclose(pools[1].used, tables[1].usage(4))

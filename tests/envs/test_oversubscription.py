@@ -342,6 +342,40 @@ def test_invariants_hold_every_step(
     np.testing.assert_allclose(metrics["accepted_core_hours"], core.state.sold_core_ticks / 12, rtol=1e-12)
 
 
+def test_sub_envs_at_different_hours_step_as_if_alone() -> None:
+    """A batch whose sub-envs are at different hours (one restarted mid-episode) equals each sub-env alone.
+
+    The step reads a shared hour as one scalar tick and otherwise a tick per
+    slot; the contract checks keep every sub-env on the same hour, this one not.
+    """
+    config = OversubscriptionConfig(**{**HINTS, "num_nodes": 4, "hours": 6, "load_factor": 3.0})
+    seeds = [3, 8, 13]
+    rng = np.random.default_rng(0)
+    actions = [rng.integers(0, len(config.ratios), size=(3, config.num_nodes)) for _ in range(5)]
+    batch = OversubscriptionCore(3, config)
+    batch.seed(seeds)
+    batch.reset_envs(np.arange(3))
+    alone = []
+    for seed in seeds:
+        core = OversubscriptionCore(1, config)
+        core.seed([seed])
+        core.reset_envs(np.array([0]))
+        alone.append(core)
+    for t, action in enumerate(actions):
+        if t == 2:  # sub-env 1 starts its next episode while the others go on: hours 2, 0, 2
+            batch.reset_envs(np.array([1]))
+            alone[1].reset_envs(np.array([0]))
+            np.testing.assert_array_equal(batch.observe()[1], alone[1].observe()[0])
+        reward, _, _, info = batch.step(action)
+        assert len(set(batch.stats.length.tolist())) == (2 if t >= 2 else 1)
+        for i, core in enumerate(alone):
+            reward_i, _, _, info_i = core.step(action[i : i + 1])
+            assert reward[i] == reward_i[0], f"step {t} sub-env {i}: reward"
+            assert info["hot_node_windows"][i] == info_i["hot_node_windows"][0]
+            np.testing.assert_array_equal(batch.observe()[i], core.observe()[0], err_msg=f"step {t} sub-env {i}")
+    assert sum(int(c.state.placed_vms[0]) for c in alone) > 0
+
+
 def test_the_hindsight_methods_change_nothing() -> None:
     env = OversubscriptionVectorEnv(2, **HINTS)
     env.reset(seed=3)
