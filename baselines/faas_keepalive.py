@@ -9,6 +9,7 @@ its 14-day, 50,000-app replay benchmark.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Mapping
@@ -106,7 +107,7 @@ class HybridHistogram(BatchedPolicy):
         self.margin = margin
         self.oob_threshold = oob_threshold
         self.forecast_margin = forecast_margin
-        self._cache: tuple[np.ndarray, np.ndarray] | None = None
+        self._cache: tuple[list[np.ndarray], np.ndarray] | None = None
 
     FEATURES = ("idle_times", "oob_share", "cv", "p5", "p99", "idle_forecast")
     """The observation features the policy reads (the histogram summary and the forecast)."""
@@ -124,6 +125,12 @@ class HybridHistogram(BatchedPolicy):
 
     def windows_of(self, features: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """:meth:`windows` from the (N,) feature columns named in FEATURES."""
+        prewarm, keepalive, use_forecast, representative = self._windows(features)
+        branch = np.where(use_forecast, 2, np.where(representative, 0, 1))
+        return prewarm, keepalive, branch
+
+    def _windows(self, features: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(pre-warm, keep-alive, forecast branch, histogram branch) per app: :meth:`windows_of`'s arithmetic."""
         oob = features["oob_share"]
         n_in = np.rint(decode_count(features["idle_times"], whole=False) * (1.0 - oob))
         use_forecast = oob > self.oob_threshold
@@ -140,21 +147,23 @@ class HybridHistogram(BatchedPolicy):
         forecast = decode_minutes(features["idle_forecast"][rows], whole=False)
         prewarm[rows] = np.floor(np.float32(1.0 - self.forecast_margin) * forecast)
         end[rows] = np.ceil(np.float32(1.0 + self.forecast_margin) * forecast)
-        branch = np.where(use_forecast, 2, np.where(representative, 0, 1))
-        return prewarm, np.maximum(end - prewarm, 0.0), branch
+        end -= prewarm
+        return prewarm, np.maximum(end, 0.0, out=end), use_forecast, representative
 
-    def codes_of(self, features: Mapping[str, np.ndarray]) -> np.ndarray:
+    def codes_of(self, features: Mapping[str, np.ndarray], *, owned: bool = False) -> np.ndarray:
         """(N, 2) window codes from the feature columns, recomputed only for apps whose features changed.
 
         The windows are a pure function of the six features, so the last
         features and codes are kept and compared (the features change only
-        for apps that recorded an idle time).
+        for apps that recorded an idle time). The policy keeps copies of the
+        features; ``owned=True`` says the arrays are the caller's fresh copies
+        (as :meth:`FaaSKeepAliveCore.features` returns), kept without copying.
         """
-        current = np.stack([np.asarray(features[name], np.float32) for name in self.FEATURES])
+        current = [np.array(features[name], np.float32, copy=not owned) for name in self.FEATURES]
         cache = self._cache
-        if cache is None or cache[0].shape != current.shape:
-            rows = np.arange(current.shape[1])
-            codes = np.zeros((current.shape[1], 2), np.float32)
+        if cache is None or cache[0][0].shape != current[0].shape:
+            rows = np.arange(current[0].shape[0])
+            codes = np.zeros((current[0].shape[0], 2), np.float32)
         else:
             previous, codes = cache
             differs = previous[0] != current[0]
@@ -162,7 +171,7 @@ class HybridHistogram(BatchedPolicy):
                 differs |= previous[i] != current[i]
             rows = np.flatnonzero(differs)
         if rows.size:
-            prewarm, keepalive, _ = self.windows_of({name: current[i, rows] for i, name in enumerate(self.FEATURES)})
+            prewarm, keepalive, _, _ = self._windows({name: current[i][rows] for i, name in enumerate(self.FEATURES)})
             codes[rows, 0] = MINUTE_CODES[np.minimum(prewarm.astype(np.int64), WINDOW_SCALE_MIN)]
             codes[rows, 1] = MINUTE_CODES[np.minimum(keepalive.astype(np.int64), WINDOW_SCALE_MIN)]
         self._cache = (current, codes)
@@ -395,49 +404,132 @@ register_report(
 # ----------------------------------------------------------------------------- the replay benchmark
 
 
-def replay_benchmark(quick: bool) -> dict[str, float]:
-    """Hybrid (4 h) over a 14-day, 50,000-app synthetic fleet, one minute per step (quick: 200 apps, 6 h).
+REPLAY_WORKERS = 2
+"""Processes the replay benchmark splits its apps across ("on 2 cores")."""
+
+
+def replay_slice(first_seed: int, apps: int, minutes: int) -> dict[str, Any]:
+    """Hybrid (4 h) over ``apps`` synthetic apps, app i from seed ``first_seed + i``, for ``minutes`` minutes.
+
+    One process, one batched env. Returns the per-app episode totals
+    (``cold_starts``, ``invocations``, ``wasted_gb_min``: (apps,) arrays) and
+    this process's costs (``reset_s``, ``replay_s``, ``cpu_s``,
+    ``peak_rss_mb``). Sub-env i is seeded with its own seed (a seed list), so
+    an app's results do not depend on which slice replays it.
 
     Drives the batched core directly: the policy reads the six features it
     needs (``core.features``, equal to the observation's columns) and
     ``core.step`` takes its actions without the gym boundary's validation
     (``env.step`` checks shape, dtype and range of every action, and builds
-    the whole 24-feature observation, which this policy does not read).
+    the whole observation, which this policy does not read); the core skips
+    tracking the idle hazard and survival features (``track_idle_hazard =
+    False``), which only the full observation holds and which it would
+    compute from the histograms if asked.
     """
     from cloudgym.envs.faas_keepalive import FaaSKeepAliveVectorEnv
 
-    apps, minutes = (200, 360) if quick else (50_000, 14 * 1440)
-    rss_before = peak_rss_mb()
+    cpu_started = time.process_time()
     started = time.perf_counter()
     env = FaaSKeepAliveVectorEnv(num_envs=apps, episode_minutes=minutes, warmup_minutes=0)
-    env.reset(seed=0)
+    env.reset(seed=list(range(first_seed, first_seed + apps)))
     core = env.core
     assert isinstance(core, FaaSKeepAliveCore)
+    core.track_idle_hazard = False
     policy = HybridHistogram(env, 240)
     policy.reset(np.arange(apps))
     reset_s = time.perf_counter() - started
-    cold = invocations = 0
-    wasted = 0.0
     stepping = time.perf_counter()
+    info: dict[str, Any] = {}
     for _ in range(minutes):
-        actions = batched_action(env.core, policy.codes_of(core.features(HybridHistogram.FEATURES)))
-        _, _, _, info = core.step(actions)
-        cold += int(info["cold_starts"].sum())
-        invocations += int(info["invocations"].sum())
-        wasted += float(info["wasted_gb_min"].sum())
-    step_s = time.perf_counter() - stepping
+        codes = policy.codes_of(core.features(HybridHistogram.FEATURES), owned=True)
+        _, _, _, info = core.step(batched_action(core, codes))
+    replay_s = time.perf_counter() - stepping
+    metrics = info["metrics"]  # the last minute ends every app's episode
+    return {
+        "cold_starts": metrics["cold_starts"],
+        "invocations": metrics["invocations"],
+        "wasted_gb_min": metrics["wasted_gb_min"],
+        "reset_s": reset_s,
+        "replay_s": replay_s,
+        "cpu_s": time.process_time() - cpu_started,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def _replay_slice_args(args: tuple[int, int, int]) -> dict[str, Any]:
+    return replay_slice(*args)
+
+
+def replay_apps(apps: int, minutes: int, workers: int = REPLAY_WORKERS) -> dict[str, Any]:
+    """:func:`replay_slice` over apps 0..apps-1 (seeds 0..apps-1) split into ``workers`` processes.
+
+    The apps are independent sub-envs, so each worker replays a contiguous
+    slice of them with their own seeds and the per-app results are those of
+    one process replaying them all (tested). Returns the per-app arrays
+    concatenated in app order, the wall time of the whole run (``wall_s``,
+    worker start included), the CPU time of all processes (``cpu_s``), the
+    peak resident memory summed over the processes (``peak_rss_mb``: the
+    parent's plus each worker's, an upper bound since forked workers share
+    the parent's pages) and the slowest worker's reset and replay times.
+    """
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    bounds = np.linspace(0, apps, min(workers, apps) + 1).round().astype(int)
+    slices = [(int(lo), int(hi - lo), minutes) for lo, hi in itertools.pairwise(bounds.tolist())]
+    if len(slices) == 1:
+        parts = [replay_slice(*slices[0])]
+        workers_cpu = 0.0
+        workers_rss = 0.0
+    else:
+        import multiprocessing
+
+        # fork: a worker starts in milliseconds with the library already imported (spawn where there is no fork).
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        with multiprocessing.get_context(method).Pool(len(slices)) as pool:
+            parts = pool.map(_replay_slice_args, slices)
+            pool.close()
+            pool.join()
+        workers_cpu = sum(part["cpu_s"] for part in parts)
+        workers_rss = sum(part["peak_rss_mb"] for part in parts)
+    wall_s = time.perf_counter() - started
+    parent_cpu = time.process_time() - cpu_started
+    out: dict[str, Any] = {
+        name: np.concatenate([part[name] for part in parts]) for name in ("cold_starts", "invocations", "wasted_gb_min")
+    }
+    out.update(
+        workers=len(slices),
+        wall_s=wall_s,
+        cpu_s=parent_cpu + workers_cpu,
+        peak_rss_mb=peak_rss_mb() + workers_rss,
+        reset_s=max(part["reset_s"] for part in parts),
+        replay_s=max(part["replay_s"] for part in parts),
+    )
+    return out
+
+
+def replay_benchmark(quick: bool) -> dict[str, float]:
+    """Hybrid (4 h) over a 14-day, 50,000-app synthetic fleet in 2 processes, one minute a step (quick: 200 apps, 6 h).
+
+    See :func:`replay_apps` and :func:`replay_slice`.
+    """
+    apps, minutes = (200, 360) if quick else (50_000, 14 * 1440)
+    run = replay_apps(apps, minutes, REPLAY_WORKERS)
+    invocations = float(run["invocations"].sum())
     return {
         "apps": float(apps),
         "minutes": float(minutes),
-        "reset_s": reset_s,
-        "replay_s": step_s,
-        "total_s": reset_s + step_s,
-        "app_minutes_per_s": apps * minutes / step_s,
-        "invocations": float(invocations),
-        "cold_start_pct": 100.0 * cold / max(invocations, 1),
-        "wasted_gb_min": wasted,
-        "peak_rss_mb": peak_rss_mb(),
-        "peak_rss_before_mb": rss_before,
+        "workers": float(run["workers"]),
+        "total_s": run["wall_s"],
+        "cpu_s": run["cpu_s"],
+        "reset_s": run["reset_s"],
+        "replay_s": run["replay_s"],
+        "app_minutes_per_s": apps * minutes / run["wall_s"],
+        "invocations": invocations,
+        "cold_start_pct": 100.0 * float(run["cold_starts"].sum()) / max(invocations, 1.0),
+        "wasted_gb_min": float(run["wasted_gb_min"].sum()),
+        "peak_rss_mb": run["peak_rss_mb"],
     }
 
 
@@ -446,8 +538,11 @@ register_benchmark(
         env_id=ENV_ID,
         name="hybrid_replay_14d_50k",
         description=(
-            "hybrid (4 h) policy over 50,000 synthetic apps for 14 days at 1-minute ticks (20,160 steps); "
-            "drives core.step directly with the policy on the features it reads (no gym-boundary validation)"
+            "hybrid (4 h) policy over 50,000 synthetic apps (app i: seed i) for 14 days at 1-minute ticks "
+            "(20,160 steps), the apps split across 2 worker processes (25,000 each; per-app results identical "
+            "to one process); each drives core.step directly with the policy on the features it reads (no "
+            "gym-boundary validation, idle-hazard tracking off); total_s is wall time, cpu_s all processes' "
+            "CPU, peak_rss_mb summed over processes"
         ),
         run=replay_benchmark,
     )

@@ -405,9 +405,10 @@ class IdleTimeHistogram:
 
     Adding an idle time is O(1) per app: the bin count, the sum of squared
     bin counts (for the CV) and, for the head (5th) and tail (99th)
-    percentiles, the bin and the cumulative count through it are updated in
-    place; a percentile is recomputed from its row only when the insertion
-    moves it. The percentiles are nearest-rank: the smallest bin whose
+    percentiles, the bin and the cumulative counts through it and below it
+    are updated in place (so whether the percentile moved is known without
+    reading the row's bins); a percentile is recomputed from its row only
+    when the insertion moves it. The percentiles are nearest-rank: the smallest bin whose
     cumulative count reaches ceil(p/100 x n) (integer arithmetic, no rounding
     surprises). Trackers are separate 1-D arrays: gathering rows of 1-D
     arrays is several times faster in numpy than gathering rows of (B, 2).
@@ -421,8 +422,10 @@ class IdleTimeHistogram:
     sq_sum: np.ndarray  # (...,) int64, sum over bins of count^2
     head_bin: np.ndarray  # (...,) int64, bin of the 5th percentile
     head_cum: np.ndarray  # (...,) int64, cumulative count through head_bin
+    head_below: np.ndarray  # (...,) int64, cumulative count below head_bin (through head_bin - 1)
     tail_bin: np.ndarray  # (...,) int64, bin of the 99th percentile
     tail_cum: np.ndarray  # (...,) int64, cumulative count through tail_bin
+    tail_below: np.ndarray  # (...,) int64, cumulative count below tail_bin
 
     @classmethod
     def zeros(cls, shape: int | tuple[int, ...], range_min: int) -> IdleTimeHistogram:
@@ -438,21 +441,29 @@ class IdleTimeHistogram:
             sq_sum=zeros(),
             head_bin=zeros(),
             head_cum=zeros(),
+            head_below=zeros(),
             tail_bin=zeros(),
             tail_cum=zeros(),
+            tail_below=zeros(),
         )
 
     @property
     def range_min(self) -> int:
         return self.counts.shape[-1]
 
-    def _trackers(self) -> tuple[tuple[int, np.ndarray, np.ndarray], ...]:
-        return ((QUANTILES_PCT[0], self.head_bin, self.head_cum), (QUANTILES_PCT[1], self.tail_bin, self.tail_cum))
+    def _trackers(self) -> tuple[tuple[int, np.ndarray, np.ndarray, np.ndarray], ...]:
+        return (
+            (QUANTILES_PCT[0], self.head_bin, self.head_cum, self.head_below),
+            (QUANTILES_PCT[1], self.tail_bin, self.tail_cum, self.tail_below),
+        )
 
     def clear(self, rows: np.ndarray) -> None:
         self.counts[rows] = 0
-        for arr in (self.n_in, self.n_oob, self.sq_sum, self.head_bin, self.head_cum, self.tail_bin, self.tail_cum):
+        for arr in (self.n_in, self.n_oob, self.sq_sum):
             arr[rows] = 0
+        for _, *tracker in self._trackers():
+            for arr in tracker:
+                arr[rows] = 0
 
     def add(self, rows: np.ndarray, idle_min: np.ndarray) -> None:
         """Record idle time ``idle_min[j]`` (whole minutes >= 1) for app ``rows[j]`` (distinct rows of a flat view)."""
@@ -476,37 +487,55 @@ class IdleTimeHistogram:
         n = self.n_in[rows] + 1
         self.n_in[rows] = n
         stale = n == 1
-        for pct, bins, cums in self._trackers():
+        for pct, bins, cums, belows in self._trackers():
+            # The percentile stays in its bin iff the count through the bin reaches the target and the count
+            # below it does not.
             q_bin = bins[rows]
             q_cum = cums[rows] + (b <= q_bin)
             cums[rows] = q_cum
+            q_below = belows[rows] + (b < q_bin)
+            belows[rows] = q_below
             target = (pct * n + 99) // 100
             stale |= q_cum < target
-            stale |= q_cum - flat[base + q_bin] >= target
+            stale |= q_below >= target
         if stale.any():
             self._recompute(rows[stale])
 
     def _recompute(self, rows: np.ndarray) -> None:
         cum = np.cumsum(self.counts[rows], axis=1, dtype=np.int64)
         n = self.n_in[rows]
-        for pct, bins, cums in self._trackers():
+        at = np.arange(rows.size)
+        for pct, bins, cums, belows in self._trackers():
             target = (pct * n + 99) // 100
             q_bin = np.argmax(cum >= target[:, None], axis=1)
             bins[rows] = q_bin
-            cums[rows] = cum[np.arange(rows.size), q_bin]
+            cums[rows] = cum[at, q_bin]
+            belows[rows] = np.where(q_bin > 0, cum[at, np.maximum(q_bin - 1, 0)], 0)
 
     def percentile_minutes(self, q: int, rows: np.ndarray | slice = _ALL) -> np.ndarray:
         """Head (q=0: 5th) or tail (q=1: 99th) percentile in minutes, 0 where the histogram is empty."""
         bins = self.head_bin if q == 0 else self.tail_bin
-        return np.where(self.n_in[rows] > 0, bins[rows] + 1, 0)
+        return self.percentile_minutes_of(self.n_in[rows], bins[rows])
+
+    @staticmethod
+    def percentile_minutes_of(n_in: np.ndarray, bins: np.ndarray) -> np.ndarray:
+        """:meth:`percentile_minutes` from rows' ``n_in`` and percentile bins, already gathered."""
+        return np.where(n_in > 0, bins + 1, 0)
 
     def cv(self, rows: np.ndarray | slice = _ALL) -> np.ndarray:
         """Coefficient of variation of the R bin counts (0 where empty)."""
+        return self.cv_of(self.n_in[rows], self.sq_sum[rows])
+
+    def cv_of(self, n_in: np.ndarray, sq_sum: np.ndarray) -> np.ndarray:
+        """:meth:`cv` from rows' ``n_in`` and ``sq_sum``, already gathered."""
         r = self.range_min
-        n = self.n_in[rows].astype(np.float64)
+        n = n_in.astype(np.float64)
         mean = n / r
-        var = np.maximum(self.sq_sum[rows] / r - mean * mean, 0.0)
-        return np.where(n > 0, np.sqrt(var) / np.where(n > 0, mean, 1.0), 0.0)
+        sd = sq_sum / r
+        sd -= mean * mean
+        np.maximum(sd, 0.0, out=sd)
+        np.sqrt(sd, out=sd)  # 0 where the histogram is empty (n = sq_sum = 0)
+        return np.divide(sd, mean, out=sd, where=n > 0)
 
     def oob_share(self, rows: np.ndarray | slice = _ALL) -> np.ndarray:
         total = self.n_in[rows] + self.n_oob[rows]
@@ -713,6 +742,7 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
         self._budget_kb = int(c.memory_budget_gb * 1024 * 1024) if c.memory_budget_gb is not None else 0
         self._hist_base = np.arange(self.num_apps, dtype=np.int64) * c.histogram_range_min
         self._window_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._track_idle_hazard = True
         state = FaaSKeepAliveState(
             apps=AppState.zeros((b, k), c.histogram_range_min, table_minutes),
             fleet_loaded_kb=np.zeros(b, np.int64),
@@ -811,8 +841,33 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
             self._live(sub, t, invoked, counts)
         _put_rows(self.apps, rows, sub)
 
-    def _start_idle_tracking(self, rows: np.ndarray, minute: int) -> None:
-        """Set ``shorter``, ``at_age`` and ``in_range`` of the listed apps for their coming minute ``minute``."""
+    @property
+    def track_idle_hazard(self) -> bool:
+        """Whether every step keeps the trackers of ``idle_hazard`` and ``idle_survival`` up to date (default True).
+
+        Those two observation features come from ``shorter``, ``at_age`` and
+        ``in_range``, which a step normally advances for every app (a gather
+        from the histograms). A replay whose policy reads neither (the hybrid
+        policy reads only the histogram summary) may set this to False: steps
+        then skip that work, and :meth:`observe` (and :meth:`features`)
+        compute the two features from the histograms when asked, so the
+        observation is the same either way (tested). Setting it back to True
+        recomputes the trackers from the histograms.
+        """
+        return self._track_idle_hazard
+
+    @track_idle_hazard.setter
+    def track_idle_hazard(self, on: bool) -> None:
+        if on and not self._track_idle_hazard:
+            minute = self.app_minute()
+            self._start_idle_tracking(np.arange(self.num_apps), minute)
+        self._track_idle_hazard = bool(on)
+
+    def _idle_tracking(self, rows: np.ndarray, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(in_range, at_age, shorter) of the listed apps for their coming minute, from their histograms.
+
+        ``minute`` is one minute or one per listed app.
+        """
         s = self.apps
         width = self.config.histogram_range_min
         age_m1 = minute - 1 - s.busy_until[rows]
@@ -821,9 +876,14 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
         bins = np.clip(age_m1, 0, width - 1)
         at = np.arange(rows.size)
         through = cum[at, bins]
-        s.in_range[rows] = in_range
-        s.at_age[rows] = np.where(in_range, through - cum[at, np.maximum(bins - 1, 0)] * (bins > 0), 0)
-        s.shorter[rows] = np.where(in_range & (bins > 0), cum[at, np.maximum(bins - 1, 0)], 0)
+        at_age = np.where(in_range, through - cum[at, np.maximum(bins - 1, 0)] * (bins > 0), 0)
+        shorter = np.where(in_range & (bins > 0), cum[at, np.maximum(bins - 1, 0)], 0)
+        return in_range, at_age, shorter
+
+    def _start_idle_tracking(self, rows: np.ndarray, minute: np.ndarray | int) -> None:
+        """Set ``shorter``, ``at_age`` and ``in_range`` of the listed apps for their coming minute ``minute``."""
+        s = self.apps
+        s.in_range[rows], s.at_age[rows], s.shorter[rows] = self._idle_tracking(rows, minute)
 
     def _invocations(self, s: AppState, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
         """(rows, counts >= 1) of the apps of ``s`` invoked in their minute ``minute``; advances the processes."""
@@ -897,7 +957,7 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
         """
         cache = self._window_cache
         if cache is None or cache[0].shape != flat[:, :2].shape:
-            codes = np.ascontiguousarray(flat[:, :2])
+            codes = np.array(flat[:, :2])  # a copy: never an alias of the caller's action array
             cache = (codes, np.zeros(codes.shape[0], np.int64), np.zeros(codes.shape[0], np.int64))
             changed = np.arange(codes.shape[0])
         else:
@@ -985,7 +1045,7 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
             arrivals = counts.astype(np.float32)
             s.rate_short[invoked] += SHORT_RATE_ALPHA * arrivals
             s.rate_long[invoked] += LONG_RATE_ALPHA * arrivals
-        if outcome is not None:
+        if outcome is not None and self._track_idle_hazard:
             # Idle minutes move the age on: idle times equal to the age just lived become shorter than the next.
             s.shorter += s.at_age
             s.shorter[invoked] = 0
@@ -997,18 +1057,22 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
         h = s.hist
         h.add(rows, idle)
         log_idle = np.log(idle.astype(np.float64))
-        previous = s.forecast_log[rows]
-        forecast = np.where(np.isnan(previous), log_idle, (1.0 - FORECAST_ALPHA) * previous + FORECAST_ALPHA * log_idle)
+        forecast = s.forecast_log[rows]
+        first = np.isnan(forecast)
+        forecast *= 1.0 - FORECAST_ALPHA
+        forecast += FORECAST_ALPHA * log_idle
+        np.copyto(forecast, log_idle, where=first)
         s.forecast_log[rows] = forecast
         s.obs_idle_recorded[rows] = MINUTE_CODES[np.minimum(idle, WINDOW_SCALE_MIN)]
-        oob = h.n_oob[rows]
-        total = h.n_in[rows] + oob
+        # Each per-app count is gathered once (the rows are ~20% of the apps every minute).
+        n_in, oob = h.n_in[rows], h.n_oob[rows]
+        total = n_in + oob
         s.obs_idle_times[rows] = encode_count(total)
         s.obs_oob_share[rows] = oob / total
         s.inv_idle_times[rows] = np.float32(1.0) / total.astype(np.float32)
-        s.obs_cv[rows] = h.cv(rows) * CV_SCALE
-        s.obs_p5[rows] = MINUTE_CODES[h.percentile_minutes(0, rows)]
-        s.obs_p99[rows] = MINUTE_CODES[h.percentile_minutes(1, rows)]
+        s.obs_cv[rows] = h.cv_of(n_in, h.sq_sum[rows]) * CV_SCALE
+        s.obs_p5[rows] = MINUTE_CODES[h.percentile_minutes_of(n_in, h.head_bin[rows])]
+        s.obs_p99[rows] = MINUTE_CODES[h.percentile_minutes_of(n_in, h.tail_bin[rows])]
         s.obs_forecast[rows] = encode_minutes(np.exp(forecast))
 
     def _track_coming_age(self, s: AppState, minute: np.ndarray | int) -> None:
@@ -1146,10 +1210,14 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
         out[OBS["idle_recorded"]] = s.obs_idle_recorded
         # Empirical hazard and survival of the current idle period from the app's own histogram.
         h = s.hist
-        surviving = h.n_in - s.shorter
-        surviving *= s.in_range
+        if self._track_idle_hazard:
+            in_range, at_age, shorter = s.in_range, s.at_age, s.shorter
+        else:  # not tracked by the steps: the same values from the histograms
+            in_range, at_age, shorter = self._idle_tracking(np.arange(self.num_apps), minute)
+        surviving = h.n_in - shorter
+        surviving *= in_range
         alive = surviving.astype(np.float32)
-        np.divide(s.at_age.astype(np.float32), np.maximum(alive, np.float32(1.0)), out=out[OBS["idle_hazard"]])
+        np.divide(at_age.astype(np.float32), np.maximum(alive, np.float32(1.0)), out=out[OBS["idle_hazard"]])
         np.multiply(alive, s.inv_idle_times, out=out[OBS["idle_survival"]])
         out[OBS["idle_times"]] = s.obs_idle_times
         out[OBS["oob_share"]] = s.obs_oob_share

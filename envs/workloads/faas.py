@@ -133,28 +133,35 @@ START_MINUTE = np.uint64(2**63 + 0x5EED)
 
 def mix64(x: np.ndarray) -> np.ndarray:
     """SplitMix64's finaliser on a uint64 array: a bijection whose outputs look independent."""
-    x = x ^ (x >> np.uint64(30))
-    x = x * _MIX1
-    x = x ^ (x >> np.uint64(27))
-    x = x * _MIX2
-    return x ^ (x >> np.uint64(31))
+    return _mix64_inplace(x ^ (x >> np.uint64(30)))
 
 
-def event_uniforms(key: np.ndarray, minute: np.ndarray, pair: int | None = None) -> np.ndarray:
+def _mix64_inplace(x: np.ndarray) -> np.ndarray:
+    """The rest of :func:`mix64` after its first xor-shift, in place on ``x`` (the hot path's own temporary)."""
+    x *= _MIX1
+    x ^= x >> np.uint64(27)
+    x *= _MIX2
+    x ^= x >> np.uint64(31)
+    return x
+
+
+def event_uniforms(key: np.ndarray, minute: np.ndarray | int, pair: int | Sequence[int] | None = None) -> np.ndarray:
     """(EVENT_UNIFORMS, A) independent uniforms in (0, 1) (float64, 32-bit) for each app's minute ``minute``.
 
     A pure function of (key, minute) (counter-based randomness): an app's draws
     do not depend on which other apps are computed with it, nor on the minutes
     in which it had nothing to do. ``pair=j`` computes only uniforms 2j and
-    2j + 1 (one hash), returned as (2, A).
+    2j + 1 (one hash), returned as (2, A); ``pair=(j, l)`` pairs j and l, as (4, A).
+    ``minute`` is one minute for every app or one per app.
     """
     base = key + np.asarray(minute).astype(np.uint64) * _GOLDEN
-    pairs = range(EVENT_UNIFORMS // 2) if pair is None else (pair,)
+    pairs = range(EVENT_UNIFORMS // 2) if pair is None else (pair,) if isinstance(pair, int) else tuple(pair)
     out = np.empty((2 * len(pairs), key.size))
     for i, j in enumerate(pairs):
-        h = mix64(base + _STREAMS[j])
-        out[2 * i] = h >> np.uint64(32)
-        out[2 * i + 1] = h & _LOW32
+        h = base + _STREAMS[j]
+        h = _mix64_inplace(np.bitwise_xor(h, h >> np.uint64(30), out=h))
+        np.right_shift(h, np.uint64(32), out=out[2 * i], casting="unsafe")
+        np.bitwise_and(h, _LOW32, out=out[2 * i + 1], casting="unsafe")
     out += 0.5
     out *= _U32
     return out
@@ -192,31 +199,54 @@ SMALL_POISSON_MEAN = 8.0
 """Below this mean a Poisson count is drawn by exact inversion; above, by a normal approximation."""
 
 
+POISSON_BLOCK_TERMS = 8
+"""Terms of the chop-down search computed per round for all unfinished draws at once (a few hundred KB at most)."""
+_MAX_POISSON_COUNT = 200
+"""The chop-down search stops here (a u within rounding of 1; far in the tail of every small mean)."""
+_DIVISORS = np.arange(_MAX_POISSON_COUNT + 1, dtype=np.float64)[:, None]
+
+
 def zero_truncated_poisson(mean: np.ndarray, u: np.ndarray) -> np.ndarray:
     """Poisson(mean) conditioned on >= 1, by inversion of one uniform each (int64 >= 1; mean > 0).
 
     Means below :data:`SMALL_POISSON_MEAN` invert the exact CDF; larger means
     use the normal approximation of the untruncated law (at least 1), whose
     error only moves the number of warm invocations of an invoked minute.
+
+    The exact inversion is the chop-down search: terms p_1 = mean / expm1(mean),
+    p_k = p_(k-1) x (mean / k); the count is the first k whose running sum
+    p_1 + ... + p_k exceeds u (at most 200). It runs in rounds over the
+    unfinished draws, each round computing the next :data:`POISSON_BLOCK_TERMS`
+    terms of all of them at once, term by term with the same floating-point
+    operations in the same order as the one-term-at-a-time search (the
+    counts are identical; tested), in far fewer numpy calls.
     """
     counts = np.ones(mean.shape, np.int64)
     small = mean < SMALL_POISSON_MEAN
     idx = np.flatnonzero(small)
     if idx.size:
-        # Chop-down search on compacted arrays: each round moves the unfinished draws one count up.
         lam, uu = mean[idx], u[idx]
         p = lam / np.expm1(lam)  # P(K = 1 | K >= 1)
         cdf = p.copy()
         k = 1
-        going = uu >= cdf
-        while going.any() and k < 200:  # a u within rounding of 1 stops at 200, far in the tail
+        while True:
+            going = uu >= cdf  # the count is beyond k
+            if k >= _MAX_POISSON_COUNT or not going.any():
+                break
             if not going.all():
                 idx, lam, uu, p, cdf = idx[going], lam[going], uu[going], p[going], cdf[going]
-            k += 1
-            counts[idx] = k
-            p *= lam / k
-            cdf += p
-            going = uu >= cdf
+            n_terms = min(POISSON_BLOCK_TERMS, _MAX_POISSON_COUNT - k)
+            terms = np.divide(lam, _DIVISORS[k + 1 : k + 1 + n_terms])  # mean / j, made p_j below
+            sums = np.empty_like(terms)
+            terms[0] *= p
+            np.add(cdf, terms[0], out=sums[0])
+            for j in range(1, n_terms):
+                terms[j] *= terms[j - 1]
+                np.add(sums[j - 1], terms[j], out=sums[j])
+            # The running sums rise with j (the terms are >= 0): the count is k + 1 + the number of sums <= u.
+            counts[idx] = np.minimum(k + 1 + np.count_nonzero(sums <= uu, axis=0), _MAX_POISSON_COUNT)
+            k += n_terms
+            p, cdf = terms[-1], sums[-1]
     idx = np.flatnonzero(~small)
     if idx.size:
         lam = mean[idx]
@@ -376,6 +406,8 @@ NO_TIMER = np.iinfo(np.int64).max // 4
 
 DIURNAL = np.sin(2.0 * np.pi * np.arange(MINUTES_PER_DAY) / MINUTES_PER_DAY)
 """sin of the time of day, one value per minute."""
+_DIURNAL_TWICE = np.concatenate([DIURNAL, DIURNAL])
+"""DIURNAL over two days: ``_DIURNAL_TWICE[phase + t % 1440] == DIURNAL[(t + phase) % 1440]`` for phase in [0, 1440)."""
 
 
 def _whole_minutes(x: np.ndarray) -> np.ndarray:
@@ -408,7 +440,7 @@ class ProcessArrays:
     log_stay_on: np.ndarray  # (A,) float64, log(1 - p_off) (< 0; -1e-300 when the chain never switches off)
     log_stay_off: np.ndarray  # (A,) float64, log(1 - p_on) (-inf when an off period lasts no minute)
     amplitude: np.ndarray  # (A,) float64, diurnal amplitude
-    phase: np.ndarray  # (A,) int64, diurnal phase, minutes
+    phase: np.ndarray  # (A,) int64, diurnal phase, minutes, in [0, 1440)
     client_period: np.ndarray  # (A,) float64, mean interval of the periodic client, minutes (0 = none)
     client_jitter: np.ndarray  # (A,) float64, jitter of the periodic client's intervals
     timer_period: np.ndarray  # (A,) int64, minutes; 0 = no timer
@@ -466,7 +498,7 @@ class ProcessArrays:
             self.log_stay_on[rows] = np.minimum(np.log1p(-p_off), -1e-300)
             self.log_stay_off[rows] = np.minimum(np.log1p(-p_on), -1e-300)
         self.amplitude[rows] = amplitude
-        self.phase[rows] = column("diurnal_phase_min", np.int64)
+        self.phase[rows] = column("diurnal_phase_min", np.int64) % MINUTES_PER_DAY
         period = column("client_period_min", np.float64)
         self.client_period[rows] = period
         self.client_jitter[rows] = column("client_jitter", np.float64)
@@ -526,54 +558,79 @@ def process_events(proc: ProcessArrays, minute: np.ndarray | int) -> tuple[np.nd
     due = np.flatnonzero(proc.next_event <= minute)
     if due.size == 0:
         return due, np.zeros(0, np.int64)
-    t = np.asarray(minute)[due] if np.ndim(minute) else np.full(due.size, int(minute), np.int64)
+    # One minute for every app (the usual case) stays a scalar: no (due,) array of equal minutes to build and cut.
+    per_app = np.ndim(minute) > 0
+    t: np.ndarray | int = np.asarray(minute)[due] if per_app else int(minute)
     key = proc.key[due]
     counts = np.zeros(due.size, np.int64)
     # Uniforms by pairs, each pair one hash of (key, minute), computed only for the apps that use it:
     # 0: the chain's switch and first candidate wait, 1: accept and count, 2: next candidate wait and client.
+    # The due apps' next events are gathered once, kept up to date here and give their next_event at the end.
     with np.errstate(divide="ignore"):
         # The burst chain moves first, so a burst's first minute can already hold invocations.
-        sw = np.flatnonzero(proc.next_switch[due] <= t)
+        next_switch = proc.next_switch[due]
+        sw = np.flatnonzero(next_switch <= t)
         if sw.size:
-            r, ts = due[sw], t[sw]
+            r = due[sw]
+            ts = t[sw] if isinstance(t, np.ndarray) else t
             u = event_uniforms(key[sw], ts, 0)
             on = ~proc.burst_on[r]
             proc.burst_on[r] = on
             stay = np.where(on, proc.log_stay_on[r], proc.log_stay_off[r])
-            proc.next_switch[r] = ts + 1 + _whole_minutes(np.log(u[0]) / stay)
+            switch = ts + 1 + _whole_minutes(np.log(u[0]) / stay)
+            proc.next_switch[r] = switch
+            next_switch[sw] = switch
             wait = _whole_minutes(-np.log(u[1]) / proc.rate_max[r])
             proc.next_candidate[r] = np.where(on, ts + np.minimum(wait, NO_TIMER - ts), NO_TIMER)
         # Candidate minutes of the stream at its peak rate, thinned to the minute's rate.
-        cand = np.flatnonzero(proc.next_candidate[due] <= t)
+        next_candidate = proc.next_candidate[due]
+        cand = np.flatnonzero(next_candidate <= t)
         if cand.size:
-            r, tc = due[cand], t[cand]
-            mean = proc.amplitude[r] * DIURNAL[(tc + proc.phase[r]) % MINUTES_PER_DAY]
+            r = due[cand]
+            if isinstance(t, np.ndarray):
+                tc: np.ndarray | int = t[cand]
+                mean = DIURNAL[(tc + proc.phase[r]) % MINUTES_PER_DAY]
+            else:
+                tc = t
+                mean = _DIURNAL_TWICE[proc.phase[r] + t % MINUTES_PER_DAY]  # phase in [0, 1440): no modulo per app
+            mean *= proc.amplitude[r]
             mean += 1.0
             mean *= proc.rate_on[r]
-            u = event_uniforms(key[cand], tc, 1)
-            accept = u[0] * proc.p_candidate[r] < -np.expm1(-mean)
-            hit = np.flatnonzero(accept)
+            u = event_uniforms(key[cand], tc, (1, 2))  # accept, count; next candidate wait, (client)
+            thinned = np.expm1(np.negative(mean))
+            np.negative(thinned, out=thinned)
+            hit = np.flatnonzero(u[0] * proc.p_candidate[r] < thinned)
             if hit.size:
                 counts[cand[hit]] = zero_truncated_poisson(mean[hit], u[1, hit])
-            u_next = event_uniforms(key[cand], tc, 2)
-            wait = _whole_minutes(-np.log(u_next[0]) / proc.rate_max[r])
-            proc.next_candidate[r] = tc + 1 + np.minimum(wait, NO_TIMER - tc - 1)
-    fire = np.flatnonzero(proc.next_timer[due] <= t)
+            wait = _whole_minutes(np.negative(np.log(u[2])) / proc.rate_max[r])
+            candidate = tc + 1 + np.minimum(wait, NO_TIMER - tc - 1)
+            proc.next_candidate[r] = candidate
+            next_candidate[cand] = candidate
+    next_timer = proc.next_timer[due]
+    fire = np.flatnonzero(next_timer <= t)
     if fire.size:
         r = due[fire]
         counts[fire] += proc.timer_count[r]
-        proc.next_timer[r] += proc.timer_period[r]
+        timer = next_timer[fire] + proc.timer_period[r]
+        proc.next_timer[r] = timer
+        next_timer[fire] = timer
     # A periodic client arrives at most once a minute (its intervals are >= 1 minute); a client app
     # has no Poisson stream, so its candidates never use the pair's second uniform.
-    arrive = np.flatnonzero(proc.next_client[due] < t + 1)
+    next_client = proc.next_client[due]
+    arrive = np.flatnonzero(next_client < t + 1)
     if arrive.size:
         r = due[arrive]
         counts[arrive] += 1
-        u_client = event_uniforms(key[arrive], t[arrive], 2)[1]
+        u_client = event_uniforms(key[arrive], t[arrive] if isinstance(t, np.ndarray) else t, 2)[1]
         factor = 1.0 + proc.client_jitter[r] * (2.0 * u_client - 1.0)
-        proc.next_client[r] += proc.client_period[r] * factor
-    proc._update_next_event(due)
-    invoked = counts > 0
+        client = next_client[arrive] + proc.client_period[r] * factor
+        proc.next_client[r] = client
+        next_client[arrive] = client
+    soonest = np.minimum(next_switch, next_candidate, out=next_switch)
+    np.minimum(soonest, next_timer, out=soonest)
+    np.minimum(soonest, _whole_minutes(next_client), out=soonest)
+    proc.next_event[due] = soonest
+    invoked = np.flatnonzero(counts)
     return due[invoked], counts[invoked]
 
 

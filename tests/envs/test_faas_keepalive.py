@@ -21,6 +21,7 @@ from cloudgym.baselines.faas_keepalive import (
     HybridHistogram,
     paper_points,
     plot_paper_figure,
+    replay_apps,
     replay_benchmark,
 )
 from cloudgym.envs.core import checks
@@ -151,6 +152,14 @@ def test_histogram_tracks_percentiles_exactly(streams: list[list[int]]) -> None:
             assert hist.cv(np.array([i]))[0] == pytest.approx(cv, abs=1e-9)
             assert hist.percentile_minutes(0, np.array([i]))[0] == p5
             assert hist.percentile_minutes(1, np.array([i]))[0] == p99
+            # The trackers: cumulative counts through and below each percentile's bin.
+            for bins, cums, belows in (
+                (hist.head_bin, hist.head_cum, hist.head_below),
+                (hist.tail_bin, hist.tail_cum, hist.tail_below),
+            ):
+                if n:
+                    assert cums[i] == hist.counts[i, : bins[i] + 1].sum()
+                    assert belows[i] == hist.counts[i, : bins[i]].sum()
 
 
 # ----------------------------------------------------------------------------- a slow reference of the dynamics
@@ -232,6 +241,56 @@ def test_idle_hazard_and_survival_match_the_histogram() -> None:
             checked += 1
         obs, *_ = env.step(rng.random((48, 2)).astype(np.float32))
     assert checked > 1000
+
+
+def test_an_action_buffer_reused_in_place_is_decoded_afresh() -> None:
+    # The env keeps the last action codes to decode only changed windows: it must keep a copy, not the
+    # caller's array (a policy that rewrites one buffer in place would otherwise look unchanged).
+    reused = FaaSKeepAliveVectorEnv(num_envs=8, episode_minutes=60, warmup_minutes=0, workload="toy")
+    copied = FaaSKeepAliveVectorEnv(num_envs=8, episode_minutes=60, warmup_minutes=0, workload="toy")
+    reused.reset(seed=2)
+    copied.reset(seed=2)
+    rng = np.random.default_rng(3)
+    buffer = windows_action(np.zeros(8), np.zeros(8))
+    for _ in range(60):
+        buffer[...] = windows_action(rng.integers(0, 3, 8), rng.integers(0, 20, 8))
+        _, reward, _, _, info = reused.step(buffer)
+        _, expected, _, _, expected_info = copied.step(buffer.copy())
+        np.testing.assert_array_equal(reward, expected)
+        np.testing.assert_array_equal(info["cold_starts"], expected_info["cold_starts"])
+
+
+def test_untracked_idle_hazard_gives_the_same_observations() -> None:
+    # With track_idle_hazard off, steps skip the hazard/survival trackers and observe() computes those features
+    # from the histograms: every observation must equal the tracked env's, across resets and per-app minutes.
+    def make() -> tuple[FaaSKeepAliveVectorEnv, FaaSKeepAliveCore]:
+        env = FaaSKeepAliveVectorEnv(num_envs=40, episode_minutes=500, warmup_minutes=300, histogram_range_min=60)
+        env.reset(seed=21)
+        return env, env.core  # type: ignore[return-value]
+
+    _, tracked = make()
+    _, lazy = make()
+    lazy.track_idle_hazard = False
+    rng = np.random.default_rng(4)
+    compared = 0
+    for t in range(260):
+        if t in (60, 151):
+            ids = np.arange(t % 5, 40, 3)
+            tracked.reset_envs(ids)
+            lazy.reset_envs(ids)
+        if t == 200:
+            lazy.track_idle_hazard = True  # the trackers are recomputed and kept again from here
+            np.testing.assert_array_equal(lazy.apps.in_range, tracked.apps.in_range)
+            np.testing.assert_array_equal(lazy.apps.at_age, tracked.apps.at_age)
+        obs = tracked.observe()
+        np.testing.assert_array_equal(lazy.observe(), obs)
+        features = lazy.features(["idle_hazard", "idle_survival"])
+        np.testing.assert_array_equal(features["idle_hazard"], obs[:, OBS["idle_hazard"]])
+        compared += int(np.count_nonzero(obs[:, OBS["idle_hazard"]]))
+        actions = windows_action(rng.integers(0, 5, 40), rng.integers(0, 90, 40))
+        tracked.step(actions)
+        lazy.step(actions)
+    assert compared > 500  # the hazard is not trivially zero
 
 
 # ----------------------------------------------------------------------------- the paper's sanity properties
@@ -388,6 +447,21 @@ def test_paper_points_and_plot(tmp_path: Path) -> None:
     files = plot_paper_figure(frame, tmp_path)
     assert len(files) == 1
     assert files[0].stat().st_size > 10_000
+
+
+def test_replay_in_two_processes_equals_one_process() -> None:
+    # The benchmark splits its apps across worker processes; each app's results must not depend on the split.
+    one = replay_apps(60, 240, workers=1)
+    two = replay_apps(60, 240, workers=2)
+    assert (one["workers"], two["workers"]) == (1, 2)
+    assert one["invocations"].sum() > 0
+    for name in ("cold_starts", "invocations", "wasted_gb_min"):
+        np.testing.assert_array_equal(two[name], one[name], err_msg=name)
+    # App i replays seed i wherever it sits: the first apps of a larger run are the same apps.
+    three = replay_apps(61, 240, workers=3)
+    np.testing.assert_array_equal(three["wasted_gb_min"][:60], one["wasted_gb_min"])
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        replay_apps(10, 10, workers=0)
 
 
 def test_replay_benchmark_runs_at_small_scale() -> None:

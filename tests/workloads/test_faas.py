@@ -87,6 +87,34 @@ def test_zero_truncated_poisson_has_the_right_law(mean: float) -> None:
     assert counts.var() == pytest.approx(expected * (1.0 + mean - expected), rel=0.06, abs=2e-4)
 
 
+def _plain_chop_down(mean: float, u: float) -> int:
+    """The zero-truncated Poisson inversion one term at a time, in plain Python floats (IEEE doubles)."""
+    p = mean / float(np.expm1(mean))  # numpy's expm1 (math.expm1 may differ in the last bit)
+    cdf, k = p, 1
+    while u >= cdf and k < 200:
+        k += 1
+        p *= mean / k
+        cdf += p
+    return k
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_zero_truncated_poisson_equals_the_plain_chop_down_search(seed: int) -> None:
+    # The batched search computes terms in blocks; its counts must be the one-term-at-a-time search's, bit for bit.
+    rng = np.random.default_rng(seed)
+    mean = np.minimum(rng.uniform(1e-4, 1.0, 4000) ** rng.uniform(0.3, 4.0, 4000) * 8.0, 7.999)
+    u = rng.random(mean.size)
+    u[:20] = 1.0  # beyond every running sum: the search stops at 200
+    u[20:60] = np.nextafter(1.0, 0.0)
+    u[60:80] = 1.0 - 1e-12
+    u[80:120] = 1e-300
+    mean[120:160] = 7.99  # long searches
+    counts = faas.zero_truncated_poisson(mean, u)
+    expected = [_plain_chop_down(m, x) for m, x in zip(mean.tolist(), u.tolist())]
+    np.testing.assert_array_equal(counts, expected)
+    assert (counts[:20] == 200).any()
+
+
 def _app(**overrides: object) -> faas.AppProcess:
     fields = {
         "key": 12345,
