@@ -224,12 +224,21 @@ class NodePolicy(BatchedPolicy):
 def act_levels(
     model: nn.Module, obs: np.ndarray, threshold: float = 1.0, risk_quantile: float | None = RISK_QUANTILE
 ) -> np.ndarray:
-    """(B, N) levels of a per-node model (see :func:`decode`)."""
+    """(B, N) levels of a per-node model (see :func:`decode`), under the model's ``level_caps`` if it has them.
+
+    ``level_caps(trajectory, static) -> (M,) levels`` is how the prototype
+    agent carries its operator's answers (:func:`cloudgym.agents.protohail.apply_answers`).
+    """
     b, n = obs.shape[:2]
     traj, static = node_features(obs, threshold)
+    traj_t, static_t = torch.from_numpy(traj), torch.from_numpy(static)
     with torch.no_grad():
-        probabilities = torch.softmax(model(torch.from_numpy(traj), torch.from_numpy(static)), dim=1).numpy()
-    return decode(probabilities, risk_quantile).reshape(b, n)
+        probabilities = torch.softmax(model(traj_t, static_t), dim=1).numpy()
+    levels = decode(probabilities, risk_quantile)
+    caps = getattr(model, "level_caps", None)
+    if caps is not None:
+        levels = np.minimum(levels, caps(traj_t, static_t).numpy())
+    return levels.reshape(b, n)
 
 
 def train_bc(

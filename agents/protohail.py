@@ -20,14 +20,20 @@ is refit with the prototypes fixed.
 **Human in the loop** (:func:`hitl_round`): a budget of queries (10 by
 default), half on the prototypes whose region the head is least sure of
 (highest mean entropy), half on the riskiest rates the agent proposes on its
-own rollouts (highest projected peak: proposed ratio x peak per sold vCPU).
+own rollouts (the proposed ratio furthest above the worst-case headroom).
 A scripted operator answers each with the highest ratio the operators'
-rules allow (:func:`cloudgym.baselines.oversubscription.rule_caps`); the
-answers become constraints (probability above the allowed level is
-penalised) on the queried prototype's whole region, or on the queried state
-and its nearest neighbours in embedding space, and the model is retrained.
-The answer to a prototype query reaches every trajectory that prototype
-stands for, which is why so few queries can matter.
+rules allow (:func:`cloudgym.baselines.oversubscription.rule_caps`). The
+answers are kept as **edits of the prototypes**, applied at decoding: an
+answer about prototype j caps the ratio of every state whose nearest
+prototype is j (the region that prototype stands for, which is why so few
+queries can matter); an answer about a state caps the states within the
+radius of its ``neighbours`` nearest training rows in embedding space. The
+level the agent plays is the lower of its own decoding and every cap that
+covers the state. The update is anchored by construction: with no answers
+the agent is the pre-round agent, decision for decision, and an answer can
+only lower a decision, never raise one. (An earlier version retrained the
+network with the answers as soft penalties; the retraining moved hot
+node-windows by as much as the answers did, in either direction.)
 """
 
 from __future__ import annotations
@@ -55,6 +61,17 @@ from cloudgym.envs.oversubscription import COL_COS, COL_SIN, HISTORY_HOURS, Over
 ENV_ID = "Oversubscription-v0"
 HEADROOM_COLUMN = 9
 """Column of node_features' static numbers holding the worst-case headroom (sold + threshold - 24 h peak)."""
+
+
+def exact_squared_distances(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """(len(a), len(b)) squared distances computed pair by pair.
+
+    torch.cdist's default switches to a matrix-product formula for large
+    inputs, whose rounding depends on the sizes; a cap's radius is the
+    distance to a real training row, so the same pair must give the same
+    number whether it is measured to set the radius or to apply it.
+    """
+    return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist").pow(2)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -91,6 +108,15 @@ class ProtoHAILNet(nn.Module):
         )
         self.prototypes = nn.Parameter(torch.randn(config.prototypes, config.embedding))
         self.head = nn.Linear(config.prototypes, config.levels)
+        # The operator's answers (see hitl_round): caps at decoding, empty until a round edits them.
+        self.register_buffer("prototype_cap", torch.full((config.prototypes,), -1, dtype=torch.long))
+        """(K,) highest level allowed in each prototype's region; -1 where the prototype was not asked about."""
+        self.register_buffer("point_embedding", torch.zeros(0, config.embedding))
+        """(Q, E) embeddings of the states the operator was asked about."""
+        self.register_buffer("point_cap", torch.zeros(0, dtype=torch.long))
+        """(Q,) highest level allowed near each asked state."""
+        self.register_buffer("point_radius2", torch.zeros(0))
+        """(Q,) squared radius around each asked state within which its cap applies."""
 
     def embed(self, trajectory: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         _, state = self.gru(trajectory)
@@ -107,31 +133,35 @@ class ProtoHAILNet(nn.Module):
     def forward(self, trajectory: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         return self.head(self.similarity(self.distances(self.embed(trajectory, static))))
 
+    def level_caps(self, trajectory: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
+        """(M,) the highest level the operator's answers allow each state (levels - 1 where none covers it).
+
+        A prototype answer covers the states whose nearest prototype it is;
+        a state answer covers the states within its radius.
+        """
+        with torch.no_grad():
+            z = self.embed(trajectory, static)
+            cap = torch.full((len(z),), self.config.levels - 1, dtype=torch.long)
+            nearest_cap = self.prototype_cap[self.distances(z).argmin(dim=1)]
+            cap = torch.where(nearest_cap >= 0, torch.minimum(cap, nearest_cap), cap)
+            if len(self.point_cap):
+                inside = exact_squared_distances(z, self.point_embedding) <= self.point_radius2[None, :]
+                bound = torch.where(inside, self.point_cap[None, :], self.config.levels - 1).min(dim=1).values
+                cap = torch.minimum(cap, bound)
+        return cap
+
+    def set_answers(
+        self, prototype_cap: np.ndarray, point_embedding: np.ndarray, point_cap: np.ndarray, point_radius2: np.ndarray
+    ) -> None:
+        """Replace the decoding caps (shapes as the buffers; Q may be any size)."""
+        self.prototype_cap = torch.as_tensor(prototype_cap, dtype=torch.long).clone()
+        self.point_embedding = torch.as_tensor(point_embedding, dtype=torch.float32).reshape(-1, self.config.embedding)
+        self.point_cap = torch.as_tensor(point_cap, dtype=torch.long).reshape(-1).clone()
+        self.point_radius2 = torch.as_tensor(point_radius2, dtype=torch.float32).reshape(-1).clone()
+
     def prototype_logits(self) -> torch.Tensor:
         """(K, levels) the head's logits for each prototype itself (similarity 1/1e-4 to itself)."""
         return self.head(self.similarity(self.distances(self.prototypes)))
-
-
-@dataclasses.dataclass
-class Constraints:
-    """Operator answers as upper bounds: row i of the data may not get a level above cap[i] (-1: no bound)."""
-
-    row_cap: np.ndarray  # (M,) int64 over the training rows
-    prototype_cap: np.ndarray  # (K,) int64, -1 where the prototype was not asked about
-
-    @staticmethod
-    def none(rows: int, prototypes: int) -> Constraints:
-        return Constraints(np.full(rows, -1, np.int64), np.full(prototypes, -1, np.int64))
-
-
-def _above_cap_loss(logits: torch.Tensor, cap: torch.Tensor) -> torch.Tensor:
-    """-log P(level <= cap) summed over the rows with a cap, divided by all rows (a per-row term like the CE)."""
-    bounded = cap >= 0
-    if not bool(bounded.any()):
-        return logits.new_zeros(())
-    log_p = torch.log_softmax(logits[bounded], dim=1)
-    allowed = torch.arange(logits.shape[1])[None, :] <= cap[bounded][:, None]
-    return -torch.logsumexp(log_p.masked_fill(~allowed, -1e9), dim=1).sum() / logits.shape[0]
 
 
 def losses(
@@ -162,8 +192,6 @@ def train_protohail(
     batch_size: int = 1024,
     lr: float = 3e-3,
     seed: int = 0,
-    constraints: Constraints | None = None,
-    constraint_weight: float = 5.0,
     model: ProtoHAILNet | None = None,
     log: Any = print,
 ) -> tuple[ProtoHAILNet, np.ndarray, list[dict[str, float]]]:
@@ -177,7 +205,6 @@ def train_protohail(
         model = ProtoHAILNet(config)
         _init_prototypes(model, data, seed)
     traj, static, label = (torch.from_numpy(a) for a in (data.trajectory, data.static, data.label))
-    caps = torch.from_numpy((constraints or Constraints.none(len(data), config.prototypes)).row_cap)
     history: list[dict[str, float]] = []
     generator = torch.Generator().manual_seed(seed)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
@@ -194,9 +221,6 @@ def train_protohail(
                 + config.div_weight * terms["diversity"]
                 + config.int_weight * terms["interpretability"]
             )
-            if constraints is not None:
-                terms["constraint"] = _above_cap_loss(terms["_logits"], caps[idx])
-                total = total + constraint_weight * terms["constraint"]
             optimiser.zero_grad()
             total.backward()
             optimiser.step()
@@ -206,25 +230,22 @@ def train_protohail(
         history.append({k: v / len(label) for k, v in sums.items()})
         log("  " + ", ".join(f"{k} {v:.4f}" for k, v in history[-1].items()))
     anchors = project_prototypes(model, data)
-    refit_head(model, data, constraints, epochs=head_epochs, batch_size=batch_size, lr=lr, seed=seed)
+    refit_head(model, data, epochs=head_epochs, batch_size=batch_size, lr=lr, seed=seed)
     return model.eval(), anchors, history
 
 
 def refit_head(
     model: ProtoHAILNet,
     data: Demonstrations,
-    constraints: Constraints | None,
     *,
     epochs: int,
     batch_size: int = 1024,
     lr: float = 3e-3,
     seed: int = 0,
-    constraint_weight: float = 5.0,
 ) -> None:
-    """Fit the last layer alone, encoder and prototypes fixed (ProtoPNet's final step; the HITL's retraining)."""
+    """Fit the last layer alone, encoder and prototypes fixed (ProtoPNet's final step)."""
     generator = torch.Generator().manual_seed(seed)
     label = torch.from_numpy(data.label)
-    caps = torch.from_numpy((constraints or Constraints.none(len(data), model.config.prototypes)).row_cap)
     optimiser = torch.optim.Adam(model.head.parameters(), lr=lr)
     with torch.no_grad():
         sims = torch.cat([model.similarity(model.distances(z)) for z in _embeddings(model, data)])
@@ -234,8 +255,6 @@ def refit_head(
             idx = order[start : start + batch_size]
             logits = model.head(sims[idx])
             loss = nn.functional.cross_entropy(logits, label[idx])
-            if constraints is not None:
-                loss = loss + constraint_weight * _above_cap_loss(logits, caps[idx])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
@@ -285,9 +304,11 @@ def assignments(model: ProtoHAILNet, data: Demonstrations) -> np.ndarray:
 
 
 def prototype_levels(model: ProtoHAILNet, risk_quantile: float | None = RISK_QUANTILE) -> np.ndarray:
-    """(K,) the level the head maps each prototype to (decoded as the agent decodes)."""
+    """(K,) the level each prototype maps to: the head's, decoded as the agent decodes, under any operator cap."""
     with torch.no_grad():
-        return decode(torch.softmax(model.prototype_logits(), dim=1).numpy(), risk_quantile)
+        levels = decode(torch.softmax(model.prototype_logits(), dim=1).numpy(), risk_quantile)
+    cap = model.prototype_cap.numpy()
+    return np.where(cap >= 0, np.minimum(levels, cap), levels)
 
 
 # ----------------------------------------------------------------------------- human in the loop
@@ -352,7 +373,8 @@ def select_queries(
     anchors_rows = data.rows[_anchor_rows(model, data)]
     allowed_proto = operator_caps(anchors_rows, env_config)
     queries = [Query("prototype", int(j), int(proposed_proto[j]), int(allowed_proto[j])) for j in proto_order[:n_proto]]
-    proposed = decode(torch.softmax(pool_logits, dim=1).numpy(), risk_quantile)
+    pool_caps = model.level_caps(torch.from_numpy(pool.trajectory), torch.from_numpy(pool.static)).numpy()
+    proposed = np.minimum(decode(torch.softmax(pool_logits, dim=1).numpy(), risk_quantile), pool_caps)
     ratios = np.asarray(env_config.ratios)
     # How far the proposal sells beyond what would stay cool if the coming VMs ran flat out
     # (only proposals above the lowest ratio: an answer could not lower the others).
@@ -379,35 +401,61 @@ def _anchor_rows(model: ProtoHAILNet, data: Demonstrations) -> np.ndarray:
         return model.distances(z).argmin(dim=0).numpy()
 
 
-def constraints_from(
-    queries: list[Query], model: ProtoHAILNet, data: Demonstrations, pool: Demonstrations, neighbours: int = 256
-) -> tuple[Demonstrations, Constraints]:
-    """Training data with the queried pool rows added, and the answers as caps over it.
+def apply_answers(
+    model: ProtoHAILNet,
+    queries: list[Query],
+    data: Demonstrations,
+    pool: Demonstrations,
+    *,
+    neighbours: int = 256,
+    prototype_neighbours: int | None = None,
+) -> ProtoHAILNet:
+    """Edit ``model``'s decoding caps with the operator's answers (in place; returns it). Weights stay as they are.
 
-    A prototype answer caps the prototype itself and the ``neighbours``
-    training rows nearest to it in embedding space; a rate answer caps the
-    queried state and its ``neighbours`` nearest rows.
+    A rate answer caps the states within the distance of the queried
+    state's ``neighbours``-th nearest training row (in embedding space). A
+    prototype answer caps the prototype's whole region (the states nearest
+    to it) when ``prototype_neighbours`` is None, else the states within
+    the distance of the prototype's ``prototype_neighbours``-th nearest
+    training row. A cap only ever lowers the level played (see
+    :meth:`ProtoHAILNet.level_caps`), and caps from earlier rounds are kept
+    (the tighter one wins).
     """
-    rate_rows = [q.index for q in queries if q.kind == "rate"]
-    added = Demonstrations(*(getattr(pool, f.name)[rate_rows] for f in dataclasses.fields(Demonstrations)))
-    # The queried states join the data labelled with the lower of the agent's proposal and the operator's answer.
-    added.label = np.array([min(q.proposed, q.allowed) for q in queries if q.kind == "rate"], np.int64).reshape(-1)
-    merged = Demonstrations.concatenate([data, added]) if rate_rows else data
-    caps = Constraints.none(len(merged), model.config.prototypes)
-    z = embeddings(model, merged)
-    for q in queries:
-        if q.kind == "prototype":
-            caps.prototype_cap[q.index] = q.allowed
-            centre = model.prototypes.detach()[q.index : q.index + 1]
+    prototype_cap = model.prototype_cap.numpy().copy()
+    centres: list[torch.Tensor] = []
+    counts: list[int] = []
+    point_caps: list[int] = []
+    for q in (q for q in queries if q.kind == "prototype"):
+        if prototype_neighbours is None:
+            current = prototype_cap[q.index]
+            prototype_cap[q.index] = q.allowed if current < 0 else min(current, q.allowed)
         else:
-            row = len(data) + rate_rows.index(q.index)
-            centre = z[row : row + 1]
+            centres.append(model.prototypes.detach()[q.index : q.index + 1])
+            counts.append(prototype_neighbours)
+            point_caps.append(q.allowed)
+    rate = [q for q in queries if q.kind == "rate"]
+    if rate:
+        asked = Demonstrations(*(getattr(pool, f.name)[[q.index for q in rate]] for f in dataclasses.fields(pool)))
+        centres.append(embeddings(model, asked))
+        counts += [neighbours] * len(rate)
+        point_caps += [q.allowed for q in rate]
+    points = np.zeros((0, model.config.embedding), np.float32)
+    radius2 = np.zeros(0, np.float32)
+    if centres:
+        z_points = torch.cat(centres)
         with torch.no_grad():
-            dist = torch.cdist(centre, z)[0]
-        rows = torch.topk(dist, min(neighbours, len(merged)), largest=False).indices.numpy()
-        current = caps.row_cap[rows]
-        caps.row_cap[rows] = np.where(current < 0, q.allowed, np.minimum(current, q.allowed))
-    return merged, caps
+            d2 = exact_squared_distances(z_points, embeddings(model, data))
+            ordered = torch.sort(d2, dim=1).values
+        kth = torch.tensor([min(c, len(data)) - 1 for c in counts])
+        radius2 = ordered[torch.arange(len(kth)), kth].numpy()
+        points = z_points.detach().numpy()
+    model.set_answers(
+        prototype_cap,
+        np.concatenate([model.point_embedding.numpy(), points]),
+        np.concatenate([model.point_cap.numpy(), np.array(point_caps, np.int64)]),
+        np.concatenate([model.point_radius2.numpy(), radius2]),
+    )
+    return model
 
 
 def hitl_round(
@@ -418,46 +466,41 @@ def hitl_round(
     *,
     budget: int = 10,
     random: bool = False,
-    epochs: int = 8,
-    neighbours: int = 64,
-    whole_model: bool = True,
+    neighbours: int = 256,
+    prototype_neighbours: int | None = None,
     risk_quantile: float | None = RISK_QUANTILE,
     seed: int = 0,
     log: Any = print,
 ) -> tuple[ProtoHAILNet, list[Query]]:
-    """Ask ``budget`` queries, answer them with the scripted operator, retrain with the answers as constraints.
+    """Ask ``budget`` queries, answer them with the scripted operator, return a copy of the agent with the answers.
 
-    ``whole_model``: a few epochs of the full objective plus the constraints,
-    then the prototypes are projected again (the default); else only the
-    head (prototype -> rate) is refit. The same retraining with no queries
-    is the fair "without HITL" comparison (:func:`hitl_study`).
+    The copy has the same weights and the answers as decoding caps
+    (:func:`apply_answers`): budget 0 gives back the same agent, and an
+    answer never raises a decision. ``random``: the control that spends the
+    budget on random prototypes and states.
     """
+    import copy
+
     queries = select_queries(
         model, data, pool, env_config, budget=budget, random=random, risk_quantile=risk_quantile, seed=seed
     )
     for q in queries:
         log(f"  query {q.kind} {q.index}: agent proposes level {q.proposed}, operator allows up to {q.allowed}")
-    merged, caps = constraints_from(queries, model, data, pool, neighbours=neighbours)
-    if whole_model:
-        model, _, _ = train_protohail(
-            merged, model.config, epochs=epochs, seed=seed, constraints=caps, model=model, log=log
-        )
-    else:
-        refit_head(model, merged, caps, epochs=epochs, seed=seed)
-    return model, queries
+    edited = apply_answers(
+        copy.deepcopy(model), queries, data, pool, neighbours=neighbours, prototype_neighbours=prototype_neighbours
+    )
+    return edited, queries
 
 
 @dataclasses.dataclass
 class HITLStudy:
-    """The prototype agent after a HITL round, and the same retraining without or with random queries."""
+    """The prototype agent after a HITL round, and the same round with no queries or random queries."""
 
     targeted: ProtoHAILNet  # answers to the most uncertain prototypes and riskiest rates
     targeted_queries: list[Query]
-    no_queries: ProtoHAILNet  # the same retraining with no answers
+    no_queries: ProtoHAILNet  # the same round with a budget of 0
     random_queries: ProtoHAILNet  # the same budget spent on random prototypes and states
     random_queries_asked: list[Query]
-    anchors: np.ndarray  # rows of the training data the targeted model's prototypes are anchored to
-    data: Demonstrations  # the training data with the queried states added
 
 
 def hitl_study(
@@ -467,7 +510,8 @@ def hitl_study(
     *,
     pool_seeds: list[int],
     budget: int = 10,
-    epochs: int = 3,
+    neighbours: int = 256,
+    prototype_neighbours: int | None = None,
     risk_quantile: float | None = RISK_QUANTILE,
     seed: int = 0,
     log: Any = print,
@@ -477,44 +521,44 @@ def hitl_study(
     The query pool is the agent's own rollouts on ``pool_seeds`` (training
     seeds): the states it will meet, where it proposes its rates.
     """
-    import copy
-
     from cloudgym.agents.oversub_imitation import act_levels, collect
 
     pool = collect(
         {}, pool_seeds, actor=lambda obs: act_levels(model, obs, env_config.hot_threshold, risk_quantile), rng_seed=seed
     )
-    log(f"query pool: {len(pool)} node-hours of the agent's own rollouts")
+    log(f"query pool: {len(pool)} node-hours of the agent's own rollouts on seeds {pool_seeds}")
+    common: dict[str, Any] = {
+        "neighbours": neighbours,
+        "prototype_neighbours": prototype_neighbours,
+        "risk_quantile": risk_quantile,
+        "seed": seed,
+        "log": log,
+    }
     log("HITL round (targeted queries):")
-    targeted, asked = hitl_round(
-        copy.deepcopy(model),
-        data,
-        pool,
-        env_config,
-        budget=budget,
-        epochs=epochs,
-        risk_quantile=risk_quantile,
-        seed=seed,
-        log=log,
-    )
-    merged, _ = constraints_from(asked, model, data, pool)
-    anchors = project_prototypes(targeted, merged)
-    log("control: the same retraining, no queries")
-    plain, _, _ = train_protohail(data, model.config, epochs=epochs, seed=seed, model=copy.deepcopy(model), log=log)
+    targeted, asked = hitl_round(model, data, pool, env_config, budget=budget, **common)
+    log("control: the same round, no queries")
+    plain, _ = hitl_round(model, data, pool, env_config, budget=0, **common)
     log("control: the same budget on random queries")
-    shuffled, random_asked = hitl_round(
-        copy.deepcopy(model),
-        data,
-        pool,
-        env_config,
-        budget=budget,
-        epochs=epochs,
-        random=True,
-        risk_quantile=risk_quantile,
-        seed=seed,
-        log=log,
+    shuffled, random_asked = hitl_round(model, data, pool, env_config, budget=budget, random=True, **common)
+    return HITLStudy(targeted, asked, plain, shuffled, random_asked)
+
+
+def evaluate_episodes(
+    model: ProtoHAILNet, episodes: int, risk_quantile: float | None, *, seeds: list[int] | None = None
+) -> dict[str, Any]:
+    """Mean metrics over the first ``episodes`` held-out seeds (or ``seeds``), and the total of hot node-windows."""
+    from cloudgym.agents.oversub_imitation import METRIC_COLUMNS
+    from cloudgym.evaluation import evaluate, held_out_seeds
+
+    rows = evaluate(
+        lambda env: ProtoHAILPolicy(env, model, risk_quantile),
+        ENV_ID,
+        seeds if seeds is not None else held_out_seeds(episodes),
+        policy_name="agent",
     )
-    return HITLStudy(targeted, asked, plain, shuffled, random_asked, anchors, merged)
+    out: dict[str, Any] = {c: float(np.mean([r[c] for r in rows])) for c in METRIC_COLUMNS}
+    out["hot_total"] = round(sum(float(r["hot_node_windows"]) for r in rows))
+    return out
 
 
 def hitl_replicates(
@@ -526,41 +570,54 @@ def hitl_replicates(
     quantiles: list[float],
     episodes: int,
     budget: int = 10,
-    epochs: int = 3,
-    pool_seeds: list[int] | None = None,
+    neighbours: int = 256,
+    prototype_neighbours: int | None = None,
     log: Any = print,
 ) -> tuple[HITLStudy, dict[str, Any]]:
-    """:func:`hitl_study` once per retraining seed, every variant evaluated at each decoding quantile.
+    """:func:`hitl_study` once per replicate seed, every variant evaluated at each decoding quantile.
 
-    Hot node-windows are rare for these agents (a few per 32 episodes), and
-    one retraining differs from another by about as much as a HITL round
-    changes, so the comparison averages over seeds and also reads a riskier
-    decoding, where counts are larger. Returns the first seed's study (the
-    shipped model) and ``{f"q{q}": {variant: {metric: mean, "per_seed_hot": [...]}}}``.
+    Replicate ``s`` draws its query pool from the agent's rollouts on
+    training seeds ``20000 + 4s .. 20000 + 4s + 3`` (and its random queries
+    from ``s``), so replicates differ in which states the operator is asked
+    about. Hot node-windows are rare for these agents, so the comparison
+    reads many held-out episodes and also a riskier decoding, where counts
+    are larger. Returns the first replicate's study (the shipped model) and
+    ``{f"q{q}": {variant: {metric: mean, "per_seed_hot": [...], ...}}}``.
     """
-    from cloudgym.agents.oversub_imitation import evaluate_model
-
-    pools = pool_seeds if pool_seeds is not None else list(range(20_000, 20_004))
     studies = []
     for s in seeds:
-        log(f"HITL study, retraining seed {s}")
+        log(f"HITL study, replicate seed {s}")
+        pool_seeds = [20_000 + 4 * s + i for i in range(4)]
         studies.append(
-            hitl_study(model, data, env_config, pool_seeds=pools, budget=budget, epochs=epochs, seed=s, log=log)
+            hitl_study(
+                model,
+                data,
+                env_config,
+                pool_seeds=pool_seeds,
+                budget=budget,
+                neighbours=neighbours,
+                prototype_neighbours=prototype_neighbours,
+                seed=s,
+                log=log,
+            )
         )
     summary: dict[str, Any] = {}
     for q in quantiles:
         row: dict[str, Any] = {}
-        before = evaluate_model(model, episodes, risk_quantile=q)
+        before = evaluate_episodes(model, episodes, q)
         row["before_round"] = {k: round(v, 4) for k, v in before.items()}
         for variant in ("targeted", "no_queries", "random_queries"):
-            runs = [evaluate_model(getattr(st, variant), episodes, risk_quantile=q) for st in studies]
+            runs = [evaluate_episodes(getattr(st, variant), episodes, q) for st in studies]
             row[variant] = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]}
             row[variant]["per_seed_hot"] = [round(r["hot_node_windows"], 4) for r in runs]
+            row[variant]["per_seed_hot_total"] = [r["hot_total"] for r in runs]
             row[variant]["per_seed_saved"] = [round(r["saved_cores"], 2) for r in runs]
         summary[f"q{q:g}"] = row
         log(
-            f"decoding quantile {q:g}: hot node-windows / episode "
+            f"decoding quantile {q:g}, {episodes} held-out episodes: hot node-windows / episode "
             + ", ".join(f"{k} {v['hot_node_windows']:.3f}" for k, v in row.items())
+            + "; saved cores "
+            + ", ".join(f"{k} {v['saved_cores']:.1f}" for k, v in row.items())
         )
     return studies[0], summary
 
@@ -569,7 +626,7 @@ def hitl_replicates(
 
 
 class ProtoHAILPolicy(NodePolicy):
-    """The prototype agent acting for every node of a batch of clusters (risk-aware decoding)."""
+    """The prototype agent acting for every node of a batch of clusters (risk-aware decoding, operator caps)."""
 
     name = "protohail"
 
@@ -600,7 +657,10 @@ def load_model(folder: Path) -> tuple[ProtoHAILNet, dict[str, Any]]:
         raise FileNotFoundError(f"{path}: checkpoint weights missing")
     saved = torch.load(path, map_location="cpu", weights_only=True)
     model = ProtoHAILNet(ProtoHAILConfig(**saved["config"]))
-    model.load_state_dict(saved["state_dict"])
+    state = saved["state_dict"]
+    # The operator's state answers are a variable number Q of rows: size the buffers before loading.
+    model.set_answers(state["prototype_cap"], state["point_embedding"], state["point_cap"], state["point_radius2"])
+    model.load_state_dict(state)
     return model.eval(), saved
 
 

@@ -7,12 +7,13 @@
 The expert's demonstrations (the env's robust hindsight oracle on training
 seeds 0..episodes-1) are collected once and cached under ``<out>/<env>/``.
 ``protohail`` trains the prototype agent, then runs the human-in-the-loop
-round (``--budget`` queries answered by the scripted operator) and its two
-controls (the same retraining with no queries, and with random queries) once
-per ``--hitl-seeds`` retraining seed, evaluates every model on held-out seeds
-at the agent's decoding and at ``--study-quantiles``, and writes two
-checkpoints: ``protohail`` and ``protohail_hitl`` (the first seed's round;
-the study's table goes in its checkpoint.yaml under ``hitl_study``). Each run folder gets ``model.pt`` and
+round (``--budget`` queries answered by the scripted operator, kept as
+decoding caps) and its two controls (the same round with no queries, and with
+random queries) once per ``--hitl-seeds`` replicate (each with its own query
+pool), evaluates every variant on ``--study-episodes`` held-out seeds at the
+agent's decoding and at ``--study-quantiles``, and writes two checkpoints:
+``protohail`` and ``protohail_hitl`` (the first replicate's round; the
+study's table goes in its checkpoint.yaml under ``hitl_study``). Each run folder gets ``model.pt`` and
 ``checkpoint.yaml`` (the command that reproduces it, the held-out metrics);
 ``--ship`` copies them to ``agents/checkpoints/Oversubscription-v0/`` where
 compare.py finds them. The logic lives in ``cloudgym.agents.oversub_imitation``
@@ -48,8 +49,10 @@ class Args:
     epochs: int = 12
     prototypes: int = 10
     budget: int = 10
-    hitl_epochs: int = 3
+    neighbours: int = 256
+    prototype_neighbours: int | None = None
     hitl_seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
+    study_episodes: int = 256
     study_quantiles: list[float] = dataclasses.field(default_factory=lambda: [0.5])
     risk_quantile: float = imitation.RISK_QUANTILE
     eval_episodes: int = 32
@@ -65,8 +68,20 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--epochs", type=int, default=12, help="training epochs over the demonstrations")
     p.add_argument("--prototypes", type=int, default=10, help="K, prototypes of the ProtoHAIL agent")
     p.add_argument("--budget", type=int, default=10, help="queries of the human-in-the-loop round")
-    p.add_argument("--hitl-epochs", type=int, default=3, help="retraining epochs of the HITL round")
-    p.add_argument("--hitl-seeds", type=int, nargs="+", default=[0, 1, 2], help="retraining seeds of the HITL study")
+    p.add_argument(
+        "--neighbours",
+        type=int,
+        default=256,
+        help="a state answer caps the states within its k-th neighbour's distance",
+    )
+    p.add_argument(
+        "--prototype-neighbours",
+        type=int,
+        default=None,
+        help="a prototype answer caps the states within its k-th neighbour's distance (default: its whole region)",
+    )
+    p.add_argument("--hitl-seeds", type=int, nargs="+", default=[0, 1, 2], help="replicates of the HITL study")
+    p.add_argument("--study-episodes", type=int, default=256, help="held-out episodes per variant of the HITL study")
     p.add_argument(
         "--study-quantiles", type=float, nargs="+", default=[0.5], help="extra decodings the HITL study reads"
     )
@@ -152,14 +167,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
             env_config,
             seeds=args.hitl_seeds,
             quantiles=sorted({args.risk_quantile, *args.study_quantiles}),
-            episodes=args.eval_episodes,
+            episodes=args.study_episodes,
             budget=args.budget,
-            epochs=args.hitl_epochs,
+            neighbours=args.neighbours,
+            prototype_neighbours=args.prototype_neighbours,
         )
         shipped = imitation.evaluate_model(study.targeted, args.eval_episodes, risk_quantile=args.risk_quantile)
-        anchor_rows = imitation.Demonstrations(
-            *(getattr(study.data, f.name)[study.anchors] for f in dataclasses.fields(study.data))
-        )
+        # The round edits decoding caps, not weights: the prototypes and their anchors are the base agent's.
         protohail.save_protohail(
             study.targeted, anchor_rows, root / "protohail_hitl", study.targeted_queries, args.risk_quantile
         )
@@ -167,7 +181,13 @@ def main(argv: list[str] | None = None) -> list[Path]:
             "protohail_hitl",
             "ProtoHAIL+HITL",
             "cloudgym.agents.protohail:load_protohail_policy",
-            {**hyper, "budget": args.budget, "hitl_epochs": args.hitl_epochs},
+            {
+                **hyper,
+                "budget": args.budget,
+                "neighbours": args.neighbours,
+                "prototype_neighbours": args.prototype_neighbours,
+                "study_episodes": args.study_episodes,
+            },
             shipped,
             hitl_study=summary,
             queries=[dataclasses.asdict(q) for q in study.targeted_queries],
