@@ -26,7 +26,8 @@ rules allow (:func:`cloudgym.baselines.oversubscription.rule_caps`). The
 answers are kept as **edits of the prototypes**, applied at decoding: an
 answer about prototype j caps the ratio of every state whose nearest
 prototype is j (the region that prototype stands for, which is why so few
-queries can matter); an answer about a state caps the states within the
+queries can matter; ``prototype_neighbours`` narrows it to the states near
+the prototype); an answer about a state caps the states within the
 radius of its ``neighbours`` nearest training rows in embedding space. The
 level the agent plays is the lower of its own decoding and every cap that
 covers the state. The update is anchored by construction: with no answers
