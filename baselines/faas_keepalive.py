@@ -373,11 +373,23 @@ def plot_paper_figure(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
                         textcoords="offset points",
                     )
         known = set(fixed) | set(hybrid) | {"random"}
+        # Every other policy (greedy-dual, shipped agents, ...) gets its own marker and colour, so that two
+        # points on top of each other (greedy-dual without a budget sits on no_unload) stay distinguishable.
+        others = iter(zip(itertools.cycle("^vDPh<>"), itertools.cycle(["C3", "C2", "C4", "C5", "C6", "C8", "C9"])))
         for name, row in by_name.iterrows():
             if name in known:
                 continue
-            marker = {"oracle": "k*", "no_unload": "kx"}.get(str(name), "r^")
-            ax.plot(row["wmt_pct_of_fixed10"], row["p75_cold_start_pct"], marker, markersize=9, label=str(name))
+            special = {"oracle": ("*", "k"), "no_unload": ("x", "k")}.get(str(name))
+            marker, colour = special if special is not None else next(others)
+            ax.plot(
+                row["wmt_pct_of_fixed10"],
+                row["p75_cold_start_pct"],
+                marker=marker,
+                color=colour,
+                linestyle="none",
+                markersize=9,
+                label=str(name),
+            )
         ax.set_xlabel("wasted memory time, % of fixed 10-min keep-alive")
         ax.set_ylabel("app cold starts, 75th percentile (%)")
         ax.set_title(f"{ENV_ID} ({scenario}): cold starts vs wasted memory")
