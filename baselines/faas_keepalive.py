@@ -34,7 +34,7 @@ from cloudgym.envs.faas_keepalive import (
 )
 from cloudgym.envs.workloads.faas import MAX_MEMORY_MB
 from cloudgym.policy import BatchedPolicy, register_policy
-from cloudgym.reports import EnvReport, register_report
+from cloudgym.reports import EnvReport, pyplot, register_report, save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -345,10 +345,7 @@ def paper_points(frame: pd.DataFrame) -> pd.DataFrame:
 
 def plot_paper_figure(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Figure 15 of the paper: p75 app cold-start % vs normalised WMT, fixed sweep and hybrid ranges as curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     points = paper_points(frame)
     files = []
@@ -395,10 +392,7 @@ def plot_paper_figure(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_title(f"{ENV_ID} ({scenario}): cold starts vs wasted memory")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"{ENV_ID}_{scenario}_coldstart_vs_wmt.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        path = save_figure(fig, out_dir / f"{ENV_ID}_{scenario}_coldstart_vs_wmt.png")
         files.append(path)
     return files
 

@@ -15,7 +15,7 @@ from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.gpu_powercap import GPUPowerCapConfig
 from cloudgym.evaluation import evaluate, held_out_seeds, make_vector_env
 from cloudgym.policy import BatchedPolicy, make_policy, policy_specs, register_policy
-from cloudgym.reports import EnvReport, register_report
+from cloudgym.reports import EnvReport, pyplot, register_report, save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -198,10 +198,7 @@ def paper_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def write_paper_table(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """The table as markdown and as a figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     table = paper_table(frame)
     md = out_dir / f"{ENV_ID}_table.md"
@@ -249,10 +246,7 @@ def row_power_trace(policy: str | Path, env_kwargs: Mapping[str, Any], seed: int
 
 def plot_row_power(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Row power over one held-out episode at +30% for each policy, with POLCA's thresholds and the budget."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if TRACE_SCENARIO not in set(frame["scenario"]):
         return []
@@ -281,10 +275,7 @@ def plot_row_power(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
             handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
             ax.legend(handles=handles, fontsize=6, ncol=7, loc="lower left")
     axes[-1, 0].set_xlabel("time in episode (s)")
-    fig.tight_layout()
-    path = out_dir / f"{ENV_ID}_row_power.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out_dir / f"{ENV_ID}_row_power.png")
     return [path]
 
 

@@ -140,7 +140,8 @@ def test_power_energy_and_requests_add_up(seed: int, levels: list[int], warmup: 
     for _ in range(24):
         action = np.array([levels, rng.integers(0, 8, 2)])
         _, _, terminated, truncated, info = env.step(action)
-        assert not (terminated.any() or truncated.any())
+        assert not terminated.any()
+        assert not truncated.any()
         power = s.power_last
         assert np.all(power >= core.server_model.idle_w - 1e-9)  # never negative, never below idle
         np.testing.assert_allclose(info["row_power_pct"], 100 * power.sum(axis=1) / core.budget_w)
