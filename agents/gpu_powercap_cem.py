@@ -40,10 +40,10 @@ import numpy as np
 
 import cloudgym
 from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, CheckpointInfo, write_metadata
+from cloudgym.baselines.gpu_powercap import TwoThresholdCapper
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.gpu_powercap import GPUPowerCapConfig
 from cloudgym.evaluation import evaluate, held_out_seeds, make_vector_env, metric_names, summarise, write_eval_scalars
-from cloudgym.policy import BatchedPolicy
 
 ENV_ID = "GPUPowerCap-v0"
 LOADER = "cloudgym.agents.gpu_powercap_cem:load_policy"
@@ -71,7 +71,7 @@ OBS_POWER, OBS_POWER_40S = 0, 4
 """Observation indices: row power over the last second, and 40 s ago (see the env's table)."""
 
 
-class CemCapController(BatchedPolicy):
+class CemCapController(TwoThresholdCapper):
     """POLCA's two-threshold controller with learned knobs; parameters may differ per sub-env (for training)."""
 
     name = "cem"
@@ -89,38 +89,14 @@ class CemCapController(BatchedPolicy):
         self.t1, self.t2, self.hysteresis = p["t1"], np.maximum(p["t2"], p["t1"]), p["hysteresis"]
         self.lp_mild = np.clip(np.rint(p["lp_mild"]), 0, top).astype(np.int64)
         self.lp_deep = np.maximum(np.clip(np.rint(p["lp_deep"]), 0, top).astype(np.int64), self.lp_mild)
-        self.hp = np.clip(np.rint(p["hp"]), 0, top).astype(np.int64)
+        self.hp_cap = np.clip(np.rint(p["hp"]), 0, top).astype(np.int64)
         self.trend, self.relax_trend = p["trend"], p["relax_trend"]
-        self.delay = self.config.cap_delay_s
-        self.stage = np.zeros(b, np.int64)
-        self.since = np.zeros(b, np.int64)
-
-    def reset(self, env_ids: np.ndarray) -> None:
-        self.stage[env_ids] = 0
-        self.since[env_ids] = 0
 
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
         o = np.asarray(obs, np.float64)
         p = o[:, OBS_POWER]
         rise = np.maximum(p - o[:, OBS_POWER_40S], 0.0)
-        risk = p + self.trend * rise
-        calm = p + self.relax_trend * rise
-        stage = self.stage
-        self.since += 1
-        above_t2 = risk > self.t2
-        to_deep = above_t2 & (stage < 2)
-        to_hp = above_t2 & (stage == 2) & (self.since > self.delay)
-        to_mild = (risk > self.t1) & (stage < 1)
-        rising = to_deep | to_hp | to_mild
-        stage = np.where(to_mild, 1, stage)
-        stage = np.where(to_deep, 2, stage)
-        stage = np.where(to_hp, 3, stage)
-        self.since[rising] = 0
-        stage = np.where((stage >= 2) & (calm < self.t2 - self.hysteresis), 1, stage)
-        stage = np.where((stage >= 1) & (calm < self.t1 - self.hysteresis), 0, stage)
-        self.stage = stage
-        lp = np.select([stage >= 2, stage == 1], [self.lp_deep, self.lp_mild], 0)
-        hp = np.where(stage == 3, self.hp, 0)
+        hp, lp = self.caps(p + self.trend * rise, p + self.relax_trend * rise)
         return np.stack([hp, lp], axis=1)
 
 

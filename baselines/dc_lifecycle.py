@@ -23,7 +23,7 @@ from cloudgym.benchmarks import Benchmark, register_benchmark
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.dc_lifecycle import COST_CATEGORIES, DCLifecycleCore
 from cloudgym.policy import BatchedPolicy, register_policy
-from cloudgym.reports import EnvReport, register_report
+from cloudgym.reports import EnvReport, pyplot, register_report, save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -237,10 +237,7 @@ def plot_tco(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
 
     ``random`` is left out of this figure and the breakdown (its costs dwarf the rest).
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     frame = frame[frame["policy"] != "random"]
     scenarios = list(frame["scenario"].unique())
@@ -260,19 +257,13 @@ def plot_tco(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_ylabel("$B over 15 years")
         ax.set_title(f"{scenario}: TCO + penalty (label: ratio to baseline)", fontsize=9)
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out_dir / f"{ENV_ID}_tco_ratio.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out_dir / f"{ENV_ID}_tco_ratio.png")
     return [path]
 
 
 def plot_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """The cost breakdown as a stacked bar per policy (the paper's TCO-breakdown figure), per scenario."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     frame = frame[frame["policy"] != "random"]
     scenarios = list(frame["scenario"].unique())
@@ -289,10 +280,7 @@ def plot_breakdown(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_ylabel("$B over 15 years")
         ax.set_title(f"{scenario}: cost breakdown")
     axes[0][-1].legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    fig.tight_layout()
-    path = out_dir / f"{ENV_ID}_cost_breakdown.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out_dir / f"{ENV_ID}_cost_breakdown.png")
     return [path]
 
 
@@ -318,10 +306,7 @@ def fleet_trajectory(policy: Any, seed: int, env_kwargs: dict[str, Any]) -> tupl
 
 def plot_fleet(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Servers per generation per quarter (stacked), one panel per policy, first held-out seed, per scenario."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     from cloudgym.agents.checkpoints import shipped_checkpoints
 
@@ -358,10 +343,7 @@ def plot_fleet(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         for ax in axes[-1]:
             ax.set_xlabel("years")
         fig.suptitle(f"{ENV_ID} {scenario}: servers per generation (seed {seed})", fontsize=9)
-        fig.tight_layout()
-        path = out_dir / f"{ENV_ID}_{scenario}_fleet.png"
-        fig.savefig(path, dpi=100)
-        plt.close(fig)
+        path = save_figure(fig, out_dir / f"{ENV_ID}_{scenario}_fleet.png", dpi=100)
         files.append(path)
     return files
 

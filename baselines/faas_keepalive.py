@@ -34,7 +34,7 @@ from cloudgym.envs.faas_keepalive import (
 )
 from cloudgym.envs.workloads.faas import MAX_MEMORY_MB
 from cloudgym.policy import BatchedPolicy, register_policy
-from cloudgym.reports import EnvReport, register_report
+from cloudgym.reports import EnvReport, pyplot, register_report, save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -345,10 +345,7 @@ def paper_points(frame: pd.DataFrame) -> pd.DataFrame:
 
 def plot_paper_figure(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Figure 15 of the paper: p75 app cold-start % vs normalised WMT, fixed sweep and hybrid ranges as curves."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     points = paper_points(frame)
     files = []
@@ -373,20 +370,29 @@ def plot_paper_figure(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
                         textcoords="offset points",
                     )
         known = set(fixed) | set(hybrid) | {"random"}
+        # Every other policy (greedy-dual, shipped agents, ...) gets its own marker and colour, so that two
+        # points on top of each other (greedy-dual without a budget sits on no_unload) stay distinguishable.
+        others = iter(zip(itertools.cycle("^vDPh<>"), itertools.cycle(["C3", "C2", "C4", "C5", "C6", "C8", "C9"])))
         for name, row in by_name.iterrows():
             if name in known:
                 continue
-            marker = {"oracle": "k*", "no_unload": "kx"}.get(str(name), "r^")
-            ax.plot(row["wmt_pct_of_fixed10"], row["p75_cold_start_pct"], marker, markersize=9, label=str(name))
+            special = {"oracle": ("*", "k"), "no_unload": ("x", "k")}.get(str(name))
+            marker, colour = special if special is not None else next(others)
+            ax.plot(
+                row["wmt_pct_of_fixed10"],
+                row["p75_cold_start_pct"],
+                marker=marker,
+                color=colour,
+                linestyle="none",
+                markersize=9,
+                label=str(name),
+            )
         ax.set_xlabel("wasted memory time, % of fixed 10-min keep-alive")
         ax.set_ylabel("app cold starts, 75th percentile (%)")
         ax.set_title(f"{ENV_ID} ({scenario}): cold starts vs wasted memory")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        path = out_dir / f"{ENV_ID}_{scenario}_coldstart_vs_wmt.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        path = save_figure(fig, out_dir / f"{ENV_ID}_{scenario}_coldstart_vs_wmt.png")
         files.append(path)
     return files
 

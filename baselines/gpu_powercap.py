@@ -15,7 +15,7 @@ from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.gpu_powercap import GPUPowerCapConfig
 from cloudgym.evaluation import evaluate, held_out_seeds, make_vector_env
 from cloudgym.policy import BatchedPolicy, make_policy, policy_specs, register_policy
-from cloudgym.reports import EnvReport, register_report
+from cloudgym.reports import EnvReport, pyplot, register_report, save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,7 +65,60 @@ class StaticLock(BatchedPolicy):
         return class_actions(self.config, lock, lock)
 
 
-class Polca(BatchedPolicy):
+class TwoThresholdCapper(BatchedPolicy):
+    """POLCA's stage machine, shared by :class:`Polca` and the CEM agent (learned knobs), per sub-env.
+
+    Stages: 0 none, 1 LP mild, 2 LP deep, 3 LP deep + HP. Above ``t1`` the
+    stage rises to 1, above ``t2`` to 2, and if still above ``t2`` once that
+    cap has had the out-of-band delay to act, to 3; it falls to 1 below
+    ``t2 - hysteresis`` and to 0 below ``t1 - hysteresis``. A subclass sets
+    the thresholds and the cap levels (scalars, or arrays over the batch).
+    """
+
+    t1: float | np.ndarray
+    t2: float | np.ndarray
+    hysteresis: float | np.ndarray
+    lp_mild: int | np.ndarray
+    lp_deep: int | np.ndarray
+    hp_cap: int | np.ndarray
+
+    def __init__(self, env: CloudGymVectorEnv) -> None:
+        super().__init__(env)
+        self.delay = self.config.cap_delay_s
+        self.stage = np.zeros(self.num_envs, np.int64)
+        self.since = np.zeros(self.num_envs, np.int64)  # steps since the stage last rose
+
+    def reset(self, env_ids: np.ndarray) -> None:
+        self.stage[env_ids] = 0
+        self.since[env_ids] = 0
+
+    def caps(self, escalate_on: np.ndarray, relax_on: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Advance the stage machine one step; the (HP, LP) cap levels of the new stage.
+
+        ``escalate_on`` is compared with the thresholds to raise the stage and
+        ``relax_on`` with the thresholds less the hysteresis to lower it (POLCA
+        uses the row power for both; the CEM controller adds a share of the
+        40-s rise to each).
+        """
+        stage = self.stage
+        self.since += 1
+        above_t2 = escalate_on > self.t2
+        to_deep = above_t2 & (stage < 2)
+        to_hp = above_t2 & (stage == 2) & (self.since > self.delay)
+        to_mild = (escalate_on > self.t1) & (stage < 1)
+        stage = np.where(to_mild, 1, stage)
+        stage = np.where(to_deep, 2, stage)
+        stage = np.where(to_hp, 3, stage)
+        self.since[to_deep | to_hp | to_mild] = 0
+        stage = np.where((stage >= 2) & (relax_on < self.t2 - self.hysteresis), 1, stage)
+        stage = np.where((stage >= 1) & (relax_on < self.t1 - self.hysteresis), 0, stage)
+        self.stage = stage
+        lp = np.select([stage >= 2, stage == 1], [self.lp_deep, self.lp_mild], 0)
+        hp = np.where(stage == 3, self.hp_cap, 0)
+        return hp, lp
+
+
+class Polca(TwoThresholdCapper):
     """POLCA's controller (Patel et al. ASPLOS 2024, DOMAIN.md section 3), on the row's power share p.
 
     * p > T1 (80%): low-priority (LP) servers to 1275 MHz;
@@ -74,8 +127,7 @@ class Polca(BatchedPolicy):
     * uncap with 5% hysteresis: below T2 - 5% (84%) HP back to f_max and LP
       back to 1275 MHz, below T1 - 5% (75%) LP back to f_max.
 
-    The powerbrake above 100% is the env's. The policy keeps its stage and
-    the step its last escalation was issued, per sub-env.
+    The powerbrake above 100% is the env's.
     """
 
     name = "polca"
@@ -87,34 +139,10 @@ class Polca(BatchedPolicy):
         self.lp_mild = level_of(c, 1275.0)
         self.lp_deep = level_of(c, 1110.0)
         self.hp_cap = level_of(c, 1305.0)
-        self.delay = c.cap_delay_s
-        self.stage = np.zeros(self.num_envs, np.int64)  # 0 none, 1 LP mild, 2 LP deep, 3 LP deep + HP
-        self.since = np.zeros(self.num_envs, np.int64)  # steps since the stage last rose
-
-    def reset(self, env_ids: np.ndarray) -> None:
-        self.stage[env_ids] = 0
-        self.since[env_ids] = 0
 
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
         p = np.asarray(obs)[:, 0].astype(np.float64)
-        stage = self.stage
-        self.since += 1
-        # Escalate.
-        above_t2 = p > self.t2
-        to_deep = above_t2 & (stage < 2)
-        to_hp = above_t2 & (stage == 2) & (self.since > self.delay)
-        to_mild = (p > self.t1) & (stage < 1)
-        rise = to_deep | to_hp | to_mild
-        stage = np.where(to_mild, 1, stage)
-        stage = np.where(to_deep, 2, stage)
-        stage = np.where(to_hp, 3, stage)
-        self.since[rise] = 0
-        # Relax with hysteresis.
-        stage = np.where((stage >= 2) & (p < self.t2 - self.hysteresis), 1, stage)
-        stage = np.where((stage >= 1) & (p < self.t1 - self.hysteresis), 0, stage)
-        self.stage = stage
-        lp = np.select([stage >= 2, stage == 1], [self.lp_deep, self.lp_mild], 0)
-        hp = np.where(stage == 3, self.hp_cap, 0)
+        hp, lp = self.caps(p, p)
         return class_actions(self.config, hp, lp)
 
 
@@ -170,10 +198,7 @@ def paper_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 def write_paper_table(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """The table as markdown and as a figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     table = paper_table(frame)
     md = out_dir / f"{ENV_ID}_table.md"
@@ -221,10 +246,7 @@ def row_power_trace(policy: str | Path, env_kwargs: Mapping[str, Any], seed: int
 
 def plot_row_power(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Row power over one held-out episode at +30% for each policy, with POLCA's thresholds and the budget."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     if TRACE_SCENARIO not in set(frame["scenario"]):
         return []
@@ -253,10 +275,7 @@ def plot_row_power(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
             handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
             ax.legend(handles=handles, fontsize=6, ncol=7, loc="lower left")
     axes[-1, 0].set_xlabel("time in episode (s)")
-    fig.tight_layout()
-    path = out_dir / f"{ENV_ID}_row_power.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out_dir / f"{ENV_ID}_row_power.png")
     return [path]
 
 

@@ -30,7 +30,7 @@ import numpy as np
 from cloudgym.benchmarks import Benchmark, register_benchmark
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.policy import BatchedPolicy, register_policy
-from cloudgym.reports import EnvReport, register_report
+from cloudgym.reports import EnvReport, pyplot, register_report, save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -207,10 +207,7 @@ register_policy(
 def plot_latency_bars(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """The paper's kind of figure: end-to-end latency per router (mean and p99), one panel per scenario,
     with each bar's change against round-robin."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     scenarios = list(frame["scenario"].unique())
     fig, axes = plt.subplots(1, len(scenarios), figsize=(max(6.0, 5.0 * len(scenarios)), 4.2), squeeze=False)
@@ -233,19 +230,13 @@ def plot_latency_bars(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=7, loc="upper right")
     fig.suptitle(f"{ENV_ID}: end-to-end latency per router on held-out seeds")
-    fig.tight_layout()
-    path = out_dir / f"{ENV_ID}_e2e_latency.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out_dir / f"{ENV_ID}_e2e_latency.png")
     return [path]
 
 
 def plot_ttft_tbt(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Where the latency goes: TTFT p99 against TBT p99 per router (interference raises TBT)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6.0, 4.5))
     for scenario, rows in frame.groupby("scenario", sort=False):
@@ -259,10 +250,7 @@ def plot_ttft_tbt(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     ax.set_ylabel("per-request mean TBT p99, ms (SLO 100 ms dashed)")
     ax.set_title(f"{ENV_ID}: first-token vs between-token tail latency")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out_dir / f"{ENV_ID}_ttft_tbt.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out_dir / f"{ENV_ID}_ttft_tbt.png")
     return [path]
 
 

@@ -212,12 +212,29 @@ def _fmt(value: float) -> str:
     return f"{value:.4g}" if abs(value) < 100 else f"{value:.1f}"
 
 
-def plot_returns(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """A bar per policy (mean return, 95% interval over episodes), one panel per scenario."""
+def pyplot() -> Any:
+    """``matplotlib.pyplot`` on the file-only Agg backend (report plots are written, never shown)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path, dpi: int = 110) -> Path:
+    """Lay the figure out, write it to ``path`` and close it; ``path``."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
+def plot_returns(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
+    """A bar per policy (mean return, 95% interval over episodes), one panel per scenario."""
+    plt = pyplot()
 
     files = []
     for env_id, env_rows in frame.groupby("env_id", sort=False):
@@ -232,20 +249,14 @@ def plot_returns(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
             ax.set_xlabel("episode return (95% CI)")
             ax.invert_yaxis()
         fig.suptitle(f"{env_id}: return per policy on held-out seeds")
-        fig.tight_layout()
-        path = out_dir / f"{env_id}_returns.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
+        path = save_figure(fig, out_dir / f"{env_id}_returns.png")
         files.append(path)
     return files
 
 
 def plot_tradeoff(frame: pd.DataFrame, out_dir: Path, x: str, y: str) -> Path:
     """Mean of two metrics per policy (one marker each), one colour per scenario."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     env_id = str(frame["env_id"].iloc[0])
     fig, ax = plt.subplots(figsize=(6.0, 4.5))
@@ -259,10 +270,7 @@ def plot_tradeoff(frame: pd.DataFrame, out_dir: Path, x: str, y: str) -> Path:
     ax.set_title(f"{env_id}: {y} vs {x}")
     if frame["scenario"].nunique() > 1:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = out_dir / f"{env_id}_{y}_vs_{x}.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    path = save_figure(fig, out_dir / f"{env_id}_{y}_vs_{x}.png")
     return path
 
 

@@ -129,7 +129,9 @@ def test_misspelt_field_and_scenarios() -> None:
     warmup=st.sampled_from([0, 8]),
 )
 def test_power_energy_and_requests_add_up(seed: int, levels: list[int], warmup: int) -> None:
-    env = small_env(2, warmup_s=warmup, cap_delay_s=0, brake_threshold=0.8)  # brakes happen at this threshold
+    # Brakes happen at this threshold; the UPS never trips, so the 24 steps stay in one episode (the sums below
+    # run over one episode, and the info of a row that autoresets is masked).
+    env = small_env(2, warmup_s=warmup, cap_delay_s=0, brake_threshold=0.8, ups_ride_through_s=1000)
     core = core_of(env)
     s = core.state
     env.reset(seed=seed)
@@ -137,7 +139,9 @@ def test_power_energy_and_requests_add_up(seed: int, levels: list[int], warmup: 
     row_energy = np.zeros(2)
     for _ in range(24):
         action = np.array([levels, rng.integers(0, 8, 2)])
-        _, _, _, _, info = env.step(action)
+        _, _, terminated, truncated, info = env.step(action)
+        assert not terminated.any()
+        assert not truncated.any()
         power = s.power_last
         assert np.all(power >= core.server_model.idle_w - 1e-9)  # never negative, never below idle
         np.testing.assert_allclose(info["row_power_pct"], 100 * power.sum(axis=1) / core.budget_w)
