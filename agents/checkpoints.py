@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+import shlex
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,16 @@ def _yaml() -> Any:
     except ImportError as exc:  # pragma: no cover - the train extra brings it
         raise ImportError("reading checkpoints needs pyyaml: pip install 'cloudgym[train]'") from exc
     return yaml
+
+
+def reproduce_command(program: str, argv: Sequence[str] | None = None) -> str:
+    """The command line that reproduces a run: ``program`` and the arguments (``sys.argv[1:]`` if none), quoted.
+
+    ``program`` is how the run was started, e.g. ``"python scripts/train.py"`` or
+    ``"python -m cloudgym.agents.faas_keepalive"``; checkpoint.yaml records the result.
+    """
+    args = list(argv) if argv is not None else sys.argv[1:]
+    return " ".join([program, *(shlex.quote(a) for a in args)])
 
 
 def write_metadata(folder: Path, info: dict[str, Any]) -> Path:

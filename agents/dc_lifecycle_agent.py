@@ -21,9 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -35,7 +33,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.logger import configure
 
 import cloudgym
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, write_metadata
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, reproduce_command, write_metadata
 from cloudgym.agents.sb3 import HYPERPARAMS_DIR, PeriodicEvaluation, _policy_kwargs
 from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from cloudgym.evaluation import make_vector_env, summarise
@@ -162,9 +160,7 @@ def main(argv: list[str] | None = None) -> Path:
     evaluation.model = model
     rows = evaluation.run_evaluation()
     final = {c: summarise(rows, c)[0] for c in rows[0] if c not in ("env_id", "policy", "seed", "scenario")}
-    command = "python -m cloudgym.agents.dc_lifecycle_agent " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = reproduce_command("python -m cloudgym.agents.dc_lifecycle_agent", argv)
     write_metadata(
         run_dir,
         {

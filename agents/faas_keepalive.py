@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -42,7 +40,7 @@ import yaml
 from torch import nn
 
 import cloudgym
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, CheckpointInfo, write_metadata
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, CheckpointInfo, reproduce_command, write_metadata
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.faas_keepalive import (
     MINUTE_CODES,
@@ -247,9 +245,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     rows = evaluate(factory, ENV_ID, held_out_seeds(hp.eval_episodes), env_kwargs=env_kwargs, policy_name="agent")
     final = {c: summarise(rows, c)[0] for c in rows[0] if c not in ("env_id", "policy", "seed", "scenario")}
-    command = "python -m cloudgym.agents.faas_keepalive " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = reproduce_command("python -m cloudgym.agents.faas_keepalive", argv)
     write_metadata(
         run_dir,
         {

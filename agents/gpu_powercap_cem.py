@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import shutil
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -39,7 +37,7 @@ from typing import Any
 import numpy as np
 
 import cloudgym
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, CheckpointInfo, write_metadata
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, CheckpointInfo, reproduce_command, write_metadata
 from cloudgym.baselines.gpu_powercap import TwoThresholdCapper
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.gpu_powercap import GPUPowerCapConfig
@@ -265,9 +263,7 @@ def main(argv: list[str] | None = None) -> Path:
     write_eval_scalars(writer, rows, timesteps, metrics)
     writer.close()
     final = {c: summarise(rows, c)[0] for c in ["return", *metrics]}
-    command = "python -m cloudgym.agents.gpu_powercap_cem " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = reproduce_command("python -m cloudgym.agents.gpu_powercap_cem", argv)
     write_metadata(
         run_dir,
         {

@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -37,7 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, reproduce_command
 from cloudgym.envs.workloads import llm as workloads
 from cloudgym.envs.workloads.llm import NUM_BUCKETS, NUM_FEATURES, BucketPredictor, LLMRequests
 
@@ -165,9 +163,7 @@ def main(argv: list[str] | None = None) -> Path:
     predictor, report = train(args)
     args.out.mkdir(parents=True, exist_ok=True)
     targets = [args.out] + ([SHIP_DIR] if args.ship else [])
-    command = "python -m cloudgym.agents.length_predictor " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = reproduce_command("python -m cloudgym.agents.length_predictor", argv)
     meta = {
         "what": "output-length bucket predictor for LLMRouter-v0 (MLP, numpy inference in the env)",
         "command": command.strip(),

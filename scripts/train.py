@@ -19,9 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shlex
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +29,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import cloudgym
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, write_metadata
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, reproduce_command, write_metadata
 from cloudgym.agents.sb3 import PeriodicEvaluation, algorithm, check_algorithm_fits, load_hyperparams
 from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from cloudgym.evaluation import make_vector_env, summarise
@@ -101,9 +99,7 @@ def main(argv: list[str] | None = None) -> Path:
     model.save(run_dir / "model.zip")
     rows = evaluation.run_evaluation()  # the final, held-out numbers that checkpoint.yaml records
     final = {c: summarise(rows, c)[0] for c in rows[0] if c not in ("env_id", "policy", "seed", "scenario")}
-    command = "python scripts/train.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = reproduce_command("python scripts/train.py", argv)
     write_metadata(
         run_dir,
         {

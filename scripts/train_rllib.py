@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ import yaml
 
 import cloudgym
 from cloudgym.agents import rllib
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, write_metadata
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, reproduce_command, write_metadata
 
 
 @dataclasses.dataclass
@@ -132,9 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
             import ray
 
             ray.shutdown()
-    command = "python scripts/train_rllib.py " + " ".join(
-        shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])
-    )
+    command = reproduce_command("python scripts/train_rllib.py", argv)
     write_metadata(
         run_dir, rllib.checkpoint_metadata(spec, result, name=name, command=command, eval_episodes=eval_episodes)
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -161,3 +162,11 @@ def test_algorithm_that_cannot_handle_the_action_space_is_refused(tmp_path: Path
     result = run_script("train.py", "--env", ENV_ID, "--algo", "SAC", "--hyperparams", str(hp), "--out", str(tmp_path))
     assert result.returncode != 0
     assert "SAC needs a Box action space" in result.stderr
+
+
+def test_reproduce_command_quotes_arguments_a_shell_would_split() -> None:
+    from cloudgym.agents.checkpoints import reproduce_command
+
+    command = reproduce_command("python scripts/train.py", ["--env", "FaaSKeepAlive-v0", "--env-kwargs", "{a: 1}"])
+    assert command == "python scripts/train.py --env FaaSKeepAlive-v0 --env-kwargs '{a: 1}'"
+    assert shlex.split(command)[-1] == "{a: 1}"
