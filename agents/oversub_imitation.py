@@ -226,8 +226,9 @@ def act_levels(
 ) -> np.ndarray:
     """(B, N) levels of a per-node model (see :func:`decode`), under the model's ``level_caps`` if it has them.
 
-    ``level_caps(trajectory, static) -> (M,) levels`` is how the prototype
-    agent carries its operator's answers (:func:`cloudgym.agents.protohail.apply_answers`).
+    ``level_caps(trajectory, static, risk_quantile) -> (M,) levels`` is how the prototype
+    agent carries its operator's answers and its pre-retraining heads
+    (:func:`cloudgym.agents.protohail.apply_answers`, :func:`cloudgym.agents.protohail.retrain_with_answers`).
     """
     b, n = obs.shape[:2]
     traj, static = node_features(obs, threshold)
@@ -237,7 +238,7 @@ def act_levels(
     levels = decode(probabilities, risk_quantile)
     caps = getattr(model, "level_caps", None)
     if caps is not None:
-        levels = np.minimum(levels, caps(traj_t, static_t).numpy())
+        levels = np.minimum(levels, caps(traj_t, static_t, risk_quantile).numpy())
     return levels.reshape(b, n)
 
 

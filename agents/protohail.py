@@ -28,13 +28,19 @@ answer about prototype j caps the ratio of every state whose nearest
 prototype is j (the region that prototype stands for, which is why so few
 queries can matter; ``prototype_neighbours`` narrows it to the states near
 the prototype); an answer about a state caps the states within the
-radius of its ``neighbours`` nearest training rows in embedding space. The
-level the agent plays is the lower of its own decoding and every cap that
-covers the state. The update is anchored by construction: with no answers
-the agent is the pre-round agent, decision for decision, and an answer can
-only lower a decision, never raise one. (An earlier version retrained the
-network with the answers as soft penalties; the retraining moved hot
-node-windows by as much as the answers did, in either direction.)
+radius of its ``neighbours`` nearest training rows in embedding space. Then
+the round **retrains the head with the answers** (:func:`retrain_with_answers`,
+ProtoPNet's last-layer step): cross-entropy against the pre-round agent's
+own predictions (self-distillation, the anchor) plus a penalty on the
+probability above each answered cap on the states it covers. The level the
+agent plays is the lowest of the retrained head's decoding, the pre-round
+head's decoding and every cap that covers the state. The update is anchored
+by construction: with no answers the gradient is exactly zero and the agent
+is the pre-round agent, bit for bit, and an answer can only lower a
+decision, never raise one. (An earlier version retrained the whole network
+on the expert's labels with the answers as soft penalties and no anchor;
+the retraining moved hot node-windows by as much as the answers did, in
+either direction.)
 """
 
 from __future__ import annotations
@@ -100,6 +106,9 @@ class ProtoHAILConfig:
 class ProtoHAILNet(nn.Module):
     """Trajectory encoder, K prototypes, a linear head over similarities."""
 
+    prior_head_weight: torch.Tensor
+    prior_head_bias: torch.Tensor
+
     def __init__(self, config: ProtoHAILConfig) -> None:
         super().__init__()
         self.config = config
@@ -118,6 +127,11 @@ class ProtoHAILNet(nn.Module):
         """(Q,) highest level allowed near each asked state."""
         self.register_buffer("point_radius2", torch.zeros(0))
         """(Q,) squared radius around each asked state within which its cap applies."""
+        # The heads before each HITL round's retraining (see retrain_with_answers): ceilings at decoding.
+        self.register_buffer("prior_head_weight", torch.zeros(0, config.levels, config.prototypes))
+        """(R, levels, K) the head's weights before each of the R rounds that retrained it."""
+        self.register_buffer("prior_head_bias", torch.zeros(0, config.levels))
+        """(R, levels) the head's biases before each of those rounds."""
 
     def embed(self, trajectory: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         _, state = self.gru(trajectory)
@@ -134,14 +148,13 @@ class ProtoHAILNet(nn.Module):
     def forward(self, trajectory: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         return self.head(self.similarity(self.distances(self.embed(trajectory, static))))
 
-    def level_caps(self, trajectory: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
-        """(M,) the highest level the operator's answers allow each state (levels - 1 where none covers it).
+    def answer_caps(self, z: torch.Tensor) -> torch.Tensor:
+        """(M,) the highest level the operator's answers allow each embedding (levels - 1 where none covers it).
 
         A prototype answer covers the states whose nearest prototype it is;
         a state answer covers the states within its radius.
         """
         with torch.no_grad():
-            z = self.embed(trajectory, static)
             cap = torch.full((len(z),), self.config.levels - 1, dtype=torch.long)
             nearest_cap = self.prototype_cap[self.distances(z).argmin(dim=1)]
             cap = torch.where(nearest_cap >= 0, torch.minimum(cap, nearest_cap), cap)
@@ -149,6 +162,31 @@ class ProtoHAILNet(nn.Module):
                 inside = exact_squared_distances(z, self.point_embedding) <= self.point_radius2[None, :]
                 bound = torch.where(inside, self.point_cap[None, :], self.config.levels - 1).min(dim=1).values
                 cap = torch.minimum(cap, bound)
+        return cap
+
+    def prior_ceiling(self, similarities: torch.Tensor, risk_quantile: float | None) -> torch.Tensor:
+        """(M,) the lowest level any pre-retraining head decodes (levels - 1 when no round retrained the head).
+
+        A retrained head may move probability anywhere; playing no higher
+        than every earlier head keeps the promise that an answer never
+        raises a decision.
+        """
+        ceiling = torch.full((len(similarities),), self.config.levels - 1, dtype=torch.long)
+        with torch.no_grad():
+            for weight, bias in zip(self.prior_head_weight, self.prior_head_bias, strict=True):
+                probabilities = torch.softmax(nn.functional.linear(similarities, weight, bias), dim=1).numpy()
+                ceiling = torch.minimum(ceiling, torch.from_numpy(decode(probabilities, risk_quantile)))
+        return ceiling
+
+    def level_caps(
+        self, trajectory: torch.Tensor, static: torch.Tensor, risk_quantile: float | None = RISK_QUANTILE
+    ) -> torch.Tensor:
+        """(M,) the highest level each state may play: the operator's answers and the pre-retraining heads."""
+        with torch.no_grad():
+            z = self.embed(trajectory, static)
+            cap = self.answer_caps(z)
+            if len(self.prior_head_weight):
+                cap = torch.minimum(cap, self.prior_ceiling(self.similarity(self.distances(z)), risk_quantile))
         return cap
 
     def set_answers(
@@ -159,6 +197,12 @@ class ProtoHAILNet(nn.Module):
         self.point_embedding = torch.as_tensor(point_embedding, dtype=torch.float32).reshape(-1, self.config.embedding)
         self.point_cap = torch.as_tensor(point_cap, dtype=torch.long).reshape(-1).clone()
         self.point_radius2 = torch.as_tensor(point_radius2, dtype=torch.float32).reshape(-1).clone()
+
+    def push_prior_head(self) -> None:
+        """Keep the present head as a decoding ceiling (before a round retrains it)."""
+        with torch.no_grad():
+            self.prior_head_weight = torch.cat([self.prior_head_weight, self.head.weight.detach()[None].clone()])
+            self.prior_head_bias = torch.cat([self.prior_head_bias, self.head.bias.detach()[None].clone()])
 
     def prototype_logits(self) -> torch.Tensor:
         """(K, levels) the head's logits for each prototype itself (similarity 1/1e-4 to itself)."""
@@ -308,6 +352,9 @@ def prototype_levels(model: ProtoHAILNet, risk_quantile: float | None = RISK_QUA
     """(K,) the level each prototype maps to: the head's, decoded as the agent decodes, under any operator cap."""
     with torch.no_grad():
         levels = decode(torch.softmax(model.prototype_logits(), dim=1).numpy(), risk_quantile)
+        if len(model.prior_head_weight):
+            ceiling = model.prior_ceiling(model.similarity(model.distances(model.prototypes)), risk_quantile)
+            levels = np.minimum(levels, ceiling.numpy())
     cap = model.prototype_cap.numpy()
     return np.where(cap >= 0, np.minimum(levels, cap), levels)
 
@@ -374,7 +421,9 @@ def select_queries(
     anchors_rows = data.rows[_anchor_rows(model, data)]
     allowed_proto = operator_caps(anchors_rows, env_config)
     queries = [Query("prototype", int(j), int(proposed_proto[j]), int(allowed_proto[j])) for j in proto_order[:n_proto]]
-    pool_caps = model.level_caps(torch.from_numpy(pool.trajectory), torch.from_numpy(pool.static)).numpy()
+    pool_caps = model.level_caps(
+        torch.from_numpy(pool.trajectory), torch.from_numpy(pool.static), risk_quantile
+    ).numpy()
     proposed = np.minimum(decode(torch.softmax(pool_logits, dim=1).numpy(), risk_quantile), pool_caps)
     ratios = np.asarray(env_config.ratios)
     # How far the proposal sells beyond what would stay cool if the coming VMs ran flat out
@@ -459,6 +508,82 @@ def apply_answers(
     return model
 
 
+def retrain_with_answers(
+    model: ProtoHAILNet,
+    teacher: ProtoHAILNet,
+    rows: Demonstrations,
+    *,
+    epochs: int = 4,
+    answer_weight: float = 1.0,
+    batch_size: int = 1024,
+    lr: float = 3e-3,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Fine-tune ``model``'s head on the operator's answers, anchored to ``teacher`` (in place; ProtoPNet's last layer).
+
+    ``model`` carries the answers as caps (:func:`apply_answers`) and the
+    encoder and prototypes of ``teacher``, the agent before the round. The
+    loss on ``rows`` is the cross-entropy of the head's level distribution
+    against the teacher's own prediction (self-distillation: the round
+    keeps what the agent knew, not the expert's labels) plus
+    ``answer_weight`` x the mean probability above the answered cap on the
+    rows an answer covers. The cross-entropy enters through its gradient,
+    softmax(student) - teacher, written out so that it is exactly zero
+    where the head is the teacher's: with no answers Adam takes steps of
+    exactly zero and the agent stays bit for bit the pre-round one. The
+    pre-round head is kept as a decoding ceiling (:meth:`ProtoHAILNet.push_prior_head`),
+    so the retrained agent still never plays above the pre-round agent
+    or an answer. Returns the number of steps, the mean probability above
+    the cap on the covered rows before and after, and the teacher's
+    cross-entropy gap (the KL from teacher to student) after.
+    """
+    model.push_prior_head()
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        z = embeddings(model, rows)
+        sims = model.similarity(model.distances(z))
+        caps = model.answer_caps(z)
+    levels = torch.arange(model.config.levels)
+    above = levels[None, :] > caps[:, None]  # (M, L) the levels an answer forbids on each row
+    covered = above.any(dim=1)
+    n_covered = max(int(covered.sum()), 1)
+
+    def mass_above() -> float:
+        with torch.no_grad():
+            return float((torch.softmax(model.head(sims), dim=1) * above).sum() / n_covered)
+
+    before = mass_above()
+    optimiser = torch.optim.Adam(model.head.parameters(), lr=lr)
+    steps = 0
+    for _ in range(epochs):
+        order = torch.randperm(len(sims), generator=generator)
+        for start in range(0, len(sims), batch_size):
+            idx = order[start : start + batch_size]
+            with torch.no_grad():
+                target = torch.softmax(teacher.head(sims[idx]), dim=1)
+            logits = model.head(sims[idx])
+            probabilities = torch.softmax(logits, dim=1)
+            # d CE(target, softmax(logits)) / d logits = softmax(logits) - target, per row.
+            anchor = ((probabilities.detach() - target) * logits).sum(dim=1).mean()
+            answers = (probabilities * above[idx]).sum() / n_covered * (len(sims) / len(idx))
+            optimiser.zero_grad()
+            (anchor + answer_weight * answers).backward()
+            optimiser.step()
+            steps += 1
+    model.eval()
+    with torch.no_grad():
+        log_student = torch.log_softmax(model.head(sims), dim=1)
+        log_teacher = torch.log_softmax(teacher.head(sims), dim=1)
+        kl = float((log_teacher.exp() * (log_teacher - log_student)).sum(dim=1).mean())
+    return {
+        "steps": steps,
+        "covered_rows": int(covered.sum()),
+        "mass_above_cap_before": before,
+        "mass_above_cap_after": mass_above(),
+        "kl_teacher_student": kl,
+    }
+
+
 def hitl_round(
     model: ProtoHAILNet,
     data: Demonstrations,
@@ -470,15 +595,20 @@ def hitl_round(
     neighbours: int = 256,
     prototype_neighbours: int | None = None,
     risk_quantile: float | None = RISK_QUANTILE,
+    retrain: bool = True,
+    retrain_epochs: int = 4,
+    answer_weight: float = 1.0,
     seed: int = 0,
     log: Any = print,
 ) -> tuple[ProtoHAILNet, list[Query]]:
     """Ask ``budget`` queries, answer them with the scripted operator, return a copy of the agent with the answers.
 
-    The copy has the same weights and the answers as decoding caps
-    (:func:`apply_answers`): budget 0 gives back the same agent, and an
-    answer never raises a decision. ``random``: the control that spends the
-    budget on random prototypes and states.
+    The copy carries the answers as decoding caps (:func:`apply_answers`)
+    and, with ``retrain``, a head fine-tuned on them, anchored to the
+    pre-round agent (:func:`retrain_with_answers`, on the training rows and
+    the query pool). Either way budget 0 gives back the same agent, decision
+    for decision, and an answer never raises a decision. ``random``: the
+    control that spends the budget on random prototypes and states.
     """
     import copy
 
@@ -490,6 +620,16 @@ def hitl_round(
     edited = apply_answers(
         copy.deepcopy(model), queries, data, pool, neighbours=neighbours, prototype_neighbours=prototype_neighbours
     )
+    if retrain:
+        stats = retrain_with_answers(
+            edited,
+            model,
+            Demonstrations.concatenate([data, pool]),
+            epochs=retrain_epochs,
+            answer_weight=answer_weight,
+            seed=seed,
+        )
+        log("  retrained the head: " + ", ".join(f"{k} {v:.4g}" for k, v in stats.items()))
     return edited, queries
 
 
@@ -499,6 +639,7 @@ class HITLStudy:
 
     targeted: ProtoHAILNet  # answers to the most uncertain prototypes and riskiest rates
     targeted_queries: list[Query]
+    targeted_caps_only: ProtoHAILNet  # the same answers as decoding caps, the head not retrained
     no_queries: ProtoHAILNet  # the same round with a budget of 0
     random_queries: ProtoHAILNet  # the same budget spent on random prototypes and states
     random_queries_asked: list[Query]
@@ -514,6 +655,8 @@ def hitl_study(
     neighbours: int = 256,
     prototype_neighbours: int | None = None,
     risk_quantile: float | None = RISK_QUANTILE,
+    retrain_epochs: int = 4,
+    answer_weight: float = 1.0,
     seed: int = 0,
     log: Any = print,
 ) -> HITLStudy:
@@ -532,16 +675,20 @@ def hitl_study(
         "neighbours": neighbours,
         "prototype_neighbours": prototype_neighbours,
         "risk_quantile": risk_quantile,
+        "retrain_epochs": retrain_epochs,
+        "answer_weight": answer_weight,
         "seed": seed,
         "log": log,
     }
     log("HITL round (targeted queries):")
     targeted, asked = hitl_round(model, data, pool, env_config, budget=budget, **common)
+    log("ablation: the same answers as caps alone, no retraining")
+    caps_only, _ = hitl_round(model, data, pool, env_config, budget=budget, **{**common, "retrain": False})
     log("control: the same round, no queries")
     plain, _ = hitl_round(model, data, pool, env_config, budget=0, **common)
     log("control: the same budget on random queries")
     shuffled, random_asked = hitl_round(model, data, pool, env_config, budget=budget, random=True, **common)
-    return HITLStudy(targeted, asked, plain, shuffled, random_asked)
+    return HITLStudy(targeted, asked, caps_only, plain, shuffled, random_asked)
 
 
 def evaluate_episodes(
@@ -573,6 +720,8 @@ def hitl_replicates(
     budget: int = 10,
     neighbours: int = 256,
     prototype_neighbours: int | None = None,
+    retrain_epochs: int = 4,
+    answer_weight: float = 1.0,
     log: Any = print,
 ) -> tuple[HITLStudy, dict[str, Any]]:
     """:func:`hitl_study` once per replicate seed, every variant evaluated at each decoding quantile.
@@ -598,6 +747,8 @@ def hitl_replicates(
                 budget=budget,
                 neighbours=neighbours,
                 prototype_neighbours=prototype_neighbours,
+                retrain_epochs=retrain_epochs,
+                answer_weight=answer_weight,
                 seed=s,
                 log=log,
             )
@@ -607,7 +758,7 @@ def hitl_replicates(
         row: dict[str, Any] = {}
         before = evaluate_episodes(model, episodes, q)
         row["before_round"] = {k: round(v, 4) for k, v in before.items()}
-        for variant in ("targeted", "no_queries", "random_queries"):
+        for variant in ("targeted", "targeted_caps_only", "no_queries", "random_queries"):
             runs = [evaluate_episodes(getattr(st, variant), episodes, q) for st in studies]
             row[variant] = {k: round(float(np.mean([r[k] for r in runs])), 4) for k in runs[0]}
             row[variant]["per_seed_hot"] = [round(r["hot_node_windows"], 4) for r in runs]
@@ -661,6 +812,9 @@ def load_model(folder: Path) -> tuple[ProtoHAILNet, dict[str, Any]]:
     state = saved["state_dict"]
     # The operator's state answers are a variable number Q of rows: size the buffers before loading.
     model.set_answers(state["prototype_cap"], state["point_embedding"], state["point_cap"], state["point_radius2"])
+    # So are the heads kept from before each retraining round (none in checkpoints older than retraining).
+    model.prior_head_weight = state.setdefault("prior_head_weight", model.prior_head_weight).clone()
+    model.prior_head_bias = state.setdefault("prior_head_bias", model.prior_head_bias).clone()
     model.load_state_dict(state)
     return model.eval(), saved
 

@@ -8,7 +8,9 @@ The expert's demonstrations (the env's robust hindsight oracle on training
 seeds 0..episodes-1) are collected once and cached under ``<out>/<env>/``.
 ``protohail`` trains the prototype agent, then runs the human-in-the-loop
 round (``--budget`` queries answered by the scripted operator, kept as
-decoding caps) and its two controls (the same round with no queries, and with
+decoding caps, then the head retrained on them anchored to the pre-round
+agent; ``--retrain-epochs 0`` keeps the caps alone), the same answers as
+caps alone (an ablation) and the round's two controls (the same round with no queries, and with
 random queries) once per ``--hitl-seeds`` replicate (each with its own query
 pool), evaluates every variant on ``--study-episodes`` held-out seeds at the
 agent's decoding and at ``--study-quantiles``, and writes two checkpoints:
@@ -51,6 +53,8 @@ class Args:
     budget: int = 10
     neighbours: int = 256
     prototype_neighbours: int | None = None
+    retrain_epochs: int = 4
+    answer_weight: float = 1.0
     hitl_seeds: list[int] = dataclasses.field(default_factory=lambda: [0, 1, 2])
     study_episodes: int = 256
     study_quantiles: list[float] = dataclasses.field(default_factory=lambda: [0.5])
@@ -80,6 +84,10 @@ def parse_args(argv: list[str] | None = None) -> Args:
         default=None,
         help="a prototype answer caps the states within its k-th neighbour's distance (default: its whole region)",
     )
+    p.add_argument(
+        "--retrain-epochs", type=int, default=4, help="epochs of the round's anchored head retraining (0: caps alone)"
+    )
+    p.add_argument("--answer-weight", type=float, default=1.0, help="weight of the answers' penalty in the retraining")
     p.add_argument("--hitl-seeds", type=int, nargs="+", default=[0, 1, 2], help="replicates of the HITL study")
     p.add_argument("--study-episodes", type=int, default=256, help="held-out episodes per variant of the HITL study")
     p.add_argument(
@@ -171,9 +179,11 @@ def main(argv: list[str] | None = None) -> list[Path]:
             budget=args.budget,
             neighbours=args.neighbours,
             prototype_neighbours=args.prototype_neighbours,
+            retrain_epochs=args.retrain_epochs,
+            answer_weight=args.answer_weight,
         )
         shipped = imitation.evaluate_model(study.targeted, args.eval_episodes, risk_quantile=args.risk_quantile)
-        # The round edits decoding caps, not weights: the prototypes and their anchors are the base agent's.
+        # The round edits decoding caps and the head only: the prototypes and their anchors are the base agent's.
         protohail.save_protohail(
             study.targeted, anchor_rows, root / "protohail_hitl", study.targeted_queries, args.risk_quantile
         )
@@ -186,6 +196,8 @@ def main(argv: list[str] | None = None) -> list[Path]:
                 "budget": args.budget,
                 "neighbours": args.neighbours,
                 "prototype_neighbours": args.prototype_neighbours,
+                "retrain_epochs": args.retrain_epochs,
+                "answer_weight": args.answer_weight,
                 "study_episodes": args.study_episodes,
             },
             shipped,

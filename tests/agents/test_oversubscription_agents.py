@@ -138,10 +138,41 @@ def test_hitl_round_without_queries_leaves_the_agent_unchanged(
     plain, asked = protohail.hitl_round(model, demos, pool, config, budget=0, log=lambda _: None)
     assert asked == []
     assert plain is not model
-    for name, value in model.state_dict().items():
-        torch.testing.assert_close(plain.state_dict()[name], value, rtol=0, atol=0)
+    assert len(plain.prior_head_weight) == 1  # the round did retrain its head...
+    for name, value in model.named_parameters():  # ...and with no answers the anchor held every weight, bit for bit
+        torch.testing.assert_close(dict(plain.named_parameters())[name], value, rtol=0, atol=0)
     both = imitation.Demonstrations.concatenate([demos, pool])
     np.testing.assert_array_equal(_levels(plain, both), _levels(model, both))
+    # The retraining takes real steps: the anchor (not a skipped loop) is what keeps the weights.
+    student = copy.deepcopy(model)
+    stats = protohail.retrain_with_answers(student, model, both, epochs=2, batch_size=16)
+    assert stats["steps"] == 2 * int(np.ceil(len(both) / 16))
+    assert stats["covered_rows"] == 0
+    assert stats["kl_teacher_student"] == 0.0
+    torch.testing.assert_close(student.head.weight, model.head.weight, rtol=0, atol=0)
+    # Fitting the expert's labels instead (the pre-anchor retraining) would have moved the head.
+    refit = copy.deepcopy(model)
+    protohail.refit_head(refit, demos, epochs=1, batch_size=16)
+    assert not torch.equal(refit.head.weight, model.head.weight)
+
+
+def test_a_retrained_head_never_plays_above_the_pre_round_head(
+    demos: imitation.Demonstrations,
+    pool: imitation.Demonstrations,
+    trained: tuple[protohail.ProtoHAILNet, np.ndarray, list[dict[str, float]]],
+) -> None:
+    model = trained[0]
+    both = imitation.Demonstrations.concatenate([demos, pool])
+    student = copy.deepcopy(model)
+    student.push_prior_head()
+    with torch.no_grad():  # a head that would sell the highest ratio everywhere
+        student.head.weight.zero_()
+        student.head.bias.copy_(torch.tensor([0.0, 0, 0, 0, 0, 50]))
+    np.testing.assert_array_equal(_levels(student, both), _levels(model, both))
+    np.testing.assert_array_equal(protohail.prototype_levels(student), protohail.prototype_levels(model))
+    with torch.no_grad():  # and one that sells the lowest everywhere plays it
+        student.head.bias.copy_(torch.tensor([50.0, 0, 0, 0, 0, 0]))
+    assert np.all(_levels(student, both) == 0)
 
 
 @pytest.mark.parametrize("prototype_neighbours", [None, 8])
@@ -168,6 +199,13 @@ def test_hitl_answers_only_ever_lower_decisions(
         # The answers edit the decoding caps only; the network's weights stay the pre-round ones.
         for name, value in model.named_parameters():
             torch.testing.assert_close(dict(edited.named_parameters())[name], value, rtol=0, atol=0)
+        # Retraining the head on them moves probability off the answered levels, and still raises nothing.
+        stats = protohail.retrain_with_answers(edited, model, both, epochs=3, batch_size=16, answer_weight=5.0)
+        if stats["covered_rows"]:
+            assert stats["mass_above_cap_after"] < stats["mass_above_cap_before"]
+            assert not torch.equal(edited.head.weight, model.head.weight)
+        assert np.all(_levels(edited, both) <= after), f"trial {trial}: retraining raised a decision"
+        assert np.all(protohail.prototype_levels(edited) <= protohail.prototype_levels(model))
     # Answers allowing only the lowest ratio: the queried states and prototype regions play it.
     strict = [dataclasses.replace(q, allowed=0) for q in queries]
     edited = protohail.apply_answers(
@@ -205,12 +243,14 @@ def test_checkpoint_round_trip_and_picture(
         protohail.Query("rate", 3, 5, 1),
     ]
     model = protohail.apply_answers(copy.deepcopy(base), answers, demos, pool, neighbours=8)
+    protohail.retrain_with_answers(model, base, demos, epochs=1, batch_size=64)  # and the pre-retraining head
     rows = imitation.Demonstrations(*(getattr(demos, f.name)[anchors] for f in dataclasses.fields(demos)))
     protohail.save_protohail(model, rows, tmp_path, answers, 0.4)
     loaded, _ = protohail.load_model(tmp_path)
     for name, value in model.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], value, rtol=0, atol=0)
     assert len(loaded.point_cap) == 2
+    assert len(loaded.prior_head_weight) == 1
     write_metadata(
         tmp_path,
         {
