@@ -21,6 +21,7 @@ import torch
 import yaml
 
 import cloudgym
+from cloudgym.agents.checkpoints import shipped_checkpoints
 from cloudgym.evaluation import evaluate, held_out_seeds, summarise
 from cloudgym.policy import policy_specs
 from cloudgym.reports import results_frame
@@ -54,6 +55,14 @@ def parse_args(argv: list[str] | None = None) -> Args:
     return args
 
 
+def _shown(path: Path) -> str:
+    """A checkpoint folder as the user would type it: relative to the working directory when under it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     args = parse_args(argv)
     # Small networks on few cores: one torch thread is several times faster than the default.
@@ -61,6 +70,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     if args.list:
         for name, spec in policy_specs(args.env).items():
             print(f"{name:<24} {spec.kind:<9} {spec.description}")
+        # Shipped agents are evaluated by their folder (compare.py finds them there too).
+        for info in shipped_checkpoints(args.env):
+            print(f"{_shown(info.path):<24} {'agent':<9} {info.algo}, reproduce: {info.command}")
         return []
     assert args.policy is not None
     seeds = held_out_seeds(args.episodes, args.seed_offset)

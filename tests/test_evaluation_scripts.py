@@ -170,3 +170,11 @@ def test_reproduce_command_quotes_arguments_a_shell_would_split() -> None:
     command = reproduce_command("python scripts/train.py", ["--env", "FaaSKeepAlive-v0", "--env-kwargs", "{a: 1}"])
     assert command == "python scripts/train.py --env FaaSKeepAlive-v0 --env-kwargs '{a: 1}'"
     assert shlex.split(command)[-1] == "{a: 1}"
+
+
+def test_evaluate_list_shows_registered_policies_and_shipped_agents() -> None:
+    listing = run_script("evaluate.py", "--env", "LLMRouter-v0", "--list").stdout.splitlines()
+    assert any(line.startswith("heuristic ") and "baseline" in line for line in listing)
+    shipped = [line for line in listing if line.startswith("agents/checkpoints/LLMRouter-v0/maskable_ppo ")]
+    assert len(shipped) == 1
+    assert "reproduce: python scripts/train.py" in shipped[0]
