@@ -632,4 +632,34 @@ def hybrid_waste_study(apps: int, warmup_minutes: int, episode_minutes: int) -> 
             "hybrid_wmt_pct_of_fixed10": 100.0 * float(hybrid["waste"][sel].sum()) / reference,
             "fallback_minutes": float(hybrid["bm"][sel, 1].sum() / max(hybrid["bm"][sel].sum(), 1.0)),
         }
+    out["break_even_share_by_class"] = break_even_shares(out["by_class"])
     return out
+
+
+def break_even_shares(by_class: Mapping[str, Mapping[str, float]]) -> dict[str, float | None]:
+    """Share of apps in each class at which the hybrid's WMT equals fixed 10's, the other classes kept in proportion.
+
+    ``by_class`` is :func:`hybrid_waste_study`'s: per class its app count and
+    both policies' WMT. Each class's per-app mean WMT under either policy is
+    held fixed and only the mix moves, so this answers "how many apps of this
+    kind would the workload need for the paper's direction", a question the
+    published marginals leave open. ``None``: no share reaches it (the class
+    and the rest waste more, or both less, under the hybrid).
+    """
+    counts = {name: float(row["apps"]) for name, row in by_class.items()}
+    fixed = {name: float(row["wmt_share_of_fixed10_pct"]) for name, row in by_class.items()}
+    hybrid = {name: float(row["hybrid_wmt_pct_of_fixed10"]) for name, row in by_class.items()}
+    shares: dict[str, float | None] = {}
+    for name in by_class:
+        others = [o for o in by_class if o != name and counts[o] > 0]
+        if counts[name] == 0 or not others:
+            shares[name] = None
+            continue
+        # Per-app excess of the hybrid over fixed 10, in the class and in the rest pooled.
+        excess_class = (hybrid[name] - fixed[name]) / counts[name]
+        excess_rest = sum(hybrid[o] - fixed[o] for o in others) / sum(counts[o] for o in others)
+        if excess_class == excess_rest or (excess_class > 0) == (excess_rest > 0):
+            shares[name] = None
+            continue
+        shares[name] = excess_rest / (excess_rest - excess_class)
+    return shares

@@ -19,6 +19,8 @@ from cloudgym.baselines.faas_keepalive import (
     GreedyDual,
     HindsightOracle,
     HybridHistogram,
+    break_even_shares,
+    hybrid_waste_study,
     paper_points,
     plot_paper_figure,
     replay_apps,
@@ -674,3 +676,51 @@ def test_features_and_caches_equal_the_full_computation() -> None:
         obs, *_ = env.step(action)
     with pytest.raises(KeyError, match="unknown observation feature 'evicted'"):
         core.features(["evicted"])  # no budget: no such field
+
+
+# ----------------------------------------------------------------------------- where the hybrid's memory goes
+
+
+def test_hybrid_waste_study_attributes_every_wasted_minute() -> None:
+    study = hybrid_waste_study(48, 240, 120)
+    by_class = study["by_class"]
+    assert sum(row["apps"] for row in by_class.values()) == 48
+    assert sum(row["wmt_share_of_fixed10_pct"] for row in by_class.values()) == pytest.approx(100.0)
+    total = study["hybrid_wmt_pct_of_fixed10"]
+    assert sum(row["hybrid_wmt_pct_of_fixed10"] for row in by_class.values()) == pytest.approx(total)
+    assert sum(study["hybrid_wmt_pct_of_fixed10_by_branch"].values()) == pytest.approx(total)
+    assert sum(study["minutes_per_branch"].values()) == pytest.approx(1.0)
+    assert set(study["break_even_share_by_class"]) == set(by_class)
+
+
+def _mixed_ratio(by_class: dict[str, dict[str, float]], name: str, share: float) -> float:
+    """Hybrid WMT / fixed 10 WMT with ``share`` of apps in class ``name``, the rest in proportion (per-app means)."""
+    others = [o for o in by_class if o != name]
+    rest = sum(by_class[o]["apps"] for o in others)
+
+    def mean(key: str) -> float:
+        inside = by_class[name][key] / by_class[name]["apps"]
+        outside = sum(by_class[o][key] for o in others) / rest
+        return share * inside + (1.0 - share) * outside
+
+    return mean("hybrid_wmt_pct_of_fixed10") / mean("wmt_share_of_fixed10_pct")
+
+
+def test_break_even_shares_balance_the_two_policies() -> None:
+    # Per app: timers waste 0.5 under the hybrid against 1.0 under fixed 10; bursty apps 3.0 against 1.0.
+    by_class = {
+        "timer_only": {"apps": 10, "wmt_share_of_fixed10_pct": 10.0, "hybrid_wmt_pct_of_fixed10": 5.0},
+        "bursty": {"apps": 30, "wmt_share_of_fixed10_pct": 30.0, "hybrid_wmt_pct_of_fixed10": 90.0},
+        "memoryless": {"apps": 60, "wmt_share_of_fixed10_pct": 60.0, "hybrid_wmt_pct_of_fixed10": 120.0},
+    }
+    shares = break_even_shares(by_class)
+    # Bursty and memoryless apps, and the rest beside them, waste more under the hybrid: no share balances.
+    assert shares["bursty"] is None
+    assert shares["memoryless"] is None
+    timer_share = shares["timer_only"]
+    assert timer_share is not None
+    assert 0.0 < timer_share < 1.0
+    assert _mixed_ratio(by_class, "timer_only", timer_share) == pytest.approx(1.0)
+    assert _mixed_ratio(by_class, "timer_only", timer_share + 0.05) < 1.0 < _mixed_ratio(by_class, "timer_only", 0.1)
+    # Rest excess per app (90 - 30 + 120 - 60) / 90 = 4/3, timers -1/2: share = (4/3) / (4/3 + 1/2) = 8/11.
+    assert timer_share == pytest.approx(8.0 / 11.0)
