@@ -153,7 +153,7 @@ the generator's classes gets there either: the hybrid's WMT would equal
 fixed 10's only with 62% of apps timer-only (ours 9%; the published trigger
 mix allows at most 48%), because the policy's margins are relative (a timer
 of period P idles P - floor(0.9 P) minutes a period against fixed 10's
-min(P - 1, 10), less only below ~100 minutes) and 45% of apps are invoked
+min(P - 1, 10), less only up to 90 minutes) and 45% of apps are invoked
 at most hourly. The direction needs the real trace's per-app idle times to
 be regular in the 10-100 minute band, which no published marginal states;
 the generator was not tuned until the direction flipped. The calibrated
