@@ -658,7 +658,7 @@ def break_even_shares(by_class: Mapping[str, Mapping[str, float]]) -> dict[str, 
         # Per-app excess of the hybrid over fixed 10, in the class and in the rest pooled.
         excess_class = (hybrid[name] - fixed[name]) / counts[name]
         excess_rest = sum(hybrid[o] - fixed[o] for o in others) / sum(counts[o] for o in others)
-        if excess_class == excess_rest or (excess_class > 0) == (excess_rest > 0):
+        if (excess_class > 0) == (excess_rest > 0):  # same side (equal ones too): no mix balances
             shares[name] = None
             continue
         shares[name] = excess_rest / (excess_rest - excess_class)
