@@ -155,7 +155,7 @@ import numpy as np
 from gymnasium import spaces
 
 from cloudgym.envs.core.accounting import Ledger
-from cloudgym.envs.core.batch import BatchedCore, Info, MetricSpec, check_config
+from cloudgym.envs.core.batch import Info, LegacyBatchedCore, MetricSpec, check_config
 from cloudgym.envs.core.power import GpuPowerModel, ServerPowerModel
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
 from cloudgym.envs.workloads.fleet import (
@@ -497,7 +497,7 @@ class DCLifecycleState:
     age_server_quarters: np.ndarray  # (B,) float64, sum of age (quarters) x servers over quarters
 
 
-class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleState]):
+class DCLifecycleCore(LegacyBatchedCore[DCLifecycleConfig, DCLifecycleState]):
     config_cls = DCLifecycleConfig
     metrics: ClassVar[tuple[MetricSpec, ...]] = (
         MetricSpec(name="tco_usd", unit="$", higher_is_better=False, description="15-year TCO (no penalties)"),

@@ -174,7 +174,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
-from cloudgym.envs.core.batch import BatchedCore, Info, MetricSpec, check_config
+from cloudgym.envs.core.batch import Info, LegacyBatchedCore, MetricSpec, check_config
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
 from cloudgym.envs.workloads import faas
 
@@ -680,7 +680,7 @@ class MinuteOutcome:
     prewarms_denied: np.ndarray | None  # (N,) int64 with a budget, else None
 
 
-class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
+class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
     config_cls = FaaSKeepAliveConfig
     metrics: ClassVar[tuple[MetricSpec, ...]] = (
         MetricSpec(

@@ -141,7 +141,7 @@ from typing import ClassVar
 import numpy as np
 from gymnasium import spaces
 
-from cloudgym.envs.core.batch import BatchedCore, Info, MetricSpec, check_config
+from cloudgym.envs.core.batch import Info, LegacyBatchedCore, MetricSpec, check_config
 from cloudgym.envs.core.llm import EMPTY, PRESETS, Completions, LLMCluster, LLMClusterState
 from cloudgym.envs.core.power import EnergyMeter, GpuPowerModel, LLMPhaseActivity, ServerPowerModel
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
@@ -425,7 +425,7 @@ class GPUPowerCapState:
     power_sum: np.ndarray  # (B,) float64, sum of row power / budget over the episode's steps
 
 
-class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapState]):
+class GPUPowerCapCore(LegacyBatchedCore[GPUPowerCapConfig, GPUPowerCapState]):
     config_cls = GPUPowerCapConfig
     metrics: ClassVar[tuple[MetricSpec, ...]] = (
         MetricSpec(name="powerbrakes", unit="events", higher_is_better=False, description="powerbrake engagements"),

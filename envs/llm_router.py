@@ -117,7 +117,7 @@ from typing import Any, ClassVar
 import numpy as np
 from gymnasium import spaces
 
-from cloudgym.envs.core.batch import BatchedCore, Info, MetricSpec, check_config
+from cloudgym.envs.core.batch import Info, LegacyBatchedCore, MetricSpec, check_config
 from cloudgym.envs.core.llm import (
     EMPTY,
     PRESETS,
@@ -329,7 +329,7 @@ class LLMRouterState:
     rejected_context: np.ndarray  # (B,) int64, of which longer than the context window
 
 
-class LLMRouterCore(BatchedCore[LLMRouterConfig, LLMRouterState]):
+class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
     config_cls = LLMRouterConfig
     has_action_masks = True
     metrics: ClassVar[tuple[MetricSpec, ...]] = (

@@ -103,7 +103,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 from gymnasium import spaces
 
-from cloudgym.envs.core.batch import BatchedCore, Info, MetricSpec, check_config
+from cloudgym.envs.core.batch import Info, LegacyBatchedCore, MetricSpec, check_config
 from cloudgym.envs.core.cluster import Placements, ResourcePool, place_sequentially
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
 from cloudgym.envs.workloads.vm import (
@@ -374,7 +374,7 @@ _UTIL_DTYPES = {
 SLOT_UTIL_FIELDS = tuple(f for f in UtilParams.FIELDS if f != "excursion")
 
 
-class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionState]):
+class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, OversubscriptionState]):
     config_cls = OversubscriptionConfig
     metrics: ClassVar[tuple[MetricSpec, ...]] = (
         MetricSpec(

@@ -60,11 +60,11 @@ import numpy as np
 from gymnasium import spaces
 
 from cloudgym.envs.core.accounting import Ledger
-from cloudgym.envs.core.batch import BatchedCore, Info, MetricSpec, check_config
+from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, check_config
 from cloudgym.envs.core.cluster import Placements, ResourcePool
 from cloudgym.envs.core.power import EnergyMeter
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
-from cloudgym.envs.workloads.toy import ToyJobs, sample_toy_jobs
+from cloudgym.envs.workloads.toy import ToyJobGenerator, ToyJobs
 
 REWARD_PER_USD = 10.0
 """Reward units per dollar of cost."""
@@ -118,6 +118,14 @@ class ToyClusterConfig:
 
 
 @dataclasses.dataclass
+class ToyClusterCounters:
+    """Per-episode counters (the base zeroes them at every reset)."""
+
+    rejected: np.ndarray  # (B,) int64, jobs rejected this episode
+    active_node_steps: np.ndarray  # (B,) int64, node-steps with at least one job
+
+
+@dataclasses.dataclass
 class ToyClusterState:
     """State of B toy clusters."""
 
@@ -128,11 +136,10 @@ class ToyClusterState:
     jobs: Placements  # (B, M): running jobs
     energy: EnergyMeter  # (B, N): J per node this episode
     ledger: Ledger  # (B, 2): energy and rejection charges, $
-    rejected: np.ndarray  # (B,) int64, jobs rejected this episode
-    active_node_steps: np.ndarray  # (B,) int64, node-steps with at least one job
+    counters: ToyClusterCounters
 
 
-class ToyClusterCore(BatchedCore[ToyClusterConfig, ToyClusterState]):
+class ToyClusterCore(BatchedCore[ToyClusterConfig, CoreParams, ToyClusterState]):
     config_cls = ToyClusterConfig
     has_action_masks = True
     metrics: ClassVar[tuple[MetricSpec, ...]] = (
@@ -149,11 +156,23 @@ class ToyClusterCore(BatchedCore[ToyClusterConfig, ToyClusterState]):
         ),
     )
 
-    def _init_state(self) -> ToyClusterState:
+    def _derive(self, config: ToyClusterConfig) -> CoreParams:
+        n = config.num_nodes
+        return CoreParams(
+            action_space=spaces.Discrete(n),
+            observation_space=spaces.Box(0.0, 1.0, (3 * n + 2,), np.float32),
+            generator=ToyJobGenerator(
+                steps=config.steps_per_episode,
+                num_nodes=n,
+                max_job_cores=config.max_job_cores,
+                max_job_duration=config.max_job_duration,
+                price_range=config.price_range,
+            ),
+        )
+
+    def _init_state(self, params: CoreParams) -> ToyClusterState:
         c, b = self.config, self.num_envs
         n, t = c.num_nodes, c.steps_per_episode
-        self.single_action_space = spaces.Discrete(n)
-        self.single_observation_space = spaces.Box(0.0, 1.0, (3 * n + 2,), np.float32)
         return ToyClusterState(
             cores=np.zeros((b, t)),
             duration=np.zeros((b, t), np.int64),
@@ -162,34 +181,18 @@ class ToyClusterCore(BatchedCore[ToyClusterConfig, ToyClusterState]):
             jobs=Placements.empty(b, 1, c.max_job_duration),
             energy=EnergyMeter.zeros(b, n),
             ledger=Ledger.zeros(b, ("energy", "rejection")),
-            rejected=np.zeros(b, np.int64),
-            active_node_steps=np.zeros(b, np.int64),
+            counters=ToyClusterCounters(rejected=np.zeros(b, np.int64), active_node_steps=np.zeros(b, np.int64)),
         )
 
-    def sample(self, rng: np.random.Generator) -> ToyJobs:
-        c = self.config
-        return sample_toy_jobs(
-            rng,
-            steps=c.steps_per_episode,
-            num_nodes=c.num_nodes,
-            max_job_cores=c.max_job_cores,
-            max_job_duration=c.max_job_duration,
-            price_range=c.price_range,
-        )
-
-    def _reset_envs(self, env_ids: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
+    def _load(self, env_ids: np.ndarray, instances: Sequence[ToyJobs]) -> None:
         s, c = self.state, self.config
-        for i, rng in zip(env_ids, rngs):
-            jobs = self.sample(rng)
-            s.cores[i] = jobs.cores
-            s.duration[i] = jobs.duration
-            s.price[i] = jobs.price
+        s.cores[env_ids] = [jobs.cores for jobs in instances]
+        s.duration[env_ids] = [jobs.duration for jobs in instances]
+        s.price[env_ids] = [jobs.price for jobs in instances]
         s.pool.reset_envs(env_ids, np.full((env_ids.size, 1, c.num_nodes), float(c.node_cores)))
         s.jobs.clear_envs(env_ids)
         s.energy.reset_envs(env_ids)
         s.ledger.reset_envs(env_ids)
-        s.rejected[env_ids] = 0
-        s.active_node_steps[env_ids] = 0
 
     def _current_job(self) -> tuple[np.ndarray, np.ndarray]:
         t = np.minimum(self.stats.length, self.config.steps_per_episode - 1)
@@ -215,7 +218,7 @@ class ToyClusterCore(BatchedCore[ToyClusterConfig, ToyClusterState]):
             now[placed] + duration[placed],
             self.stats.length[placed],
         )
-        s.rejected += ~fits
+        s.counters.rejected += ~fits
         s.ledger.charge("rejection", np.where(fits, 0.0, c.reject_penalty_usd))
 
         used = s.pool.used[:, 0, :]
@@ -223,7 +226,7 @@ class ToyClusterCore(BatchedCore[ToyClusterConfig, ToyClusterState]):
         watts = np.where(active, c.idle_w, 0.0) + c.core_w * used
         s.energy.add(watts, c.step_hours * 3600.0)
         s.ledger.charge("energy", (watts * s.price).sum(axis=1) * c.step_hours / 1000.0)
-        s.active_node_steps += active.sum(axis=1)
+        s.counters.active_node_steps += active.sum(axis=1)
         s.jobs.expire(s.pool, now + 1.0)
 
         terminated = self.stats.length + 1 >= c.steps_per_episode
@@ -251,8 +254,8 @@ class ToyClusterCore(BatchedCore[ToyClusterConfig, ToyClusterState]):
         return {
             "cost_usd": s.ledger.episode_total()[env_ids],
             "energy_kwh": s.energy.kwh()[env_ids],
-            "rejected_jobs": s.rejected[env_ids].astype(np.float64),
-            "active_node_hours": s.active_node_steps[env_ids] * c.step_hours,
+            "rejected_jobs": s.counters.rejected[env_ids].astype(np.float64),
+            "active_node_hours": s.counters.active_node_steps[env_ids] * c.step_hours,
         }
 
 

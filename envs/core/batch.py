@@ -2,31 +2,37 @@
 
 A :class:`BatchedCore` holds ``B`` independent sub-environments (clusters,
 applications, datacenters) as numpy arrays whose first axis is ``B``. An
-environment subclasses it and writes four things, and nothing else:
+environment subclasses it and writes these hooks, and nothing else:
 
-* ``_init_state()``: allocate its state, a dataclass of B-first arrays (other
-  dataclasses of B-first arrays, such as a :class:`~cloudgym.envs.core.cluster.ResourcePool`,
-  may nest inside it);
-* ``_reset_envs(env_ids, rngs)``: draw a problem instance for each sub-env that
-  starts an episode from that sub-env's own generator (a workload generator or
-  a trace loader) and write it into the state rows;
+* ``_derive(config) -> Params``: everything fixed by the config, computed
+  once: the single-env spaces, the instance :class:`~cloudgym.envs.workloads.generator.Generator`
+  (synthetic, trace or toy, chosen here and nowhere else), derived constants
+  and models. A frozen :class:`CoreParams` subclass;
+* ``_init_state(params) -> State``: allocate the state, a dataclass of
+  B-first arrays (dataclasses and dicts of them may nest); per-episode
+  counters go in a field named ``counters``, which the base zeroes at reset;
+* ``_load(env_ids, instances)``: write each restarting sub-env's instance
+  (drawn by the base from ``params.generator`` with that sub-env's own rng)
+  into its rows and set its starting state;
 * ``_step(actions)``: the deterministic batched dynamics, reward and end of
   episode (no hidden randomness, no Python loop over ``B``);
 * ``observe()``: the batched observation.
 
 The base owns what every problem shares: per-sub-env seeding (each sub-env
 draws from its own child of ``SeedSequence(seed).spawn(B)``, so sub-env *i*
-of a batch behaves exactly like the same seed run alone), episode statistics
-(return, length, the env's domain metrics at the end of an episode), the
-time limit, validation of actions at the edge, and row snapshots that let the
-shells implement Gymnasium's NEXT_STEP autoreset without every environment
-having to step only some of its rows.
+of a batch behaves exactly like the same seed run alone), the sampling loop
+over restarting sub-envs (:meth:`BatchedCore.instance_for_seed` gives a test
+the exact instance a sub-env will see), episode statistics (return, length,
+the env's domain metrics at the end of an episode), the time limit,
+validation of actions at the edge, and row snapshots that let the shells
+implement Gymnasium's NEXT_STEP autoreset without every environment having
+to step only some of its rows.
 
 Conventions an environment must keep (tests enforce them through batch
 invariance and autoreset checks):
 
 * every per-sub-env mutable quantity lives in ``self.state`` as an array whose
-  first axis is ``B``; constants live in the frozen config;
+  first axis is ``B``; constants live in the frozen config and ``self.params``;
 * ``_step`` steps every row; the shells roll back rows that must not move;
 * info values are arrays with ``B`` first (object arrays for ragged data).
 """
@@ -36,11 +42,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from gymnasium import spaces
+
+from cloudgym.envs.core import tree
+from cloudgym.envs.workloads.generator import Generator
 
 Obs = Any  # np.ndarray (B, ...) or a dict of them, matching the batched observation space
 Info = dict[str, Any]
@@ -78,15 +87,17 @@ class EpisodeStats:
         )
 
 
-def batched_arrays(obj: Any, num_envs: int) -> Iterator[np.ndarray]:
-    """Yield every array with ``num_envs`` rows held by a dataclass tree (the state)."""
-    for field in dataclasses.fields(obj):
-        value = getattr(obj, field.name)
-        if isinstance(value, np.ndarray):
-            if value.ndim >= 1 and value.shape[0] == num_envs:
-                yield value
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            yield from batched_arrays(value, num_envs)
+class ScenarioPresets:
+    """Mixin for a config class: named presets as data, ``SCENARIOS = {name: {field: value}}``."""
+
+    SCENARIOS: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    @classmethod
+    def scenario(cls, name: str) -> Any:
+        """The config of the named preset (the defaults with the preset's fields replaced)."""
+        if name not in cls.SCENARIOS:
+            raise ValueError(f"unknown {cls.__name__} scenario {name!r}; known: {', '.join(cls.SCENARIOS)}")
+        return cls(**cls.SCENARIOS[name])
 
 
 def make_config(config_cls: type, config: Any = None, **overrides: Any) -> Any:
@@ -196,25 +207,33 @@ def _check_integer_actions(
 # ----------------------------------------------------------------------------- the core
 
 ConfigT = TypeVar("ConfigT")
+ParamsT = TypeVar("ParamsT", bound="CoreParams")
 StateT = TypeVar("StateT")
 
 
-class BatchedCore(ABC, Generic[ConfigT, StateT]):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CoreParams:
+    """What an env derives once from its config; an env subclasses it with its own constants."""
+
+    observation_space: spaces.Space
+    """The single-env observation space."""
+    action_space: spaces.Space
+    """The single-env action space."""
+    generator: Generator[Any]
+    """Makes one episode's instance from a sub-env's rng (synthetic, trace or toy)."""
+
+
+class BatchedCore(ABC, Generic[ConfigT, ParamsT, StateT]):
     """B independent sub-environments of one problem, stepped in one numpy call.
 
-    Subclasses set ``config_cls`` and ``metrics`` and implement the four hooks
-    named in the module docstring. ``single_observation_space`` and
-    ``single_action_space`` are set by ``_init_state`` (they may depend on the
-    config, e.g. the number of instances).
+    Subclasses set ``config_cls`` and ``metrics`` and implement the hooks
+    named in the module docstring.
     """
 
     config_cls: ClassVar[type]
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
     has_action_masks: ClassVar[bool] = False
     """True when :meth:`action_masks` returns masks (discrete actions that may be inadmissible)."""
-
-    single_observation_space: spaces.Space
-    single_action_space: spaces.Space
 
     def __init__(self, num_envs: int, config: ConfigT) -> None:
         if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
@@ -226,16 +245,23 @@ class BatchedCore(ABC, Generic[ConfigT, StateT]):
         self.stats = EpisodeStats.zeros(self.num_envs)
         self._roots: list[np.random.SeedSequence] = [np.random.SeedSequence() for _ in range(self.num_envs)]
         self._env_index = np.arange(self.num_envs)
-        self.state: StateT = self._init_state()
+        self.params: ParamsT = self._derive(config)
+        self.single_observation_space: spaces.Space = self.params.observation_space
+        self.single_action_space: spaces.Space = self.params.action_space
+        self.state: StateT = self._init_state(self.params)
 
     # ------------------------------------------------------------------ hooks an environment writes
     @abstractmethod
-    def _init_state(self) -> StateT:
-        """Allocate the state (B-first arrays) and set the single-env spaces."""
+    def _derive(self, config: ConfigT) -> ParamsT:
+        """Spaces, generator, derived constants and models: everything fixed by the config."""
 
     @abstractmethod
-    def _reset_envs(self, env_ids: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
-        """Start a new episode in each sub-env of ``env_ids``, drawing only from its own rng."""
+    def _init_state(self, params: ParamsT) -> StateT:
+        """Allocate the state (B-first arrays); nothing else."""
+
+    @abstractmethod
+    def _load(self, env_ids: np.ndarray, instances: Sequence[Any]) -> None:
+        """Write each listed sub-env's new instance into its rows and set its starting state."""
 
     @abstractmethod
     def _step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
@@ -291,11 +317,24 @@ class BatchedCore(ABC, Generic[ConfigT, StateT]):
         ids = np.asarray(env_ids, dtype=np.int64)
         if ids.size == 0:
             return
-        rngs = [np.random.default_rng(self._roots[int(i)].spawn(1)[0]) for i in ids]
+        generator = self.params.generator
+        instances = [generator.sample(np.random.default_rng(self._roots[int(i)].spawn(1)[0])) for i in ids]
         self.stats.length[ids] = 0
         self.stats.ret[ids] = 0.0
         self.stats.count[ids] += 1
-        self._reset_envs(ids, rngs)
+        counters = getattr(self.state, "counters", None)
+        if counters is not None:
+            tree.fill_rows(counters, self.num_envs, ids, 0)
+        self._load(ids, instances)
+
+    def instance_for_seed(self, seed: int, index: int = 0, num_envs: int = 1, episode: int = 0) -> Any:
+        """The instance sub-env ``index`` of ``num_envs`` draws in its ``episode``-th episode after ``reset(seed)``.
+
+        With the defaults: what a single env (or any sub-env given ``seed`` in a
+        list of seeds) sees after ``reset(seed=seed)``.
+        """
+        root = np.random.SeedSequence(int(seed)).spawn(num_envs)[index]
+        return self.params.generator.sample(np.random.default_rng(root.spawn(episode + 1)[episode]))
 
     # ------------------------------------------------------------------ stepping
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
@@ -338,21 +377,71 @@ class BatchedCore(ABC, Generic[ConfigT, StateT]):
         return reward, terminated, truncated, info
 
     # ------------------------------------------------------------------ row snapshots (NEXT_STEP autoreset)
-    def _state_arrays(self) -> list[np.ndarray]:
-        return [*batched_arrays(self.stats, self.num_envs), *batched_arrays(self.state, self.num_envs)]
-
     def snapshot(self, env_ids: np.ndarray) -> list[np.ndarray]:
-        """Copies of the listed rows of every state array."""
-        return [a[env_ids].copy() for a in self._state_arrays()]
+        """Copies of the listed rows of every state array (and of the episode statistics)."""
+        return tree.take_rows((self.stats, self.state), self.num_envs, env_ids)
 
     def restore(self, env_ids: np.ndarray, snapshot: list[np.ndarray]) -> None:
         """Write rows saved by :meth:`snapshot` back (the state layout must not have changed)."""
-        arrays = self._state_arrays()
-        if len(arrays) != len(snapshot):
-            raise RuntimeError(f"{type(self).__name__} changed its state layout inside _step")
-        for arr, rows in zip(arrays, snapshot):
-            arr[env_ids] = rows
+        tree.put_rows((self.stats, self.state), self.num_envs, env_ids, snapshot)
+
+    def state_nbytes(self) -> int:
+        """Bytes held by the state's arrays."""
+        return tree.nbytes(self.state)
 
     def validate_actions(self, actions: Any) -> Any:
         """Validate a batch of actions at the edge (shape, dtype, range), naming any problem."""
         return validate_actions(self.single_action_space, actions, self.num_envs)
+
+
+class LegacyBatchedCore(BatchedCore[ConfigT, Any, StateT]):
+    """TRANSITIONAL (removed when every env is on the new contract): the pre-refactor hooks.
+
+    ``_init_state()`` allocates and sets the spaces; ``_reset_envs(ids, rngs)`` samples and loads.
+    """
+
+    def __init__(self, num_envs: int, config: ConfigT) -> None:
+        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
+            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        if not isinstance(config, self.config_cls):
+            raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
+        self.num_envs = int(num_envs)
+        self.config = config
+        self.stats = EpisodeStats.zeros(self.num_envs)
+        self._roots = [np.random.SeedSequence() for _ in range(self.num_envs)]
+        self._env_index = np.arange(self.num_envs)
+        self.state = self._init_state()  # type: ignore[call-arg]
+
+    def _derive(self, config: ConfigT) -> Any:
+        raise NotImplementedError
+
+    def _load(self, env_ids: np.ndarray, instances: Sequence[Any]) -> None:
+        raise NotImplementedError
+
+    @abstractmethod
+    def _reset_envs(self, env_ids: np.ndarray, rngs: Sequence[np.random.Generator]) -> None: ...
+
+    def reset_envs(self, env_ids: np.ndarray | Sequence[int]) -> None:
+        ids = np.asarray(env_ids, dtype=np.int64)
+        if ids.size == 0:
+            return
+        rngs = [np.random.default_rng(self._roots[int(i)].spawn(1)[0]) for i in ids]
+        self.stats.length[ids] = 0
+        self.stats.ret[ids] = 0.0
+        self.stats.count[ids] += 1
+        self._reset_envs(ids, rngs)
+
+    def _state_arrays(self) -> list[np.ndarray]:
+        return [*tree.batched(self.stats, self.num_envs), *tree.batched(self.state, self.num_envs)]
+
+    def snapshot(self, env_ids: np.ndarray) -> list[np.ndarray]:
+        return [a[env_ids].copy() for a in self._state_arrays()]
+
+    def restore(self, env_ids: np.ndarray, snapshot: list[np.ndarray]) -> None:
+        for arr, rows in zip(self._state_arrays(), snapshot):
+            arr[env_ids] = rows
+
+
+def batched_arrays(obj: Any, num_envs: int) -> Any:
+    """TRANSITIONAL alias of :func:`cloudgym.envs.core.tree.batched`."""
+    return iter(tree.batched(obj, num_envs))

@@ -23,20 +23,22 @@ class ToyJobs:
     price: np.ndarray  # (N,) float64, $/kWh of each node this episode
 
 
-def sample_toy_jobs(
-    rng: np.random.Generator,
-    *,
-    steps: int,
-    num_nodes: int,
-    max_job_cores: int,
-    max_job_duration: int,
-    price_range: tuple[float, float],
-) -> ToyJobs:
-    return ToyJobs(
-        cores=rng.integers(1, max_job_cores + 1, size=steps),
-        duration=rng.integers(1, max_job_duration + 1, size=steps),
-        price=rng.uniform(price_range[0], price_range[1], size=num_nodes),
-    )
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ToyJobGenerator:
+    """Uniform job sizes and durations, one uniform energy price per node."""
+
+    steps: int
+    num_nodes: int
+    max_job_cores: int
+    max_job_duration: int
+    price_range: tuple[float, float]
+
+    def sample(self, rng: np.random.Generator) -> ToyJobs:
+        return ToyJobs(
+            cores=rng.integers(1, self.max_job_cores + 1, size=self.steps),
+            duration=rng.integers(1, self.max_job_duration + 1, size=self.steps),
+            price=rng.uniform(self.price_range[0], self.price_range[1], size=self.num_nodes),
+        )
 
 
 def optimal_cost_usd(jobs: ToyJobs, *, idle_w: float, core_w: float, step_hours: float) -> float:

@@ -11,7 +11,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import cloudgym
 from cloudgym.envs.core import checks
 from cloudgym.envs.toy_cluster import ToyClusterConfig, ToyClusterCore, ToyClusterVectorEnv
-from cloudgym.envs.workloads.toy import optimal_cost_usd, sample_toy_jobs
+from cloudgym.envs.workloads.toy import optimal_cost_usd
 from cloudgym.evaluation import evaluate, held_out_seeds
 
 ENV_ID = "ToyCluster-v0"
@@ -75,17 +75,9 @@ def test_cheapest_fit_reaches_the_known_optimum() -> None:
     assert config.optimum_is_known
     seeds = held_out_seeds(6)
     rows = evaluate("cheapest_fit", ENV_ID, seeds)
+    core = ToyClusterCore(1, config)
     for seed, row in zip(seeds, rows):
-        # The episode's instance, drawn exactly as the env draws it for this seed.
-        rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0].spawn(1)[0])
-        jobs = sample_toy_jobs(
-            rng,
-            steps=config.steps_per_episode,
-            num_nodes=config.num_nodes,
-            max_job_cores=config.max_job_cores,
-            max_job_duration=config.max_job_duration,
-            price_range=config.price_range,
-        )
+        jobs = core.instance_for_seed(seed)  # the episode's instance, exactly as the env draws it
         optimum = optimal_cost_usd(jobs, idle_w=config.idle_w, core_w=config.core_w, step_hours=config.step_hours)
         assert row["cost_usd"] == pytest.approx(optimum, rel=1e-9)
     others = evaluate("least_loaded", ENV_ID, seeds)
