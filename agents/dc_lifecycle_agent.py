@@ -34,7 +34,7 @@ from stable_baselines3.common.logger import configure
 
 import cloudgym
 from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, reproduce_command, write_metadata
-from cloudgym.agents.sb3 import HYPERPARAMS_DIR, PeriodicEvaluation, _policy_kwargs
+from cloudgym.agents.sb3 import HYPERPARAMS_DIR, PeriodicEvaluation, _policy_kwargs, yaml_safe
 from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from cloudgym.evaluation import make_vector_env, summarise
 from cloudgym.policy import make_policy
@@ -168,6 +168,7 @@ def main(argv: list[str] | None = None) -> Path:
             "name": args.name,
             "loader": SB3_LOADER,
             "algo": "PPO",
+            "policy": "MlpPolicy",
             "command": command,
             "seed": args.seed,
             "timesteps": int(model.num_timesteps),
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> Path:
             "trained_scenario": env_kwargs["scenario"],
             "training_env_kwargs": env_kwargs,
             "hyperparams_file": args.hyperparams.name,
-            "hyperparams": {k: v if not isinstance(v, dict) else str(v) for k, v in section.items()},
+            "hyperparams": yaml_safe(section),
             "behaviour_cloning": {
                 "teacher": run["bc_teacher"],
                 "episodes": int(run["bc_episodes"]),

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,8 +24,9 @@ from sb3_contrib import MaskablePPO
 from stable_baselines3 import A2C, DQN, PPO, SAC
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.policies import BasePolicy
 
-from cloudgym.agents.checkpoints import CheckpointInfo
+from cloudgym.agents.checkpoints import CheckpointInfo, UntrustedCheckpointError
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.evaluation import evaluate, held_out_seeds, summarise
 from cloudgym.policy import BatchedPolicy
@@ -112,35 +115,99 @@ def _policy_kwargs(kwargs: dict[str, Any], file: Path) -> dict[str, Any]:
     return kwargs
 
 
-def sb3_act(model: BaseAlgorithm, obs: Any, action_mask: np.ndarray | None) -> np.ndarray:
-    """Deterministic batched actions of an SB3 model (masked for MaskablePPO)."""
-    if isinstance(model, MaskablePPO):
-        actions, _ = model.predict(obs, deterministic=True, action_masks=action_mask)
+def yaml_safe(value: Any) -> Any:
+    """A hyperparameter as checkpoint.yaml records it: plain YAML, classes by name (activation_fn: ReLU)."""
+    if isinstance(value, Mapping):
+        return {k: yaml_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [yaml_safe(v) for v in value]
+    if isinstance(value, type):
+        return value.__name__
+    return value
+
+
+def sb3_act(policy: BasePolicy, obs: Any, action_mask: np.ndarray | None) -> np.ndarray:
+    """Deterministic batched actions of an SB3 policy (masked for MaskablePPO's)."""
+    if action_mask is not None and "action_masks" in inspect.signature(policy.predict).parameters:
+        actions, _ = policy.predict(obs, deterministic=True, action_masks=action_mask)  # type: ignore[call-arg]
     else:
-        actions, _ = model.predict(obs, deterministic=True)
+        actions, _ = policy.predict(obs, deterministic=True)
     return np.asarray(actions)
 
 
 class SB3Policy(BatchedPolicy):
-    """A trained SB3 model as a batched cloudgym policy."""
+    """A trained SB3 policy network as a batched cloudgym policy."""
 
     name = "sb3"
 
-    def __init__(self, env: CloudGymVectorEnv, model: BaseAlgorithm) -> None:
+    def __init__(self, env: CloudGymVectorEnv, policy: BasePolicy) -> None:
         super().__init__(env)
-        self.model = model
+        self.policy = policy
 
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> Any:
-        return sb3_act(self.model, obs, action_mask)
+        return sb3_act(self.policy, obs, action_mask)
 
 
-def load_sb3_policy(info: CheckpointInfo, env: CloudGymVectorEnv) -> SB3Policy:
-    """Checkpoint loader for SB3 models (``model.zip`` beside checkpoint.yaml)."""
+WEIGHTS_ENTRY = "policy.pth"
+"""The entry of SB3's model.zip that holds the policy's state dict (tensors only)."""
+
+
+def sb3_policy_class(algo: str, spec: str) -> type[BasePolicy]:
+    """The policy class a checkpoint records: one of the algorithm's aliases or a class inside cloudgym."""
+    aliases = algorithm(algo).policy_aliases
+    if spec in aliases:
+        return aliases[spec]
+    module, _, name = spec.partition(":")
+    if not module.startswith("cloudgym.") or not name:
+        raise UntrustedCheckpointError(
+            f"policy {spec!r} is neither one of {algo}'s ({', '.join(aliases)}) nor a cloudgym class (module:Class)"
+        )
+    cls = getattr(importlib.import_module(module), name, None)
+    if not (isinstance(cls, type) and issubclass(cls, BasePolicy)):
+        raise UntrustedCheckpointError(f"policy {spec!r} is not an SB3 policy class")
+    return cls
+
+
+def load_sb3_weights(zip_path: Path) -> dict[str, torch.Tensor]:
+    """The policy's state dict from an SB3 model.zip, read as tensors only (no pickled objects)."""
+    with zipfile.ZipFile(zip_path) as archive:
+        if WEIGHTS_ENTRY not in archive.namelist():
+            raise ValueError(f"{zip_path}: no {WEIGHTS_ENTRY} inside (not an SB3 model)")
+        raw = archive.read(WEIGHTS_ENTRY)
+    try:
+        state: dict[str, torch.Tensor] = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError (or others) for anything but plain tensors
+        raise UntrustedCheckpointError(f"{zip_path}:{WEIGHTS_ENTRY} holds more than tensors: {exc}") from None
+    return state
+
+
+def load_sb3_policy(info: CheckpointInfo, env: CloudGymVectorEnv, *, trust: bool = False) -> SB3Policy:
+    """Checkpoint loader for SB3 models (``model.zip`` beside checkpoint.yaml).
+
+    The policy network is rebuilt from what checkpoint.yaml records (``algo``,
+    ``policy``, ``hyperparams.policy_kwargs``) and only its weights are read
+    from the zip; SB3's pickled entries (``:serialized:`` in the zip's
+    ``data``) are never read. A zip without that record is SB3's own format
+    and loads only with ``trust=True`` (through SB3's unpickling loader).
+    """
     weights = info.path / "model.zip"
     if not weights.exists():
         raise FileNotFoundError(f"{weights}: checkpoint weights missing")
-    model = algorithm(info.algo).load(weights, device="cpu")
-    return SB3Policy(env, model)
+    spec = info.extra.get("policy")
+    if spec is None:
+        if not trust:
+            raise UntrustedCheckpointError(
+                f"{info.path}: checkpoint.yaml does not record the SB3 policy class ('policy:'), so the model "
+                "could only be rebuilt by unpickling the zip; load it only if you trust it (--trust-checkpoint)"
+            )
+        return SB3Policy(env, algorithm(info.algo).load(weights, device="cpu").policy)
+    kwargs = _policy_kwargs(dict(info.hyperparams.get("policy_kwargs") or {}), info.path / "checkpoint.yaml")
+    policy = sb3_policy_class(info.algo, str(spec))(
+        env.single_observation_space, env.single_action_space, lambda _: 0.0, **kwargs
+    )
+    policy.load_state_dict(load_sb3_weights(weights))
+    policy.set_training_mode(False)
+    return SB3Policy(env, policy)
 
 
 class PeriodicEvaluation(BaseCallback):
@@ -162,10 +229,10 @@ class PeriodicEvaluation(BaseCallback):
         return True
 
     def run_evaluation(self) -> list[dict[str, Any]]:
-        model = self.model
+        policy = self.model.policy
 
         def factory(env: CloudGymVectorEnv) -> SB3Policy:
-            return SB3Policy(env, model)
+            return SB3Policy(env, policy)
 
         rows = evaluate(factory, self.env_id, self.seeds, env_kwargs=self.env_kwargs, policy_name="agent")
         entry: dict[str, float] = {"step": float(self.num_timesteps)}

@@ -175,6 +175,13 @@ def run_trial(config: dict[str, Any], spec: SweepSpec) -> None:
         rllib.checkpoint_metadata(run, result, name=name, command=command, eval_episodes=spec.eval_episodes),
     )
     # The held-out episodes again, one row each, for the plots (the final evaluation of train() averaged them).
-    rows = evaluate(trial_dir, run.env_id, held_out_seeds(spec.eval_episodes), env_kwargs=run.env_kwargs)
+    # This trial wrote the checkpoint itself a moment ago, so its RLlib (pickled) format is trusted.
+    rows = evaluate(
+        trial_dir,
+        run.env_id,
+        held_out_seeds(spec.eval_episodes),
+        env_kwargs=run.env_kwargs,
+        trust_checkpoint=True,
+    )
     results_frame(rows).to_csv(trial_dir / "eval.csv", index=False)
     tune.report({**{k: float(v) for k, v in rllib.row_means(rows).items()}, "timesteps": float(result.timesteps)})

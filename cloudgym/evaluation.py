@@ -67,21 +67,28 @@ def evaluate(
     policy_name: str | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    trust_checkpoint: bool = False,
 ) -> list[Row]:
     """Run one episode per seed; rows in the order of ``seeds``.
 
     ``policy`` is a registered name, a checkpoint path, a factory
     ``(env) -> Policy``, or a policy already built for a vector env of
     ``len(seeds)`` sub-envs (then ``len(seeds)`` must not exceed ``batch_size``).
+    A checkpoint runs on the env kwargs it was trained with (``env_kwargs``
+    given here override them); ``trust_checkpoint`` allows formats that load
+    by unpickling (see :mod:`cloudgym.agents.checkpoints`).
     """
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("evaluate needs at least one seed")
-    if isinstance(policy, str):
-        spec = policy_specs(env_id).get(policy)
-        if spec is not None and spec.env_kwargs:
-            # A registered policy that needs env fields (e.g. the histogram range it reads) gets them.
-            env_kwargs = {**dict(env_kwargs or {}), **spec.env_kwargs}
+    spec = policy_specs(env_id).get(policy) if isinstance(policy, str) else None
+    if spec is not None and spec.env_kwargs:
+        # A registered policy that needs env fields (e.g. the histogram range it reads) gets them.
+        env_kwargs = {**dict(env_kwargs or {}), **spec.env_kwargs}
+    elif spec is None and isinstance(policy, str | Path) and Path(policy).is_dir():
+        from cloudgym.agents.checkpoints import read_checkpoint
+
+        env_kwargs = {**read_checkpoint(policy).env_kwargs, **dict(env_kwargs or {})}
     rows: list[Row] = []
     bar = None
     if progress:
@@ -90,7 +97,7 @@ def evaluate(
         bar = tqdm(total=len(seeds), desc=f"{env_id} {policy_name or policy}", unit="ep", leave=False)
     for start in range(0, len(seeds), batch_size):
         chunk = seeds[start : start + batch_size]
-        rows.extend(_evaluate_chunk(policy, env_id, chunk, env_kwargs, scenario, policy_name, bar))
+        rows.extend(_evaluate_chunk(policy, env_id, chunk, env_kwargs, scenario, policy_name, bar, trust_checkpoint))
     if bar is not None:
         bar.close()
     return rows
@@ -104,11 +111,12 @@ def _evaluate_chunk(
     scenario: str,
     policy_name: str | None,
     bar: Any,
+    trust_checkpoint: bool,
 ) -> list[Row]:
     env = make_vector_env(env_id, len(seeds), env_kwargs)
     built: Policy
     if isinstance(policy, str | Path):
-        built = make_policy(env_id, policy, env)
+        built = make_policy(env_id, policy, env, trust=trust_checkpoint)
     elif isinstance(policy, Policy) and not isinstance(policy, type):
         built = policy
     else:

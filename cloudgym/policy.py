@@ -156,8 +156,11 @@ def policy_specs(env_id: str) -> dict[str, PolicySpec]:
     return specs
 
 
-def make_policy(env_id: str, policy: str | Path, env: CloudGymVectorEnv) -> Policy:
-    """A registered policy by name, or a trained checkpoint by path (a folder with checkpoint.yaml)."""
+def make_policy(env_id: str, policy: str | Path, env: CloudGymVectorEnv, *, trust: bool = False) -> Policy:
+    """A registered policy by name, or a trained checkpoint by path (a folder with checkpoint.yaml).
+
+    ``trust`` allows checkpoint formats that load by unpickling (see :mod:`cloudgym.agents.checkpoints`).
+    """
     specs = policy_specs(env_id)
     if isinstance(policy, str) and policy in specs:
         built = specs[policy].factory(env)
@@ -167,7 +170,7 @@ def make_policy(env_id: str, policy: str | Path, env: CloudGymVectorEnv) -> Poli
     if path.exists():
         from cloudgym.agents.checkpoints import load_policy
 
-        return load_policy(path, env)
+        return load_policy(path, env, trust=trust)
     close = difflib.get_close_matches(str(policy), list(specs), n=1)
     hint = f" Did you mean {close[0]!r}?" if close else ""
     raise ValueError(

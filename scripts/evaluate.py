@@ -36,6 +36,7 @@ class Args:
     env_kwargs: dict[str, Any]
     csv: Path | None
     list: bool
+    trust_checkpoint: bool
 
 
 def parse_args(argv: list[str] | None = None) -> Args:
@@ -47,6 +48,11 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--env-kwargs", type=yaml.safe_load, default={}, help="env config fields as a YAML mapping")
     p.add_argument("--csv", type=Path, help="write one row per episode here")
     p.add_argument("--list", action="store_true", help="list the env's registered policies and exit")
+    p.add_argument(
+        "--trust-checkpoint",
+        action="store_true",
+        help="allow a checkpoint format that loads by unpickling (RLlib, a foreign SB3 zip): it can run code",
+    )
     args = Args(**vars(p.parse_args(argv)))
     if not isinstance(args.env_kwargs, dict):
         p.error(f"--env-kwargs must be a YAML mapping, got {args.env_kwargs!r}")
@@ -76,7 +82,14 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         return []
     assert args.policy is not None
     seeds = held_out_seeds(args.episodes, args.seed_offset)
-    rows = evaluate(args.policy, args.env, seeds, env_kwargs=args.env_kwargs, progress=True)
+    rows = evaluate(
+        args.policy,
+        args.env,
+        seeds,
+        env_kwargs=args.env_kwargs,
+        progress=True,
+        trust_checkpoint=args.trust_checkpoint,
+    )
     print(f"{args.env} / {rows[0]['policy']} on {len(rows)} held-out episodes (seeds {seeds[0]}..{seeds[-1]})")
     for column in rows[0]:
         if column in ("env_id", "policy", "seed", "scenario"):

@@ -29,8 +29,8 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import cloudgym
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, reproduce_command, write_metadata
-from cloudgym.agents.sb3 import PeriodicEvaluation, algorithm, check_algorithm_fits, load_hyperparams
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, reproduce_command, safe_name, write_metadata
+from cloudgym.agents.sb3 import PeriodicEvaluation, algorithm, check_algorithm_fits, load_hyperparams, yaml_safe
 from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from cloudgym.evaluation import make_vector_env, summarise
 
@@ -58,7 +58,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--seed", type=int, default=0, help="training seed (evaluation uses held-out seeds)")
     p.add_argument("--hyperparams", type=Path, help="YAML file (default: agents/hyperparams/<env>.yaml)")
     p.add_argument("--out", type=Path, default=Path("runs"), help="runs folder (default: runs)")
-    p.add_argument("--name", help="run name (default: <algo lower>_s<seed>)")
+    p.add_argument("--name", type=safe_name, help="run name, one folder name (default: <algo lower>_s<seed>)")
     p.add_argument("--eval-episodes", type=int, help="held-out episodes per evaluation (default: YAML or 8)")
     p.add_argument("--eval-freq", type=int, help="env steps between evaluations (default: YAML or timesteps/10)")
     p.add_argument("--ship", action="store_true", help="copy the checkpoint into agents/checkpoints/<env>/<name>")
@@ -107,13 +107,14 @@ def main(argv: list[str] | None = None) -> Path:
             "name": name,
             "loader": SB3_LOADER,
             "algo": args.algo,
+            "policy": _plain_policy(run.get("policy", "MlpPolicy")),
             "command": command,
             "seed": args.seed,
             "timesteps": int(model.num_timesteps),
             "num_envs": num_envs,
             "env_kwargs": env_kwargs,
             "hyperparams_file": str(hp_file.name),
-            "hyperparams": {k: _plain(v) for k, v in algo_kwargs.items()},
+            "hyperparams": yaml_safe(algo_kwargs),
             "eval_episodes": eval_episodes,
             "train_seconds": round(elapsed, 1),
             "final_metrics": {k: float(v) for k, v in final.items()},
@@ -132,15 +133,9 @@ def main(argv: list[str] | None = None) -> Path:
     return run_dir
 
 
-def _plain(value: object) -> object:
-    """YAML-safe form of a hyperparameter (classes by name)."""
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, type):
-        return value.__name__
-    return value
+def _plain_policy(policy: object) -> str:
+    """The SB3 policy as checkpoint.yaml records it: an alias (MlpPolicy) or ``module:Class``."""
+    return f"{policy.__module__}:{policy.__qualname__}" if isinstance(policy, type) else str(policy)
 
 
 if __name__ == "__main__":

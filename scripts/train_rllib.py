@@ -33,7 +33,7 @@ import yaml
 
 import cloudgym
 from cloudgym.agents import rllib
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, reproduce_command, write_metadata
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, reproduce_command, safe_name, write_metadata
 
 
 @dataclasses.dataclass
@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--timesteps", type=int, help="env steps (default: YAML or 20000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=Path("runs"))
-    p.add_argument("--name", help="run name (default: rllib_<algo>_s<seed>)")
+    p.add_argument("--name", type=safe_name, help="run name (default: rllib_<algo>_s<seed>)")
     p.add_argument("--eval-freq", type=int, help="env steps between held-out evaluations (default: timesteps/5)")
     p.add_argument("--eval-episodes", type=int, help="held-out episodes per evaluation (default: YAML or 8)")
     p.add_argument("--env-kwargs", type=yaml.safe_load, default={}, help="env config fields as a YAML mapping")

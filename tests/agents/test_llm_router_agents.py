@@ -33,7 +33,7 @@ def test_untrained_policy_is_the_heuristic_and_equivariant() -> None:
     env = LLMRouterVectorEnv(num_envs=8, requests_per_episode=50)
     run, kwargs, _ = load_hyperparams(ENV_ID, "MaskablePPO")
     model = MaskablePPO(run["policy"], SB3VecEnv(env), device="cpu", seed=0, **kwargs)
-    agent = SB3Policy(env, model)
+    agent = SB3Policy(env, model.policy)
     heuristic_obs, _ = env.reset(seed=3)
     n = env.core.num_instances
     for _ in range(30):
@@ -85,6 +85,6 @@ def test_a_short_maskable_ppo_run_beats_random() -> None:
     )
     model.learn(total_timesteps=8_000)
     seeds = held_out_seeds(16)
-    trained = evaluate(lambda e: SB3Policy(e, model), ENV_ID, seeds, env_kwargs=kwargs)
+    trained = evaluate(lambda e: SB3Policy(e, model.policy), ENV_ID, seeds, env_kwargs=kwargs)
     random = evaluate("random", ENV_ID, seeds, env_kwargs=kwargs)
     assert np.mean([r["e2e_mean_s"] for r in trained]) < 0.95 * np.mean([r["e2e_mean_s"] for r in random])

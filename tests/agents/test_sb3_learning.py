@@ -22,7 +22,9 @@ def test_a_few_thousand_ppo_steps_beat_random(algo: type) -> None:
     )
     model.learn(total_timesteps=6_000)
     seeds = held_out_seeds(32)
-    trained = evaluate(lambda e: SB3Policy(e, model), "ToyCluster-v0", seeds, env_kwargs={"steps_per_episode": 32})
+    trained = evaluate(
+        lambda e: SB3Policy(e, model.policy), "ToyCluster-v0", seeds, env_kwargs={"steps_per_episode": 32}
+    )
     random = evaluate("random", "ToyCluster-v0", seeds, env_kwargs={"steps_per_episode": 32})
     trained_return = np.mean([r["return"] for r in trained])
     random_return = np.mean([r["return"] for r in random])
