@@ -817,27 +817,8 @@ def load_vm_trace(vmtable: str | Path, readings: str | Path | Sequence[str | Pat
     created_arr = np.array(created, np.int64)
     offset = np.concatenate([[0], np.cumsum(ticks_arr)[:-1]]).astype(np.int64)
     pool = np.full(int(ticks_arr.sum()), np.nan, np.float32)
-    count = 0
-    offsets = offset.tolist()
-    for path in paths:
-        chunk = _ReadingChunk()
-        for line, f in _rows(path, READINGS_COLUMNS):
-            # Fast path for a well-formed row; any doubt goes to _check_reading, which names the problem.
-            try:
-                ts = int(f[0])
-                vm = index[f[1].strip()]
-                low, high, avg = float(f[2]), float(f[3]), float(f[4])
-            except (ValueError, KeyError):
-                _check_reading(path, line, f, index, table.name)
-                raise  # pragma: no cover - _check_reading raises first
-            k = ts // TICK_SECONDS - created[vm]
-            if ts % TICK_SECONDS or not (0.0 <= low <= high <= 100.0 and 0.0 <= avg <= 100.0) or not 0 <= k < ticks[vm]:
-                _check_reading(path, line, f, index, table.name, created[vm], ticks[vm])
-            chunk.add(offsets[vm] + k, avg / 100.0, line)
-            if len(chunk.slot) >= 65_536:
-                chunk.flush(pool, path, trace_ids=list(index), offset=offset)
-        chunk.flush(pool, path, trace_ids=list(index), offset=offset)
-        count += chunk.rows
+    offsets = offset.tolist()  # plain ints: the per-row loop indexes them
+    count = sum(_read_readings(path, pool, index, created, ticks, offset, offsets, table.name) for path in paths)
     filled = int(np.isnan(pool).sum())
     if filled:
         _fill_forward(pool, offset, ticks_arr, np.array(avgcpu, np.float32))
@@ -855,6 +836,37 @@ def load_vm_trace(vmtable: str | Path, readings: str | Path | Sequence[str | Pat
         readings=count,
         filled=filled,
     )
+
+
+def _read_readings(
+    path: Path,
+    pool: np.ndarray,
+    index: dict[str, int],
+    created: list[int],
+    ticks: list[int],
+    offset: np.ndarray,
+    offsets: list[int],
+    table: str,
+) -> int:
+    """Stream one readings file into ``pool`` (VM v's slots from ``offset[v]``, also as ints); returns its rows."""
+    chunk = _ReadingChunk()
+    for line, f in _rows(path, READINGS_COLUMNS):
+        # Fast path for a well-formed row; any doubt goes to _check_reading, which names the problem.
+        try:
+            ts = int(f[0])
+            vm = index[f[1].strip()]
+            low, high, avg = float(f[2]), float(f[3]), float(f[4])
+        except (ValueError, KeyError):
+            _check_reading(path, line, f, index, table)
+            raise  # pragma: no cover - _check_reading raises first
+        k = ts // TICK_SECONDS - created[vm]
+        if ts % TICK_SECONDS or not (0.0 <= low <= high <= 100.0 and 0.0 <= avg <= 100.0) or not 0 <= k < ticks[vm]:
+            _check_reading(path, line, f, index, table, created[vm], ticks[vm])
+        chunk.add(offsets[vm] + k, avg / 100.0, line)
+        if len(chunk.slot) >= 65_536:
+            chunk.flush(pool, path, trace_ids=list(index), offset=offset)
+    chunk.flush(pool, path, trace_ids=list(index), offset=offset)
+    return chunk.rows
 
 
 class _ReadingChunk:
