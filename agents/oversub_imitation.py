@@ -2,10 +2,11 @@
 
 Every imitation agent here decides each node's ratio from that node's row of
 the observation (one shared network over the nodes, as an operator would
-judge one node's trajectory). The expert is the env's robust hindsight
-oracle (``core.robust_hindsight_levels``: the largest ratio that keeps the
-node cool over the next day whatever VMs arrive, knowing how its present VMs
-will run), read only to label states, never shown to the agent.
+judge one node's trajectory). The expert is the robust hindsight oracle
+(:func:`cloudgym.baselines.oversubscription.robust_hindsight_levels`: the
+largest ratio that keeps the node cool over the next day whatever VMs
+arrive, knowing how its present VMs will run), read only to label states,
+never shown to the agent.
 
 * :func:`collect` rolls out the expert (behaviour cloning's data) or a
   learner labelled by the expert (DAgger's), on training seeds;
@@ -31,6 +32,7 @@ import torch
 from torch import nn
 
 from cloudgym.agents.checkpoints import CheckpointInfo
+from cloudgym.baselines.oversubscription import robust_hindsight_levels
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.oversubscription import COL_SOLD, HISTORY_HOURS, NODE_FEATURES
 from cloudgym.evaluation import evaluate, held_out_seeds, make_vector_env
@@ -122,7 +124,7 @@ def collect(
     rng = np.random.default_rng(rng_seed)
     parts = []
     for _ in range(int(env.config.hours)):
-        expert = core.robust_hindsight_levels(horizon_hours)  # type: ignore[attr-defined]
+        expert = robust_hindsight_levels(core, horizon_hours)  # type: ignore[arg-type]
         traj, static = node_features(obs, threshold)
         parts.append(Demonstrations(traj, static, expert.reshape(-1).astype(np.int64), obs.reshape(-1, NODE_FEATURES)))
         if actor is None:

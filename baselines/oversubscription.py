@@ -3,8 +3,9 @@
 Every policy acts on the batched observation ``(B, N, 55)`` (one row per node;
 columns in :mod:`cloudgym.envs.oversubscription`) and returns ``(B, N)`` ratio
 levels. Human rules work alone (:class:`HumanRules`) or as constraints on any
-policy (:class:`RuleConstrained`). The oracles read the core's hindsight
-methods (never the observation of the future).
+policy (:class:`RuleConstrained`). The oracles read the core's state in
+hindsight (:func:`robust_hindsight_levels`, :func:`hindsight_levels`: the
+episode's future, which no observation shows; for experts only).
 
 The report draws the paper's kind of figure: saved cores against the hot
 node-window rate, one point per policy and the static ratios as a curve; a
@@ -22,13 +23,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from cloudgym.benchmarks import Benchmark, register_benchmark
+from cloudgym.envs.core.cluster import Placements, ResourcePool
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.oversubscription import (
     COL_INTERACTIVE,
     COL_SOLD,
     HISTORY_HOURS,
+    TRAIT_TRULY_SENSITIVE,
     OversubscriptionConfig,
+    OversubscriptionCore,
+    place_arrivals,
+    slot_view,
 )
+from cloudgym.envs.workloads.vm import TICKS_PER_HOUR
 from cloudgym.policy import BatchedPolicy, Policy, register_policy
 from cloudgym.reports import EnvReport, register_report
 
@@ -152,11 +159,195 @@ class RuleConstrained(BatchedPolicy):
         return np.minimum(np.asarray(self.inner.act(obs, action_mask)), rule_caps(obs, self.config))
 
 
+# ----------------------------------------------------------------------------- hindsight, for experts only
+
+
+def robust_hindsight_levels(
+    core: OversubscriptionCore, horizon_hours: int = 24, arrival_peak: float = 1.0
+) -> np.ndarray:
+    """(B, N) for each node, the largest ratio level that keeps it cool whatever VMs arrive, in hindsight.
+
+    For experts only. The present VMs' heat over the next
+    ``horizon_hours`` is read from the episode's own future (their
+    readings and departures); the VMs the coming hour may add are assumed
+    to run at ``arrival_peak`` of their cores (1: flat out), up to the ratio (they fill ``ratio x cores`` minus
+    the fewest vCPUs sold during the hour). The level is the largest whose
+    worst case stays at or below each reading's threshold; a node hot with
+    its present VMs alone gets the lowest. What this expert knows about
+    the future (how its present VMs will behave) the observation's history
+    predicts, which makes it a learnable target for imitation, unlike
+    :func:`hindsight_levels`, whose choice turns on which VMs happen to
+    arrive. Nothing of the core's state changes.
+    """
+    s, c = core.state, core.config
+    start = core.stats.length * TICKS_PER_HOUR
+    horizon = max(1, int(horizon_hours)) * TICKS_PER_HOUR
+    span = np.minimum(start + horizon, c.episode_ticks) - start
+    width = int(span.max())
+    w = max(1, int(s.slot_high.max()))
+    heat, sold, sensitive = _future_heat(
+        core, s.slots.node[:, :w], s.slots.end[:, :w], s.slots.demand[:, 0, :w], _slot_columns(core, w), start, width
+    )
+    if c.workload_hints:
+        share = np.divide(sensitive, sold, out=np.zeros_like(sold), where=sold > 0)
+        limit = (c.hot_threshold - c.sensitive_tightening * share) * c.node_cores
+    else:
+        limit = np.full(heat.shape, c.hot_threshold * c.node_cores)
+    within = np.arange(width)[None, None, :] < span[:, None, None]
+    room = np.where(within, limit - heat, np.inf).min(axis=2)  # (B, N) cores of heat left at the worst tick
+    # vCPUs sold at the end of the coming hour's departures (the fewest during the hour).
+    last = start + TICKS_PER_HOUR - 1
+    staying = (s.slots.end[:, :w] > last[:, None]) & (s.slots.node[:, :w] >= 0)
+    sold_min = np.zeros((core.num_envs, c.num_nodes))
+    rows, cols = np.nonzero(staying)
+    np.add.at(sold_min, (rows, s.slots.node[rows, cols]), s.slots.demand[rows, 0, cols])
+    allowed = (sold_min + room / arrival_peak) / c.node_cores  # the largest ratio whose worst case stays cool
+    level = np.searchsorted(core.params.ratios, allowed + 1e-9, side="right") - 1
+    return np.where(room < 0, 0, np.clip(level, 0, len(c.ratios) - 1))
+
+
+def hindsight_levels(core: OversubscriptionCore, horizon_hours: int = 24) -> np.ndarray:
+    """(B, N) for each node, the largest ratio level whose node stays cool, looking ahead in hindsight.
+
+    For experts only (the look-ahead reads the episode's future arrivals
+    and readings, which the observation never shows). Starting from every
+    node at the largest ratio, the coming hour's placements are simulated
+    on copies of the cluster; a node whose heat demand would exceed its
+    threshold at any reading of the next ``horizon_hours`` hours (with the
+    VMs it would then hold, each departing on schedule, and no later
+    arrivals) is lowered one level, and the hour is simulated again, until
+    no node changes. A node hot with its present VMs alone gets the
+    lowest ratio. Nothing of the core's state changes.
+    """
+    s, c = core.state, core.config
+    b, n = core.num_envs, c.num_nodes
+    start = core.stats.length * TICKS_PER_HOUR
+    horizon = max(1, int(horizon_hours)) * TICKS_PER_HOUR
+    span = np.minimum(start + horizon, c.episode_ticks) - start  # (B,) ticks ahead within the episode
+    width = int(span.max())
+    w = max(1, int(s.slot_high.max()))
+    present = _future_heat(
+        core, s.slots.node[:, :w], s.slots.end[:, :w], s.slots.demand[:, 0, :w], _slot_columns(core, w), start, width
+    )
+    level = np.full((b, n), len(c.ratios) - 1, np.int64)
+    hot_anyway = _hot(c, present, span)
+    level[hot_anyway] = 0
+    for _ in range(len(c.ratios) * n):
+        added = _hour_of_arrivals(core, level, start, width)
+        total = present if added is None else (present[0] + added[0], present[1] + added[1], present[2] + added[2])
+        hot = _hot(c, total, span) & (level > 0)
+        if not hot.any():
+            break
+        level[hot] -= 1
+    return level
+
+
+def _hour_of_arrivals(
+    core: OversubscriptionCore, level: np.ndarray, start: np.ndarray, width: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """The coming hour's placements at ``level``, simulated on copies: their future heat, or None if none land."""
+    s = core.state
+    pool = ResourcePool(capacity=s.pool.capacity.copy(), used=s.pool.used.copy())
+    slots = Placements(
+        node=s.slots.node.copy(), item=s.slots.item.copy(), demand=s.slots.demand.copy(), end=s.slots.end.copy()
+    )
+    limit = core.ratio_limits(level)
+    high = s.slot_high.copy()
+    new_node: list[np.ndarray] = []
+    new_vm: list[np.ndarray] = []
+    for j in range(TICKS_PER_HOUR):
+        tick = start + j
+        slot_view(slots, max(1, int(high.max()))).expire(pool, tick.astype(np.float64))
+        placed, vm, node, *_ = place_arrivals(s.vms, s.arrivals_at, pool, slots, high, tick, limit)
+        if vm.size:
+            new_node.append(np.where(placed, node, -1))
+            new_vm.append(np.where(placed, vm, 0))
+    if not new_node:
+        return None
+    nodes = np.concatenate(new_node, axis=1)
+    vms = np.concatenate(new_vm, axis=1)
+    columns = {f: np.take_along_axis(s.vms.util[f], vms, axis=1) for f in s.slot_params.util}
+    columns["heat_weight"] = np.take_along_axis(s.vms.heat_weight, vms, axis=1)
+    columns["traits"] = np.take_along_axis(s.vms.traits, vms[:, :, None], axis=1)
+    columns["arrival"] = np.take_along_axis(s.vms.arrival, vms, axis=1)
+    cores = np.take_along_axis(s.vms.cores, vms, axis=1).astype(np.float64)
+    end = np.take_along_axis(s.vms.departure, vms, axis=1).astype(np.float64)
+    return _future_heat(core, nodes, end, cores, columns, start, width)
+
+
+def _slot_columns(core: OversubscriptionCore, width: int) -> dict[str, np.ndarray]:
+    """The running VMs' columns (utilisation, heat weight, traits, arrival) over the first ``width`` slots."""
+    s = core.state
+    p = s.slot_params
+    view = {f: a[:, :width] for f, a in p.util.items()}
+    view["heat_weight"] = p.heat_weight[:, :width]
+    # Traits of running VMs, gathered from the VM table by item (free slots read VM 0 with no cores).
+    item = np.maximum(s.slots.item[:, :width], 0)
+    view["traits"] = np.take_along_axis(s.vms.traits, item[:, :, None], axis=1)
+    view["arrival"] = np.full(item.shape, -1, np.int64)
+    return view
+
+
+def _future_heat(
+    core: OversubscriptionCore,
+    node: np.ndarray,
+    end: np.ndarray,
+    cores: np.ndarray,
+    columns: dict[str, np.ndarray],
+    start: np.ndarray,
+    width: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per node over ``width`` ticks from ``start`` (B,): (heat, sold, truly sensitive vCPUs), each (B, N, W).
+
+    Items (B, K) on ``node`` (-1: none) count from their ``arrival`` until ``end`` (exclusive).
+    """
+    c = core.config
+    b, k = node.shape
+    n = c.num_nodes
+    heat = np.zeros((b, n, width))
+    sold = np.zeros((b, n, width))
+    sensitive = np.zeros((b, n, width))
+    if k == 0 or width == 0:
+        return heat, sold, sensitive
+    base = (np.arange(b) * n)[:, None] + np.maximum(node, 0)
+    present_cores = np.where(node >= 0, cores, 0.0)
+    util = {f: columns[f][:, :, None] for f in core.state.slot_params.util}
+    chunk = max(1, min(width, 2_000_000 // max(b * k, 1)))
+    for lo in range(0, width, chunk):
+        hi = min(width, lo + chunk)
+        ticks = start[:, None, None] + np.arange(lo, hi)[None, None, :]  # (B, 1, W)
+        alive = (ticks < end[:, :, None]) & (ticks >= columns["arrival"][:, :, None])
+        u = core.params.utilisation(util, ticks)
+        weight = present_cores[:, :, None] * alive
+        flat = (base[:, :, None] * (hi - lo) + np.arange(hi - lo)[None, None, :]).ravel()
+        size = b * n * (hi - lo)
+        shape = (b, n, hi - lo)
+        contrib = u * weight * columns["heat_weight"][:, :, None]
+        heat[:, :, lo:hi] = np.bincount(flat, weights=contrib.ravel(), minlength=size).reshape(shape)
+        if c.workload_hints:
+            sold[:, :, lo:hi] = np.bincount(flat, weights=weight.ravel(), minlength=size).reshape(shape)
+            share = weight * (columns["traits"][:, :, TRAIT_TRULY_SENSITIVE] / np.maximum(cores, 1e-9))[:, :, None]
+            sensitive[:, :, lo:hi] = np.bincount(flat, weights=share.ravel(), minlength=size).reshape(shape)
+    return heat, sold, sensitive
+
+
+def _hot(c: OversubscriptionConfig, future: tuple[np.ndarray, np.ndarray, np.ndarray], span: np.ndarray) -> np.ndarray:
+    """(B, N) whether a node's heat exceeds its threshold at some tick within ``span`` (B,) ticks."""
+    heat, sold, sensitive = future
+    if c.workload_hints:
+        share = np.divide(sensitive, sold, out=np.zeros_like(sold), where=sold > 0)
+        limit = (c.hot_threshold - c.sensitive_tightening * share) * c.node_cores
+    else:
+        limit = c.hot_threshold * c.node_cores
+    within = np.arange(heat.shape[2])[None, None, :] < span[:, None, None]
+    return ((heat - limit > 1e-9) & within).any(axis=2)
+
+
 class RobustOracle(BatchedPolicy):
     """Hindsight expert: the largest ratio that keeps each node cool over 24 h whatever VMs arrive.
 
-    Reads ``env.core.robust_hindsight_levels`` (the present VMs' future);
-    the expert the imitation agents learn from.
+    Reads :func:`robust_hindsight_levels` of the env's core (the present
+    VMs' future); the expert the imitation agents learn from.
     """
 
     name = "oracle"
@@ -166,13 +357,13 @@ class RobustOracle(BatchedPolicy):
         self.horizon_hours = horizon_hours
 
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
-        return self.env.core.robust_hindsight_levels(self.horizon_hours)  # type: ignore[attr-defined]
+        return robust_hindsight_levels(self.env.core, self.horizon_hours)  # type: ignore[arg-type]
 
 
 class ArrivalOracle(BatchedPolicy):
     """Hindsight look-ahead with the actual arrivals: the largest ratio whose next 24 h stay cool.
 
-    Reads ``env.core.hindsight_levels``: it knows which VMs come next hour and
+    Reads :func:`hindsight_levels` of the env's core: it knows which VMs come next hour and
     how they will run, which no observation predicts (an upper reference).
     """
 
@@ -183,7 +374,7 @@ class ArrivalOracle(BatchedPolicy):
         self.horizon_hours = horizon_hours
 
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
-        return self.env.core.hindsight_levels(self.horizon_hours)  # type: ignore[attr-defined]
+        return hindsight_levels(self.env.core, self.horizon_hours)  # type: ignore[arg-type]
 
 
 def _static_factory(level: int) -> Any:
@@ -345,9 +536,10 @@ def replay_benchmark(quick: bool) -> dict[str, float]:
     """
     import tempfile
 
-    from cloudgym.envs.oversubscription import OversubscriptionVectorEnv, cached_trace
+    from cloudgym.envs.oversubscription import OversubscriptionVectorEnv
     from cloudgym.envs.workloads.vm import (
         TICKS_PER_DAY,
+        cached_trace,
         mean_cores,
         mean_lifetime_hours,
         sample_vm_instance,

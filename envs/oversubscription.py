@@ -25,16 +25,10 @@ observation shows the *declared* shares.
 
 The paper: Wang et al., "ProtoHAIL" (arXiv 2401.07033, 2024; published as
 ProtoRAIL, MLSys 2025) learn the per-node rate by offline imitation with
-prototypes and a few human queries, reporting orders of magnitude less risk
-(~90x, secondary source) with 7-10% more usable capacity than static rates,
-on private first-party data. This env reproduces the *direction* of that
-comparison on a workload calibrated to the public Azure 2019 VM trace: on 32
-held-out weeks of the default scenario the prototype agent
-(``agents/checkpoints/Oversubscription-v0/protohail``) saves 222.9 cores
-against 102.4 for the best static ratio whose hot rate stays under 1% (1.2),
-with 188x fewer hot node-windows (0.125 vs 23.5 per week); ProtoRAIL reports
-~90x less risk and 7-10% more capacity. A causal worst-case headroom rule
-does as well (239 cores, 0.22); ``docs/oversubscription.md`` has the table.
+prototypes and a few human queries, against static rates, on private
+first-party data. This env poses the same problem on a workload calibrated
+to the public Azure 2019 VM trace; ``docs/oversubscription.md`` has the
+measured comparison (baselines, hindsight experts, the prototype agent).
 
 ## Action Space
 ``MultiDiscrete([len(ratios)] * num_nodes)``: the index of each node's ratio
@@ -75,17 +69,16 @@ Truncated after ``hours`` steps (the week ends; the process would go on).
 ## Arguments
 ``gym.make("Oversubscription-v0", num_nodes=16, ...)``: any field of
 :class:`OversubscriptionConfig`; ``scenario=`` one of
-:meth:`OversubscriptionConfig.scenario`'s names. ``workload="toy"`` gives
+``OversubscriptionConfig.SCENARIOS``. ``workload="toy"`` gives
 identical constant VMs with a known optimal ratio
 (:func:`cloudgym.envs.workloads.vm.toy_optimum`); ``workload="trace"``
 replays an Azure-format trace from ``trace_dir``.
 
-Memory: ``core.bytes_per_env()`` measures 249 KB per sub-env at B=1 and
-272 KB at B >= 64 (279 MB at B=1024): compact per-VM parameters of the
-episode's ~2,300 VMs, a slot table of running VMs and 24 hours of per-node
-history; utilisation is computed from the parameters and a counter-based
-hash, never stored per reading (a replayed trace keeps one float32 per
-reading, shared by all sub-envs).
+State per sub-env: compact per-VM parameters of the episode's VMs, a slot
+table of running VMs and 24 hours of per-node history; utilisation is
+computed from the parameters and a counter-based hash, never stored per
+reading (a replayed trace keeps one float32 per reading, shared by all
+sub-envs). ``core.bytes_per_env()`` measures it (figures in the docs).
 
 ## Version History
 * v0: initial version.
@@ -94,16 +87,16 @@ reading, shared by all sub-envs).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 from gymnasium import spaces
 
-from cloudgym.envs.core.batch import Info, LegacyBatchedCore, MetricSpec, check_config
+from cloudgym.envs.core import tree
+from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, ScenarioPresets, check_config
 from cloudgym.envs.core.cluster import Placements, ResourcePool, place_sequentially
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
 from cloudgym.envs.workloads.vm import (
@@ -111,15 +104,14 @@ from cloudgym.envs.workloads.vm import (
     HINT_TOLERANT,
     INTERACTIVE,
     TICKS_PER_HOUR,
+    SyntheticVMGenerator,
+    ToyVMGenerator,
+    TraceVMGenerator,
     UtilParams,
+    VMGenerator,
     VMInstance,
-    VMTrace,
-    load_vm_trace,
-    replayed_utilisation,
-    sample_toy_instance,
-    sample_vm_instance,
-    trace_instance,
-    utilisation_of,
+    VMUtilisation,
+    cached_trace,
 )
 
 HISTORY_HOURS = 24
@@ -131,12 +123,20 @@ PENDING, RUNNING, REJECTED, DEPARTED, NOT_RUNNING_AT_START = 0, 1, 2, 3, 4
 """Status of a VM of the episode (``state.vms.status``); the last marks starting VMs that did not fit at reset."""
 TRAIT_INTERACTIVE, TRAIT_TOLERANT, TRAIT_SENSITIVE, TRAIT_TRULY_SENSITIVE = range(4)
 """Rows of ``state.traits``: vCPUs per node of interactive, declared tolerant, declared and truly sensitive VMs."""
-WORKLOADS = ("azure", "toy", "trace")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class OversubscriptionConfig:
+class OversubscriptionConfig(ScenarioPresets):
     """Configuration of Oversubscription-v0."""
+
+    SCENARIOS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "default": {},
+        "workload_hints": {"workload_hints": True},
+        "noisy_hints": {"workload_hints": True, "hint_error_rate": 0.2},
+        "strict_threshold": {"hot_threshold": 0.9},
+        "uncorrelated": {"lifetime_util_correlation": 0.0},
+        "toy": {"workload": "toy", "num_nodes": 4, "hours": 24},
+    }
 
     num_nodes: int = 16
     """Physical nodes in the cluster."""
@@ -196,7 +196,9 @@ class OversubscriptionConfig:
         check_config(0 < self.hot_threshold <= 2.0, self, f"hot_threshold must be in (0, 2], got {self.hot_threshold}")
         check_config(self.risk_weight >= 0, self, f"risk_weight must be >= 0, got {self.risk_weight}")
         check_config(
-            self.workload in WORKLOADS, self, f"workload must be one of {', '.join(WORKLOADS)}, got {self.workload!r}"
+            self.workload in GENERATORS,
+            self,
+            f"workload must be one of {', '.join(GENERATORS)}, got {self.workload!r}",
         )
         if self.workload == "trace":
             check_config(self.trace_dir is not None, self, "workload='trace' needs trace_dir")
@@ -227,33 +229,77 @@ class OversubscriptionConfig:
     def max_ratio(self) -> float:
         return float(self.ratios[-1])
 
-    @classmethod
-    def scenario(cls, name: str) -> OversubscriptionConfig:
-        """Named presets: default, workload_hints, noisy_hints, strict_threshold, uncorrelated, toy."""
-        presets = {
-            "default": {},
-            "workload_hints": {"workload_hints": True},
-            "noisy_hints": {"workload_hints": True, "hint_error_rate": 0.2},
-            "strict_threshold": {"hot_threshold": 0.9},
-            "uncorrelated": {"lifetime_util_correlation": 0.0},
-            "toy": {"workload": "toy", "num_nodes": 4, "hours": 24},
-        }
-        if name not in presets:
-            raise ValueError(f"unknown scenario {name!r}; known: {', '.join(presets)}")
-        return cls(**presets[name])  # type: ignore[arg-type]
+
+def _synthetic(c: OversubscriptionConfig) -> VMGenerator:
+    return SyntheticVMGenerator(
+        physical_cores=float(c.num_nodes * c.node_cores),
+        load_factor=c.load_factor,
+        episode_ticks=c.episode_ticks,
+        hint_error_rate=c.hint_error_rate,
+        lifetime_util_correlation=c.lifetime_util_correlation,
+    )
 
 
-@functools.lru_cache(maxsize=4)
-def _load_trace(folder: str, stamp: tuple[float, ...]) -> VMTrace:
-    """A trace folder loaded once per process (``stamp``: modification times, so an edited file reloads)."""
-    path = Path(folder)
-    return load_vm_trace(path / "vmtable.csv", sorted(path.glob("vm_cpu_readings*.csv")))
+def _toy(c: OversubscriptionConfig) -> VMGenerator:
+    return ToyVMGenerator(num_nodes=c.num_nodes, node_cores=c.node_cores, episode_ticks=c.episode_ticks)
 
 
-def cached_trace(folder: str) -> VMTrace:
-    path = Path(folder)
-    files = [path / "vmtable.csv", *sorted(path.glob("vm_cpu_readings*.csv"))]
-    return _load_trace(str(path.resolve()), tuple(f.stat().st_mtime for f in files))
+def _trace(c: OversubscriptionConfig) -> VMGenerator:
+    return TraceVMGenerator(
+        trace=cached_trace(str(c.trace_dir)),
+        episode_ticks=c.episode_ticks,
+        sample_share=c.trace_sample,
+        hint_error_rate=c.hint_error_rate,
+    )
+
+
+GENERATORS: Mapping[str, Callable[[OversubscriptionConfig], VMGenerator]] = {
+    "azure": _synthetic,
+    "toy": _toy,
+    "trace": _trace,
+}
+"""The VM generator each ``workload`` names, built from the config (``envs/workloads/vm.py``)."""
+
+
+def _observation_bounds(c: OversubscriptionConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) of the observation, (N, 55) float32 each (see the table in the module docstring)."""
+    high = np.full(NODE_FEATURES, c.max_ratio, np.float32)
+    high[[COL_INTERACTIVE, COL_TOLERANT, COL_SENSITIVE, COL_SIN, COL_COS]] = 1.0
+    low = np.zeros(NODE_FEATURES, np.float32)
+    low[COL_RATIO] = c.ratios[0]
+    low[[COL_SIN, COL_COS]] = -1.0
+    return np.tile(low, (c.num_nodes, 1)), np.tile(high, (c.num_nodes, 1))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OversubscriptionParams(CoreParams):
+    """What Oversubscription-v0 derives once from its config."""
+
+    ratios: np.ndarray  # (R,) float64, the ratio of each level
+    obs_low: np.ndarray  # (N, 55) float32, lower bound of the observation (it is clipped into the space)
+    obs_high: np.ndarray  # (N, 55) float32, upper bound
+    utilisation: VMUtilisation  # how the generator's VMs' readings are computed from their columns
+
+
+_UTIL_DTYPES = {
+    f: (np.uint32 if f in ("burst_threshold", "vm_key", "dep_key") else np.float32) for f in UtilParams.FIELDS
+}
+_COLUMN_DTYPES = {**_UTIL_DTYPES, "offset": np.int64, "start": np.int32, "length": np.int32}
+# The slots compute readings from these (excursion only shapes the trace's max_cpu).
+SLOT_UTIL_FIELDS = tuple(f for f in UtilParams.FIELDS if f != "excursion")
+
+
+def _grow(array: np.ndarray, size: int, fill: float | int) -> np.ndarray:
+    """``array`` (B, V, ...) padded along axis 1 to ``size`` with ``fill``."""
+    extra = size - array.shape[1]
+    if extra <= 0:
+        return array
+    pad = np.full((array.shape[0], extra, *array.shape[2:]), fill, array.dtype)
+    return np.concatenate([array, pad], axis=1)
+
+
+def _columns(b: int, names: Sequence[str]) -> dict[str, np.ndarray]:
+    return {f: np.zeros((b, 1), _COLUMN_DTYPES[f]) for f in names}
 
 
 @dataclasses.dataclass
@@ -267,18 +313,56 @@ class VMTable:
     traits: np.ndarray  # (B, V, 4) float32, its vCPUs counted in each trait row (interactive, hints)
     heat_weight: np.ndarray  # (B, V) float32, share of its demand that counts toward heat
     status: np.ndarray  # (B, V) int8, PENDING, RUNNING, REJECTED or DEPARTED
-    util: dict[str, np.ndarray]  # field of UtilParams -> (B, V) array (synthetic VMs)
-    series: dict[str, np.ndarray]  # offset, start, length -> (B, V) arrays (replayed VMs; empty otherwise)
+    util: dict[str, np.ndarray]  # utilisation column (VMInstance.columns) -> (B, V) array
 
+    @classmethod
+    def empty(cls, b: int, columns: Sequence[str]) -> VMTable:
+        return cls(
+            created=np.zeros((b, 1), np.int32),
+            arrival=np.full((b, 1), np.iinfo(np.int32).max, np.int32),
+            departure=np.zeros((b, 1), np.int32),
+            cores=np.zeros((b, 1), np.float32),
+            traits=np.zeros((b, 1, 4), np.float32),
+            heat_weight=np.ones((b, 1), np.float32),
+            status=np.zeros((b, 1), np.int8),
+            util=_columns(b, columns),
+        )
 
-@dataclasses.dataclass
-class SlotParams:
-    """Per-slot copies of the running VMs' parameters (beside ``state.slots``), so a reading needs no gather."""
+    def grow(self, size: int) -> None:
+        """Room for ``size`` VMs per sub-env (new rows are padding)."""
+        self.created = _grow(self.created, size, 0)
+        self.arrival = _grow(self.arrival, size, np.iinfo(np.int32).max)
+        self.departure = _grow(self.departure, size, 0)
+        self.cores = _grow(self.cores, size, 0.0)
+        self.traits = _grow(self.traits, size, 0.0)
+        self.heat_weight = _grow(self.heat_weight, size, 1.0)
+        self.status = _grow(self.status, size, PENDING)
+        self.util = {f: _grow(a, size, 0) for f, a in self.util.items()}
 
-    vm_util: dict[str, np.ndarray]  # field of UtilParams -> (B, M) array
-    series: dict[str, np.ndarray]  # offset, start, length -> (B, M) arrays (replay)
-    heat_weight: np.ndarray  # (B, M) float32
-    cores: np.ndarray  # (B, M) float32, vCPUs of the VM placed there (stale in a free slot: its node bin is a dummy)
+    def load(self, i: int, inst: VMInstance, config: OversubscriptionConfig) -> None:
+        """Write an instance's VMs into row ``i`` (the rest of the row becomes padding)."""
+        v = inst.num_vms
+        hints = 1.0 if config.workload_hints else 0.0
+        self.created[i] = 0
+        self.created[i, :v] = inst.created
+        self.arrival[i] = np.iinfo(np.int32).max
+        self.arrival[i, :v] = inst.arrival
+        self.departure[i] = 0
+        self.departure[i, :v] = inst.departure
+        self.cores[i] = 0.0
+        self.cores[i, :v] = inst.cores
+        self.traits[i] = 0.0
+        self.traits[i, :v, TRAIT_INTERACTIVE] = inst.cores * (inst.category == INTERACTIVE)
+        self.traits[i, :v, TRAIT_TOLERANT] = hints * inst.cores * (inst.hint_declared == HINT_TOLERANT)
+        self.traits[i, :v, TRAIT_SENSITIVE] = hints * inst.cores * (inst.hint_declared == HINT_SENSITIVE)
+        self.traits[i, :v, TRAIT_TRULY_SENSITIVE] = hints * inst.cores * (inst.hint_true == HINT_SENSITIVE)
+        self.heat_weight[i] = 1.0
+        if config.workload_hints:
+            self.heat_weight[i, :v] = np.where(inst.hint_true == HINT_TOLERANT, config.tolerant_weight, 1.0)
+        self.status[i] = PENDING
+        for f, values in inst.columns().items():
+            self.util[f][i] = 0
+            self.util[f][i, :v] = values
 
 
 @dataclasses.dataclass
@@ -301,10 +385,100 @@ class StepSlots:
     env: np.ndarray  # (L,) int64, the sub-env of each
     bins: np.ndarray  # (L,) int64, sub-env x (N + 1) + node + 1 of the VM there (+ 0: a free slot)
     end: np.ndarray  # (L,) float64, tick the VM there leaves (+inf: free)
-    vm_util: dict[str, np.ndarray]  # field of UtilParams -> (L,) array
-    series: dict[str, np.ndarray]  # offset, start, length -> (L,) arrays (replay)
+    util: dict[str, np.ndarray]  # utilisation column -> (L,) array
     heat_weight: np.ndarray  # (L,) float32
     cores: np.ndarray  # (L,) float32
+
+    @classmethod
+    def gather(cls, slots: Placements, params: SlotParams, usable: np.ndarray, width: int, num_nodes: int) -> StepSlots:
+        """Copies of the slots at flat indices ``usable`` of the table's first ``width`` slots (B, width)."""
+        env, slot = np.divmod(usable, width)
+        position = env * slots.slots + slot
+        return cls(
+            position=position,
+            env=env,
+            bins=env * (num_nodes + 1) + np.take(slots.node[:, :width], usable) + 1,
+            end=np.take(slots.end, position),
+            util={f: np.take(a, position) for f, a in params.util.items()},
+            heat_weight=np.take(params.heat_weight, position),
+            cores=np.take(params.cores, position),
+        )
+
+    def index_of(self, position: np.ndarray) -> np.ndarray:
+        """Where table positions (sub-env x M + slot) lie here; raises if one is missing (a bug)."""
+        at = np.searchsorted(self.position, position)
+        ok = at < self.position.size
+        if not ok.all() or not np.array_equal(self.position[at], position):
+            raise RuntimeError("a placement landed in a slot outside the step's usable slots")
+        return at
+
+
+@dataclasses.dataclass
+class SlotParams:
+    """Per-slot copies of the running VMs' parameters (beside ``state.slots``), so a reading needs no gather."""
+
+    util: dict[str, np.ndarray]  # utilisation column (SLOT_UTIL_FIELDS, then replay's) -> (B, M) array
+    heat_weight: np.ndarray  # (B, M) float32
+    cores: np.ndarray  # (B, M) float32, vCPUs of the VM placed there (stale in a free slot: its node bin is a dummy)
+
+    @classmethod
+    def empty(cls, b: int, columns: Sequence[str]) -> SlotParams:
+        return cls(
+            util=_columns(b, columns), heat_weight=np.ones((b, 1), np.float32), cores=np.zeros((b, 1), np.float32)
+        )
+
+    def grow(self, size: int) -> None:
+        self.util = {f: _grow(a, size, 0) for f, a in self.util.items()}
+        self.heat_weight = _grow(self.heat_weight, size, 1.0)
+        self.cores = _grow(self.cores, size, 0.0)
+
+    def copy_from(
+        self,
+        vms: VMTable,
+        env: np.ndarray,
+        vm: np.ndarray,
+        slot: np.ndarray,
+        into: tuple[StepSlots, np.ndarray] | None = None,
+    ) -> None:
+        """Copy the parameters of VMs ``vm`` of sub-envs ``env`` into their slots (placement).
+
+        ``into``: also into a step's copies, at the given indices (:meth:`StepSlots.index_of`).
+        """
+        # Flat indices into the C-ordered (B, V) and (B, M) tables: one gather and one scatter per field.
+        from_vm = env * vms.cores.shape[1] + vm
+        to_slot = env * self.cores.shape[1] + slot
+        pairs = [(vms.util[f], self.util[f]) for f in self.util]
+        pairs += [(vms.heat_weight, self.heat_weight), (vms.cores, self.cores)]
+        copies: list[np.ndarray] = []
+        if into is not None:
+            copies = [*(into[0].util[f] for f in self.util), into[0].heat_weight, into[0].cores]
+        for i, (source, table) in enumerate(pairs):
+            values = np.take(source, from_vm)
+            np.put(table, to_slot, values)
+            if into is not None:
+                np.put(copies[i], into[1], values)
+
+
+@dataclasses.dataclass
+class OversubscriptionCounters:
+    """Per-episode sums (the base zeroes them at every reset)."""
+
+    saved_core_ticks: np.ndarray  # (B,) float64, sum over readings of sold vCPUs above cores (all nodes)
+    sold_core_ticks: np.ndarray  # (B,) float64, sum over readings of sold vCPUs
+    demand_core_ticks: np.ndarray  # (B,) float64, sum over readings of demand, cores
+    booked_core_ticks: np.ndarray  # (B,) float64, vCPU-ticks booked by placements (to departure or episode end)
+    rejected_core_ticks: np.ndarray  # (B,) float64, vCPU-ticks the rejected VMs asked for
+    placed_vms: np.ndarray  # (B,) int64
+    rejected_vms: np.ndarray  # (B,) int64
+    not_running_at_start: np.ndarray  # (B,) int64, starting VMs that did not fit under the start ratio
+    hot_windows: np.ndarray  # (B,) int64, hot node-hours so far
+    worst_overload: np.ndarray  # (B,) float64, largest (heat - threshold x cores) / cores so far, >= 0
+    ratio_sum: np.ndarray  # (B,) float64, sum of the chosen ratios over node-hours
+
+    @classmethod
+    def zeros(cls, b: int) -> OversubscriptionCounters:
+        ints = ("placed_vms", "rejected_vms", "not_running_at_start", "hot_windows")
+        return cls(**{f.name: np.zeros(b, np.int64 if f.name in ints else np.float64) for f in dataclasses.fields(cls)})
 
 
 @dataclasses.dataclass
@@ -313,7 +487,6 @@ class OversubscriptionState:
 
     vms: VMTable  # (B, V): the episode's VMs
     num_vms: np.ndarray  # (B,) int64, VMs in the episode (rows of vms beyond are padding)
-    not_running_at_start: np.ndarray  # (B,) int64, starting VMs that did not fit under the start ratio
     arrivals_at: np.ndarray  # (B, T+1) int64, index of the first VM arriving at or after each tick
     pool: ResourcePool  # (B, 1, N): physical cores (capacity) and sold vCPUs (used)
     traits: ResourcePool  # (B, 4, N): vCPUs of running VMs per trait row (capacity unused)
@@ -323,19 +496,10 @@ class OversubscriptionState:
     level: np.ndarray  # (B, N) int64, index of each node's current ratio
     hist_mean: np.ndarray  # (B, N, 24) float32, hourly mean demand / cores, oldest first
     hist_max: np.ndarray  # (B, N, 24) float32, hourly peak 5-minute demand / cores
-    saved_core_ticks: np.ndarray  # (B,) float64, sum over readings of sold vCPUs above cores (all nodes)
-    sold_core_ticks: np.ndarray  # (B,) float64, sum over readings of sold vCPUs
-    demand_core_ticks: np.ndarray  # (B,) float64, sum over readings of demand, cores
-    booked_core_ticks: np.ndarray  # (B,) float64, vCPU-ticks booked by placements (to departure or episode end)
-    rejected_core_ticks: np.ndarray  # (B,) float64, vCPU-ticks the rejected VMs asked for
-    placed_vms: np.ndarray  # (B,) int64
-    rejected_vms: np.ndarray  # (B,) int64
-    hot_windows: np.ndarray  # (B,) int64, hot node-hours so far
-    worst_overload: np.ndarray  # (B,) float64, largest (heat - threshold x cores) / cores so far, >= 0
-    ratio_sum: np.ndarray  # (B,) float64, sum of the chosen ratios over node-hours
+    counters: OversubscriptionCounters
 
 
-def _slot_view(slots: Placements, width: int) -> Placements:
+def slot_view(slots: Placements, width: int) -> Placements:
     """The first ``width`` slots of a table, as views (writes go through to the table)."""
     return Placements(
         node=slots.node[:, :width],
@@ -356,124 +520,140 @@ class TickPlacement(NamedTuple):
     departure: np.ndarray  # int32, its departure tick (that of VM 0 in padding)
 
 
-def _grow(array: np.ndarray, size: int, fill: float | int) -> np.ndarray:
-    """``array`` (B, V, ...) padded along axis 1 to ``size`` with ``fill``."""
-    extra = size - array.shape[1]
-    if extra <= 0:
-        return array
-    pad = np.full((array.shape[0], extra, *array.shape[2:]), fill, array.dtype)
-    return np.concatenate([array, pad], axis=1)
+def place_arrivals(
+    vms: VMTable,
+    arrivals_at: np.ndarray,
+    pool: ResourcePool,
+    slots: Placements,
+    high: np.ndarray,
+    tick: np.ndarray,
+    limit: np.ndarray,
+) -> TickPlacement:
+    """Best-fit placement of the arrivals of ``tick`` (B,) on ``pool``/``slots`` (after the tick's departures).
 
-
-SERIES_FIELDS = ("offset", "start", "length")
-_SERIES_DTYPES = {"offset": np.int64, "start": np.int32, "length": np.int32}
-_UTIL_DTYPES = {
-    f: (np.uint32 if f in ("burst_threshold", "vm_key", "dep_key") else np.float32) for f in UtilParams.FIELDS
-}
-# The slots compute readings from these (excursion only shapes the trace's max_cpu).
-SLOT_UTIL_FIELDS = tuple(f for f in UtilParams.FIELDS if f != "excursion")
-
-
-class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, OversubscriptionState]):
-    config_cls = OversubscriptionConfig
-    metrics: ClassVar[tuple[MetricSpec, ...]] = (
-        MetricSpec(
-            name="saved_cores",
-            unit="cores",
-            higher_is_better=True,
-            description="sold vCPUs above physical cores, summed over nodes, time-averaged",
-        ),
-        MetricSpec(
-            name="hot_node_windows",
-            unit="node-h",
-            higher_is_better=False,
-            description="node-hours whose peak 5-minute demand exceeded the threshold x cores",
-        ),
-        MetricSpec(name="hot_rate_pct", unit="%", higher_is_better=False, description="hot node-windows / node-hours"),
-        MetricSpec(
-            name="accepted_core_hours",
-            unit="core-h",
-            higher_is_better=True,
-            description="vCPU-hours of the placed VMs (within the episode)",
-        ),
-        MetricSpec(
-            name="rejected_core_hours",
-            unit="core-h",
-            higher_is_better=False,
-            description="vCPU-hours the rejected VMs asked for (within the episode)",
-        ),
-        MetricSpec(name="rejected_vms", unit="VMs", higher_is_better=False, description="VMs that fit on no node"),
-        MetricSpec(
-            name="worst_overload_pct",
-            unit="% of cores",
-            higher_is_better=False,
-            description="largest 5-minute heat demand above the threshold, per physical core",
-        ),
-        MetricSpec(name="mean_ratio", unit="x", higher_is_better=None, description="mean ratio over node-hours"),
-        MetricSpec(
-            name="utilisation_pct",
-            unit="%",
-            higher_is_better=True,
-            description="mean CPU demand / physical cores of the cluster",
-        ),
+    ``vms`` and ``arrivals_at`` are the state's VM table and arrival index;
+    ``high`` (B,) is the slot high-water mark, updated: a VM takes the
+    first free slot, so slots past it are empty and free slots are looked
+    for only below it (plus this tick's arrivals). The real step and the
+    hindsight look-ahead (on copies of the pool and slots) both use it.
+    """
+    b = tick.shape[0]
+    rows = np.arange(b)
+    width = max(1, int(high.max()))
+    first = arrivals_at[rows, tick]
+    count = arrivals_at[rows, tick + 1] - first
+    k_max = int(count.max())
+    if k_max == 0:
+        empty = np.zeros((b, 0), np.int64)
+        return TickPlacement(empty.astype(bool), empty, empty, empty, empty.astype(np.float64), empty)
+    valid = np.arange(k_max)[None, :] < count[:, None]
+    vm = np.where(valid, first[:, None] + np.arange(k_max)[None, :], 0)
+    flat_vm = (rows * vms.cores.shape[1])[:, None] + vm  # np.take on flat indices: no index grids
+    cores = np.take(vms.cores, flat_vm).astype(np.float64)
+    departure = np.take(vms.departure, flat_vm)
+    slot = np.full((b, k_max), -1, np.int64)
+    node = place_sequentially(
+        pool,
+        slot_view(slots, min(slots.slots, width + k_max)),
+        cores[:, :, None],
+        valid,
+        departure.astype(np.float64),
+        vm,
+        limit,
+        slots_out=slot,
     )
+    np.maximum(high, slot.max(axis=1) + 1, out=high)  # -1 where none was placed leaves the mark
+    return TickPlacement(valid & (node >= 0), np.where(valid, vm, -1), node, slot, cores, departure)
 
-    # ------------------------------------------------------------------ state and spaces
-    def _init_state(self) -> OversubscriptionState:
+
+def _max_concurrency(instance: VMInstance, episode_ticks: int) -> int:
+    """Most VMs of the instance alive at once during the episode (bounds the running VMs: sizes the slots)."""
+    if instance.num_vms == 0:
+        return 1
+    ticks = np.arange(episode_ticks)
+    arrived = np.searchsorted(instance.arrival, ticks, side="right")
+    departed = np.searchsorted(np.sort(instance.departure), ticks, side="right")
+    return max(int((arrived - departed).max()), 1)
+
+
+METRICS = (
+    MetricSpec(
+        name="saved_cores",
+        unit="cores",
+        higher_is_better=True,
+        description="sold vCPUs above physical cores, summed over nodes, time-averaged",
+    ),
+    MetricSpec(
+        name="hot_node_windows",
+        unit="node-h",
+        higher_is_better=False,
+        description="node-hours whose peak 5-minute demand exceeded the threshold x cores",
+    ),
+    MetricSpec(name="hot_rate_pct", unit="%", higher_is_better=False, description="hot node-windows / node-hours"),
+    MetricSpec(
+        name="accepted_core_hours",
+        unit="core-h",
+        higher_is_better=True,
+        description="vCPU-hours of the placed VMs (within the episode)",
+    ),
+    MetricSpec(
+        name="rejected_core_hours",
+        unit="core-h",
+        higher_is_better=False,
+        description="vCPU-hours the rejected VMs asked for (within the episode)",
+    ),
+    MetricSpec(name="rejected_vms", unit="VMs", higher_is_better=False, description="VMs that fit on no node"),
+    MetricSpec(
+        name="worst_overload_pct",
+        unit="% of cores",
+        higher_is_better=False,
+        description="largest 5-minute heat demand above the threshold, per physical core",
+    ),
+    MetricSpec(name="mean_ratio", unit="x", higher_is_better=None, description="mean ratio over node-hours"),
+    MetricSpec(
+        name="utilisation_pct",
+        unit="%",
+        higher_is_better=True,
+        description="mean CPU demand / physical cores of the cluster",
+    ),
+)
+"""Oversubscription-v0's episode metrics (``info["metrics"]``)."""
+
+
+class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionParams, OversubscriptionState]):
+    config_cls = OversubscriptionConfig
+    metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
+
+    # ------------------------------------------------------------------ params and state
+    def _derive(self, config: OversubscriptionConfig) -> OversubscriptionParams:
+        generator = GENERATORS[config.workload](config)
+        low, high = _observation_bounds(config)
+        return OversubscriptionParams(
+            action_space=spaces.MultiDiscrete(np.full(config.num_nodes, len(config.ratios), np.int64)),
+            observation_space=spaces.Box(low, high, dtype=np.float32),
+            generator=generator,
+            ratios=np.asarray(config.ratios, np.float64),
+            obs_low=low,
+            obs_high=high,
+            utilisation=generator.utilisation,
+        )
+
+    def _init_state(self, params: OversubscriptionParams) -> OversubscriptionState:
         c, b, n = self.config, self.num_envs, self.config.num_nodes
-        self.single_action_space = spaces.MultiDiscrete(np.full(n, len(c.ratios), np.int64))
-        high = np.full(NODE_FEATURES, c.max_ratio, np.float32)
-        high[[COL_INTERACTIVE, COL_TOLERANT, COL_SENSITIVE, COL_SIN, COL_COS]] = 1.0
-        low = np.zeros(NODE_FEATURES, np.float32)
-        low[COL_RATIO] = c.ratios[0]
-        low[[COL_SIN, COL_COS]] = -1.0
-        self._obs_low = np.tile(low, (n, 1))
-        self._obs_high = np.tile(high, (n, 1))
-        self.single_observation_space = spaces.Box(self._obs_low, self._obs_high, dtype=np.float32)
-        self._ratios = np.asarray(c.ratios, np.float64)
-        self._env_bins = (np.arange(b) * (n + 1) + 1)[:, None]
-        self._trace = cached_trace(str(c.trace_dir)) if c.workload == "trace" else None
-        replay = self._trace is not None
-        series = {f: np.zeros((b, 1), _SERIES_DTYPES[f]) for f in SERIES_FIELDS} if replay else {}
-        slot_series = {f: np.zeros((b, 1), _SERIES_DTYPES[f]) for f in SERIES_FIELDS} if replay else {}
+        series = params.utilisation.series_columns
         return OversubscriptionState(
-            vms=VMTable(
-                created=np.zeros((b, 1), np.int32),
-                arrival=np.full((b, 1), np.iinfo(np.int32).max, np.int32),
-                departure=np.zeros((b, 1), np.int32),
-                cores=np.zeros((b, 1), np.float32),
-                traits=np.zeros((b, 1, 4), np.float32),
-                heat_weight=np.ones((b, 1), np.float32),
-                status=np.zeros((b, 1), np.int8),
-                util={f: np.zeros((b, 1), _UTIL_DTYPES[f]) for f in UtilParams.FIELDS},
-                series=series,
-            ),
+            vms=VMTable.empty(b, (*UtilParams.FIELDS, *series)),
             num_vms=np.zeros(b, np.int64),
-            not_running_at_start=np.zeros(b, np.int64),
             arrivals_at=np.zeros((b, c.episode_ticks + 1), np.int64),
             pool=ResourcePool.zeros(b, 1, n),
             traits=ResourcePool.zeros(b, 4, n),
             slots=Placements.empty(b, 1, 1),
-            slot_params=SlotParams(
-                vm_util={f: np.zeros((b, 1), _UTIL_DTYPES[f]) for f in SLOT_UTIL_FIELDS},
-                series=slot_series,
-                heat_weight=np.ones((b, 1), np.float32),
-                cores=np.zeros((b, 1), np.float32),
-            ),
+            slot_params=SlotParams.empty(b, (*SLOT_UTIL_FIELDS, *series)),
             slot_high=np.zeros(b, np.int64),
             level=np.zeros((b, n), np.int64),
             hist_mean=np.zeros((b, n, HISTORY_HOURS), np.float32),
             hist_max=np.zeros((b, n, HISTORY_HOURS), np.float32),
-            saved_core_ticks=np.zeros(b),
-            sold_core_ticks=np.zeros(b),
-            demand_core_ticks=np.zeros(b),
-            booked_core_ticks=np.zeros(b),
-            rejected_core_ticks=np.zeros(b),
-            placed_vms=np.zeros(b, np.int64),
-            rejected_vms=np.zeros(b, np.int64),
-            hot_windows=np.zeros(b, np.int64),
-            worst_overload=np.zeros(b),
-            ratio_sum=np.zeros(b),
+            counters=OversubscriptionCounters.zeros(b),
         )
 
     @property
@@ -482,87 +662,23 @@ class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, Oversubscri
 
     def bytes_per_env(self) -> float:
         """Bytes of state per sub-env (every B-first array, divided by B); the replayed pool is shared."""
-        from cloudgym.envs.core.batch import batched_arrays
-
-        total = sum(a.nbytes for a in batched_arrays(self.state, self.num_envs))
-        total += sum(a.nbytes for a in self.state.vms.util.values())
-        total += sum(a.nbytes for a in self.state.vms.series.values())
-        total += sum(a.nbytes for a in self.state.slot_params.vm_util.values())
-        total += sum(a.nbytes for a in self.state.slot_params.series.values())
-        return total / self.num_envs
-
-    # ------------------------------------------------------------------ snapshots: dicts of arrays too
-    def _state_arrays(self) -> list[np.ndarray]:
-        s = self.state
-        extra = [*s.vms.util.values(), *s.vms.series.values()]
-        extra += [*s.slot_params.vm_util.values(), *s.slot_params.series.values()]
-        return [*super()._state_arrays(), *extra]
+        return sum(a.nbytes for a in tree.batched(self.state, self.num_envs)) / self.num_envs
 
     # ------------------------------------------------------------------ episodes
-    def sample(self, rng: np.random.Generator) -> VMInstance:
-        """The episode's VMs for one sub-env, from its own generator."""
-        c = self.config
-        if c.workload == "toy":
-            return sample_toy_instance(
-                rng, num_nodes=c.num_nodes, node_cores=c.node_cores, episode_ticks=c.episode_ticks
-            )
-        if c.workload == "trace":
-            assert self._trace is not None
-            return trace_instance(
-                self._trace,
-                rng,
-                episode_ticks=c.episode_ticks,
-                sample=c.trace_sample,
-                hint_error_rate=c.hint_error_rate,
-            )
-        return sample_vm_instance(
-            rng,
-            physical_cores=float(c.num_nodes * c.node_cores),
-            load_factor=c.load_factor,
-            episode_ticks=c.episode_ticks,
-            hint_error_rate=c.hint_error_rate,
-            lifetime_util_correlation=c.lifetime_util_correlation,
-        )
-
-    def _reset_envs(self, env_ids: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
+    def _load(self, env_ids: np.ndarray, instances: Sequence[VMInstance]) -> None:
         s, c = self.state, self.config
-        instances = [self.sample(rng) for rng in rngs]
         largest = max(inst.num_vms for inst in instances)
         if largest > s.vms.arrival.shape[1]:
-            self._grow_vms(int(np.ceil(largest / 256) * 256))
+            s.vms.grow(int(np.ceil(largest / 256) * 256))
         concurrency = max(_max_concurrency(inst, c.episode_ticks) for inst in instances)
         if concurrency > s.slots.slots:
-            self._grow_slots(int(np.ceil(concurrency / 64) * 64))
+            size = int(np.ceil(concurrency / 64) * 64)
+            s.slots.ensure_slots(size)
+            s.slot_params.grow(size)
         ticks = np.arange(c.episode_ticks + 1)
-        hints = 1.0 if c.workload_hints else 0.0
         for i, inst in zip(env_ids, instances):
-            v = inst.num_vms
-            vms = s.vms
-            vms.created[i] = 0
-            vms.created[i, :v] = inst.created
-            vms.arrival[i] = np.iinfo(np.int32).max
-            vms.arrival[i, :v] = inst.arrival
-            vms.departure[i] = 0
-            vms.departure[i, :v] = inst.departure
-            vms.cores[i] = 0.0
-            vms.cores[i, :v] = inst.cores
-            vms.traits[i] = 0.0
-            vms.traits[i, :v, TRAIT_INTERACTIVE] = inst.cores * (inst.category == INTERACTIVE)
-            vms.traits[i, :v, TRAIT_TOLERANT] = hints * inst.cores * (inst.hint_declared == HINT_TOLERANT)
-            vms.traits[i, :v, TRAIT_SENSITIVE] = hints * inst.cores * (inst.hint_declared == HINT_SENSITIVE)
-            vms.traits[i, :v, TRAIT_TRULY_SENSITIVE] = hints * inst.cores * (inst.hint_true == HINT_SENSITIVE)
-            vms.heat_weight[i] = 1.0
-            if c.workload_hints:
-                vms.heat_weight[i, :v] = np.where(inst.hint_true == HINT_TOLERANT, c.tolerant_weight, 1.0)
-            vms.status[i] = PENDING
-            for f in UtilParams.FIELDS:
-                vms.util[f][i] = 0
-                vms.util[f][i, :v] = getattr(inst.util, f)
-            if inst.series is not None:
-                for f in SERIES_FIELDS:
-                    vms.series[f][i] = 0
-                    vms.series[f][i, :v] = getattr(inst.series, f)
-            s.num_vms[i] = v
+            s.vms.load(i, inst, c)
+            s.num_vms[i] = inst.num_vms
             s.arrivals_at[i] = np.searchsorted(inst.arrival, ticks, side="left")
         s.pool.reset_envs(env_ids, np.full((env_ids.size, 1, c.num_nodes), float(c.node_cores)))
         s.traits.reset_envs(env_ids, np.zeros((env_ids.size, 4, c.num_nodes)))
@@ -571,20 +687,6 @@ class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, Oversubscri
         s.level[env_ids] = c.start_level
         s.hist_mean[env_ids] = 0.0
         s.hist_max[env_ids] = 0.0
-        for acc in (
-            s.saved_core_ticks,
-            s.sold_core_ticks,
-            s.demand_core_ticks,
-            s.booked_core_ticks,
-            s.rejected_core_ticks,
-            s.worst_overload,
-            s.ratio_sum,
-        ):
-            acc[env_ids] = 0.0
-        s.placed_vms[env_ids] = 0
-        s.rejected_vms[env_ids] = 0
-        s.hot_windows[env_ids] = 0
-        s.not_running_at_start[env_ids] = 0
         self._place_starting_population(env_ids)
 
     def _place_starting_population(self, env_ids: np.ndarray) -> None:
@@ -595,10 +697,10 @@ class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, Oversubscri
         ``ratios[start_level]``; the observation's history shows the last 24
         hours of those VMs on their nodes (each from its creation). Starting
         VMs that did not fit are marked NOT_RUNNING_AT_START and counted in
-        ``state.not_running_at_start`` (the cluster had turned them away
+        ``counters.not_running_at_start`` (the cluster had turned them away
         before the episode; no policy's metrics count them).
         """
-        s, c = self.state, self.config
+        s, c, counters = self.state, self.config, self.state.counters
         k = env_ids.size
         count = s.arrivals_at[env_ids, 1]
         k_max = int(count.max())
@@ -608,8 +710,7 @@ class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, Oversubscri
         slots = Placements.empty(k, 1, s.slots.slots)
         valid = np.arange(k_max)[None, :] < count[:, None]
         vm = np.where(valid, np.arange(k_max)[None, :], 0)
-        rows_vms = s.vms.cores[env_ids]
-        cores = np.take_along_axis(rows_vms, vm, axis=1).astype(np.float64)
+        cores = np.take_along_axis(s.vms.cores[env_ids], vm, axis=1).astype(np.float64)
         departure = np.take_along_axis(s.vms.departure[env_ids], vm, axis=1).astype(np.float64)
         slot = np.full((k, k_max), -1, np.int64)
         limit = np.full((k, 1, c.num_nodes), c.ratios[c.start_level] * c.node_cores)
@@ -625,15 +726,15 @@ class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, Oversubscri
         j, kk = np.nonzero(placed)
         e, v, sl = env_ids[j], vm[j, kk], slot[j, kk]
         s.vms.status[e, v] = RUNNING
-        self._copy_slot_params(e, v, sl)
+        s.slot_params.copy_from(s.vms, e, v, sl)
         s.traits.allocate(e, node[j, kk], s.vms.traits[e, v].astype(np.float64))
         span = np.minimum(departure, c.episode_ticks)
-        s.booked_core_ticks[env_ids] += (cores * span * placed).sum(axis=1)
-        s.placed_vms[env_ids] += placed.sum(axis=1)
+        counters.booked_core_ticks[env_ids] += (cores * span * placed).sum(axis=1)
+        counters.placed_vms[env_ids] += placed.sum(axis=1)
         missed = valid & ~placed
         jm, km = np.nonzero(missed)
         s.vms.status[env_ids[jm], vm[jm, km]] = NOT_RUNNING_AT_START
-        s.not_running_at_start[env_ids] += missed.sum(axis=1)
+        counters.not_running_at_start[env_ids] += missed.sum(axis=1)
         # Tick 0's arrivals are the starting population: the first step places no one twice.
         s.arrivals_at[env_ids, 0] = count
         self._fill_history(env_ids)
@@ -648,162 +749,45 @@ class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, Oversubscri
             return
         item = np.maximum(s.slots.item[env_ids, :w], 0)
         created = np.take_along_axis(s.vms.created[env_ids], item, axis=1)
-        node = np.maximum(s.slots.node[env_ids, :w], 0)
-        base = (np.arange(k) * n)[:, None] + node
+        base = (np.arange(k) * n)[:, None] + np.maximum(s.slots.node[env_ids, :w], 0)
+        columns = {f: a[env_ids, :w][:, :, None] for f, a in s.slot_params.util.items()}
         ticks_back = HISTORY_HOURS * TICKS_PER_HOUR
         demand = np.zeros((k, n, ticks_back))
-        p = s.slot_params
+        flat = (base[:, :, None] * TICKS_PER_HOUR + np.arange(TICKS_PER_HOUR)[None, None, :]).ravel()
         for lo in range(0, ticks_back, TICKS_PER_HOUR):
             ticks = np.arange(lo, lo + TICKS_PER_HOUR) - ticks_back  # negative: before the start
             t3 = np.broadcast_to(ticks[None, None, :], (k, 1, TICKS_PER_HOUR))
-            if self._trace is not None:
-                u = replayed_utilisation(
-                    self._trace.pool,
-                    p.series["offset"][env_ids, :w][:, :, None],
-                    p.series["start"][env_ids, :w][:, :, None],
-                    p.series["length"][env_ids, :w][:, :, None],
-                    t3,
-                )
-            else:
-                u = utilisation_of({f: p.vm_util[f][env_ids, :w][:, :, None] for f in SLOT_UTIL_FIELDS}, t3)
+            u = self.params.utilisation(columns, t3)
             weight = cores[:, :, None] * (t3 >= created[:, :, None])
-            flat = (base[:, :, None] * TICKS_PER_HOUR + np.arange(TICKS_PER_HOUR)[None, None, :]).ravel()
-            size = k * n * TICKS_PER_HOUR
-            hour = np.bincount(flat, weights=(u * weight).ravel(), minlength=size).reshape(k, n, TICKS_PER_HOUR)
-            demand[:, :, lo : lo + TICKS_PER_HOUR] = hour
+            hour = np.bincount(flat, weights=(u * weight).ravel(), minlength=k * n * TICKS_PER_HOUR)
+            demand[:, :, lo : lo + TICKS_PER_HOUR] = hour.reshape(k, n, TICKS_PER_HOUR)
         hourly = demand.reshape(k, n, HISTORY_HOURS, TICKS_PER_HOUR)
         s.hist_mean[env_ids] = hourly.mean(axis=3) / c.node_cores
         s.hist_max[env_ids] = hourly.max(axis=3) / c.node_cores
 
-    def _copy_slot_params(
-        self, env: np.ndarray, vm: np.ndarray, slot: np.ndarray, into: tuple[StepSlots, np.ndarray] | None = None
-    ) -> None:
-        """Copy the parameters of VMs ``vm`` of sub-envs ``env`` into their slots (placement).
+    # ------------------------------------------------------------------ the allocator
+    def ratio_limits(self, level: np.ndarray) -> np.ndarray:
+        """(B, 1, N) vCPUs each node may sell at ``level`` (B, N)."""
+        return (self.params.ratios[level] * self.config.node_cores)[:, None, :]
 
-        ``into``: also into a step's copies, at the given indices (:meth:`_step_index`).
-        """
-        s = self.state
-        p = s.slot_params
-        # Flat indices into the C-ordered (B, V) and (B, M) tables: one gather and one scatter per field.
-        from_vm = env * s.vms.cores.shape[1] + vm
-        to_slot = env * p.cores.shape[1] + slot
-        pairs = [(s.vms.util[f], p.vm_util[f]) for f in SLOT_UTIL_FIELDS]
-        pairs += [(s.vms.series[f], p.series[f]) for f in p.series]
-        pairs += [(s.vms.heat_weight, p.heat_weight), (s.vms.cores, p.cores)]
-        copies: list[np.ndarray] = []
-        if into is not None:
-            step = into[0]
-            copies = [*(step.vm_util[f] for f in SLOT_UTIL_FIELDS), *(step.series[f] for f in p.series)]
-            copies += [step.heat_weight, step.cores]
-        for i, (source, table) in enumerate(pairs):
-            values = np.take(source, from_vm)
-            np.put(table, to_slot, values)
-            if into is not None:
-                np.put(copies[i], into[1], values)
-
+    # ------------------------------------------------------------------ the step
     def _step_slots(self) -> StepSlots:
         """Flat copies of the slots the coming hour can use (see :class:`StepSlots`)."""
         s, c = self.state, self.config
-        m = s.slots.slots
         first = self.stats.length * TICKS_PER_HOUR
         last = np.minimum(first + TICKS_PER_HOUR, c.episode_ticks)
         arrivals = np.maximum(
             s.arrivals_at[self._env_index, last] - s.arrivals_at[self._env_index, first.clip(0, last)], 0
         )
         # The k-th free slot lies below high-water mark + k: the hour's placements stay within this width.
-        width = int(min(m, max(1, int((s.slot_high + arrivals).max()))))
-        node = s.slots.node[:, :width]
-        free = node < 0
+        width = int(min(s.slots.slots, max(1, int((s.slot_high + arrivals).max()))))
+        free = s.slots.node[:, :width] < 0
         free_rank = np.cumsum(free, axis=1, dtype=np.int32)
         usable = np.flatnonzero(~free | (free_rank <= arrivals[:, None]))
-        env, slot = np.divmod(usable, width)
-        position = env * m + slot
-        p = s.slot_params
-        return StepSlots(
-            position=position,
-            env=env,
-            bins=env * (c.num_nodes + 1) + np.take(node, usable) + 1,
-            end=np.take(s.slots.end, position),
-            vm_util={f: np.take(p.vm_util[f], position) for f in SLOT_UTIL_FIELDS},
-            series={f: np.take(a, position) for f, a in p.series.items()},
-            heat_weight=np.take(p.heat_weight, position),
-            cores=np.take(p.cores, position),
-        )
+        return StepSlots.gather(s.slots, s.slot_params, usable, width, c.num_nodes)
 
-    def _step_index(self, step_slots: StepSlots, position: np.ndarray) -> np.ndarray:
-        """Where table positions (sub-env x M + slot) lie in ``step_slots``; raises if one is missing (a bug)."""
-        at = np.searchsorted(step_slots.position, position)
-        ok = at < step_slots.position.size
-        if not ok.all() or not np.array_equal(step_slots.position[at], position):
-            raise RuntimeError("a placement landed in a slot outside the step's usable slots")
-        return at
-
-    def _grow_vms(self, size: int) -> None:
-        vms = self.state.vms
-        vms.created = _grow(vms.created, size, 0)
-        vms.arrival = _grow(vms.arrival, size, np.iinfo(np.int32).max)
-        vms.departure = _grow(vms.departure, size, 0)
-        vms.cores = _grow(vms.cores, size, 0.0)
-        vms.traits = _grow(vms.traits, size, 0.0)
-        vms.heat_weight = _grow(vms.heat_weight, size, 1.0)
-        vms.status = _grow(vms.status, size, PENDING)
-        vms.util = {f: _grow(a, size, 0) for f, a in vms.util.items()}
-        vms.series = {f: _grow(a, size, 0) for f, a in vms.series.items()}
-
-    def _grow_slots(self, size: int) -> None:
-        s = self.state
-        s.slots.ensure_slots(size)
-        p = s.slot_params
-        p.vm_util = {f: _grow(a, size, 0) for f, a in p.vm_util.items()}
-        p.series = {f: _grow(a, size, 0) for f, a in p.series.items()}
-        p.heat_weight = _grow(p.heat_weight, size, 1.0)
-        p.cores = _grow(p.cores, size, 0.0)
-
-    # ------------------------------------------------------------------ the allocator
-    def _limit(self, level: np.ndarray) -> np.ndarray:
-        """(B, 1, N) vCPUs each node may sell at ``level``."""
-        return (self._ratios[level] * self.config.node_cores)[:, None, :]
-
-    def _place_tick(
-        self, pool: ResourcePool, slots: Placements, high: np.ndarray, tick: np.ndarray, limit: np.ndarray
-    ) -> TickPlacement:
-        """Best-fit placement of the arrivals of ``tick`` (B,) on ``pool``/``slots`` (after the tick's departures).
-
-        ``high`` (B,) is the slot high-water mark, updated: a VM takes the
-        first free slot, so slots past it are empty and free slots are looked
-        for only below it (plus this tick's arrivals). The real step and the
-        hindsight look-ahead (on copies) both use it.
-        """
-        s = self.state
-        rows = self._env_index
-        width = max(1, int(high.max()))
-        first = s.arrivals_at[rows, tick]
-        count = s.arrivals_at[rows, tick + 1] - first
-        k_max = int(count.max())
-        if k_max == 0:
-            empty = np.zeros((self.num_envs, 0), np.int64)
-            return TickPlacement(empty.astype(bool), empty, empty, empty, empty.astype(np.float64), empty)
-        valid = np.arange(k_max)[None, :] < count[:, None]
-        vm = np.where(valid, first[:, None] + np.arange(k_max)[None, :], 0)
-        flat_vm = (rows * s.vms.cores.shape[1])[:, None] + vm  # np.take on flat indices: no index grids
-        cores = np.take(s.vms.cores, flat_vm).astype(np.float64)
-        departure = np.take(s.vms.departure, flat_vm)
-        slot = np.full((self.num_envs, k_max), -1, np.int64)
-        node = place_sequentially(
-            pool,
-            _slot_view(slots, min(slots.slots, width + k_max)),
-            cores[:, :, None],
-            valid,
-            departure.astype(np.float64),
-            vm,
-            limit,
-            slots_out=slot,
-        )
-        np.maximum(high, slot.max(axis=1) + 1, out=high)  # -1 where none was placed leaves the mark
-        return TickPlacement(valid & (node >= 0), np.where(valid, vm, -1), node, slot, cores, departure)
-
-    def _depart(self, step_slots: StepSlots, tick: np.ndarray, shared_tick: int | None) -> tuple[np.ndarray, ...]:
-        """Free the slots whose VM leaves at ``tick`` (B,): (sub-envs, VM indices, nodes), in slot-table order."""
+    def _depart(self, step_slots: StepSlots, tick: np.ndarray, shared_tick: int | None) -> None:
+        """Free the slots whose VM leaves at ``tick`` (B,) and mark their VMs DEPARTED."""
         s, c = self.state, self.config
         now = step_slots.end.dtype.type(shared_tick) if shared_tick is not None else tick[step_slots.env]
         due = np.flatnonzero(step_slots.end <= now)
@@ -811,17 +795,41 @@ class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, Oversubscri
         vms, nodes = s.slots.vacate(s.pool, env, step_slots.position[due] - env * s.slots.slots)
         step_slots.end[due] = np.inf
         step_slots.bins[due] = env * (c.num_nodes + 1)
-        return env, vms, nodes
+        if env.size:
+            s.vms.status[env, vms] = DEPARTED
+            s.traits.release(env, nodes, s.vms.traits[env, vms].astype(np.float64))
 
-    # ------------------------------------------------------------------ readings
+    def _arrive(self, step_slots: StepSlots, tick: np.ndarray, limit: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Place the arrivals of ``tick`` (B,), book them in the counters: (placed, rejected) VMs, (B,) each."""
+        s, c, counters = self.state, self.config, self.state.counters
+        placed, vm, node, slot, cores, departure = place_arrivals(
+            s.vms, s.arrivals_at, s.pool, s.slots, s.slot_high, tick, limit
+        )
+        if not vm.size:
+            return np.zeros(self.num_envs, np.int64), np.zeros(self.num_envs, np.int64)
+        asked = vm >= 0
+        span = np.minimum(departure, c.episode_ticks) - tick[:, None]
+        rejected = asked & ~placed
+        e, k = np.nonzero(placed)
+        if e.size:
+            v, sl = vm[e, k], slot[e, k]
+            s.vms.status[e, v] = RUNNING
+            at = step_slots.index_of(e * s.slots.slots + sl)
+            s.slot_params.copy_from(s.vms, e, v, sl, (step_slots, at))
+            step_slots.bins[at] = e * (c.num_nodes + 1) + node[e, k] + 1
+            step_slots.end[at] = departure[e, k]
+            s.traits.allocate(e, node[e, k], s.vms.traits[e, v].astype(np.float64))
+        er, kr = np.nonzero(rejected)
+        if er.size:
+            s.vms.status[er, vm[er, kr]] = REJECTED
+        counters.booked_core_ticks += (cores * span * placed).sum(axis=1)
+        counters.rejected_core_ticks += (cores * span * rejected).sum(axis=1)
+        return placed.sum(axis=1), rejected.sum(axis=1)
+
     def _readings(self, tick: int | np.ndarray, step_slots: StepSlots) -> tuple[np.ndarray, np.ndarray]:
         """(demand, heat demand), each (B, N) cores, of the running VMs at ``tick`` (an int, or (L,) per slot)."""
         c = self.config
-        if self._trace is not None:
-            series = step_slots.series
-            contrib = replayed_utilisation(self._trace.pool, series["offset"], series["start"], series["length"], tick)
-        else:
-            contrib = utilisation_of(step_slots.vm_util, tick)
+        contrib = self.params.utilisation(step_slots.util, tick)
         contrib *= step_slots.cores
         # Bin b * (N + 1) + node + 1 per slot: a free slot falls in its sub-env's bin 0.
         shape = (self.num_envs, c.num_nodes + 1)
@@ -840,14 +848,12 @@ class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, Oversubscri
         share = np.divide(truly_sensitive, sold, out=np.zeros_like(sold), where=sold > 0)
         return (c.hot_threshold - c.sensitive_tightening * share) * c.node_cores
 
-    # ------------------------------------------------------------------ the step
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
-        s, c = self.state, self.config
+        s, c, counters = self.state, self.config, self.state.counters
         b, n = self.num_envs, c.num_nodes
         s.level[:] = actions
-        limit = self._limit(s.level)
-        s.ratio_sum += self._ratios[s.level].sum(axis=1)
-        end = c.episode_ticks
+        limit = self.ratio_limits(s.level)
+        counters.ratio_sum += self.params.ratios[s.level].sum(axis=1)
         hour_sum = np.zeros((b, n))
         hour_max = np.zeros((b, n))
         hot = np.zeros((b, n), bool)
@@ -860,61 +866,37 @@ class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, Oversubscri
         for j in range(TICKS_PER_HOUR):
             tick = self.stats.length * TICKS_PER_HOUR + j
             shared_tick = int(tick[0]) if shared_hour else None
-            gone_env, gone_vm, gone_node = self._depart(step_slots, tick, shared_tick)
-            if gone_env.size:
-                s.vms.status[gone_env, gone_vm] = DEPARTED
-                s.traits.release(gone_env, gone_node, s.vms.traits[gone_env, gone_vm].astype(np.float64))
-            placed, vm, node, slot, cores, departure = self._place_tick(s.pool, s.slots, s.slot_high, tick, limit)
-            if vm.size:
-                asked = vm >= 0
-                span = np.minimum(departure, end) - tick[:, None]
-                rejected = asked & ~placed
-                e, k = np.nonzero(placed)
-                if e.size:
-                    v, sl = vm[e, k], slot[e, k]
-                    s.vms.status[e, v] = RUNNING
-                    at = self._step_index(step_slots, e * s.slots.slots + sl)
-                    self._copy_slot_params(e, v, sl, (step_slots, at))
-                    step_slots.bins[at] = e * (n + 1) + node[e, k] + 1
-                    step_slots.end[at] = departure[e, k]
-                    s.traits.allocate(e, node[e, k], s.vms.traits[e, v].astype(np.float64))
-                er, kr = np.nonzero(rejected)
-                if er.size:
-                    s.vms.status[er, vm[er, kr]] = REJECTED
-                s.booked_core_ticks += (cores * span * placed).sum(axis=1)
-                s.rejected_core_ticks += (cores * span * rejected).sum(axis=1)
-                placed_now += placed.sum(axis=1)
-                rejected_now += rejected.sum(axis=1)
-            reading_tick = shared_tick if shared_tick is not None else tick[step_slots.env]
-            demand, heat = self._readings(reading_tick, step_slots)
+            self._depart(step_slots, tick, shared_tick)
+            placed, rejected = self._arrive(step_slots, tick, limit)
+            placed_now += placed
+            rejected_now += rejected
+            demand, heat = self._readings(shared_tick if shared_tick is not None else tick[step_slots.env], step_slots)
             sold = s.pool.used[:, 0, :]
-            limit_heat = self._thresholds(sold, s.traits.used[:, TRAIT_TRULY_SENSITIVE, :])
-            over = heat - limit_heat
+            over = heat - self._thresholds(sold, s.traits.used[:, TRAIT_TRULY_SENSITIVE, :])
             hot |= over > 1e-9
-            np.maximum(s.worst_overload, over.max(axis=1) / c.node_cores, out=s.worst_overload)
+            np.maximum(counters.worst_overload, over.max(axis=1) / c.node_cores, out=counters.worst_overload)
             hour_sum += demand
             np.maximum(hour_max, demand, out=hour_max)
             saved += np.maximum(sold - c.node_cores, 0.0).sum(axis=1)
-            s.sold_core_ticks += sold.sum(axis=1)
-            s.demand_core_ticks += demand.sum(axis=1)
-        s.saved_core_ticks += saved
-        s.placed_vms += placed_now
-        s.rejected_vms += rejected_now
+            counters.sold_core_ticks += sold.sum(axis=1)
+            counters.demand_core_ticks += demand.sum(axis=1)
+        counters.saved_core_ticks += saved
+        counters.placed_vms += placed_now
+        counters.rejected_vms += rejected_now
         s.hist_mean[:, :, :-1] = s.hist_mean[:, :, 1:]
         s.hist_max[:, :, :-1] = s.hist_max[:, :, 1:]
         s.hist_mean[:, :, -1] = hour_sum / (TICKS_PER_HOUR * c.node_cores)
         s.hist_max[:, :, -1] = hour_max / c.node_cores
         hot_count = hot.sum(axis=1)
-        s.hot_windows += hot_count
+        counters.hot_windows += hot_count
         saved_cores = saved / TICKS_PER_HOUR
-        reward = saved_cores - c.risk_weight * hot_count
         info = {
             "saved_cores": saved_cores,
             "hot_node_windows": hot_count,
             "placed_vms": placed_now,
             "rejected_vms": rejected_now,
         }
-        return reward, np.zeros(b, bool), np.zeros(b, bool), info
+        return saved_cores - c.risk_weight * hot_count, np.zeros(b, bool), np.zeros(b, bool), info
 
     # ------------------------------------------------------------------ observation and metrics
     def observe(self) -> np.ndarray:
@@ -929,7 +911,7 @@ class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, Oversubscri
                 s.traits.used[:, TRAIT_INTERACTIVE, :] / safe,
                 s.traits.used[:, TRAIT_TOLERANT, :] / safe,
                 s.traits.used[:, TRAIT_SENSITIVE, :] / safe,
-                self._ratios[s.level],
+                self.params.ratios[s.level],
                 np.broadcast_to(np.sin(hour)[:, None], (b, n)),
                 np.broadcast_to(np.cos(hour)[:, None], (b, n)),
             ],
@@ -937,211 +919,24 @@ class OversubscriptionCore(LegacyBatchedCore[OversubscriptionConfig, Oversubscri
         )
         obs = np.concatenate([s.hist_mean, s.hist_max, columns.astype(np.float32)], axis=2)
         # Rounding of sums of cores can leave a share a hair above 1; the space is closed.
-        return np.clip(obs, self._obs_low, self._obs_high)
+        return np.clip(obs, self.params.obs_low, self.params.obs_high)
 
     def _episode_metrics(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
-        s, c = self.state, self.config
+        counters, c = self.state.counters, self.config
         hours = self.stats.length[env_ids].astype(np.float64)
         ticks = hours * TICKS_PER_HOUR
         node_hours = hours * c.num_nodes
         return {
-            "saved_cores": s.saved_core_ticks[env_ids] / ticks,
-            "hot_node_windows": s.hot_windows[env_ids].astype(np.float64),
-            "hot_rate_pct": 100.0 * s.hot_windows[env_ids] / node_hours,
-            "accepted_core_hours": s.booked_core_ticks[env_ids] / TICKS_PER_HOUR,
-            "rejected_core_hours": s.rejected_core_ticks[env_ids] / TICKS_PER_HOUR,
-            "rejected_vms": s.rejected_vms[env_ids].astype(np.float64),
-            "worst_overload_pct": 100.0 * s.worst_overload[env_ids],
-            "mean_ratio": s.ratio_sum[env_ids] / node_hours,
-            "utilisation_pct": 100.0 * s.demand_core_ticks[env_ids] / (ticks * c.num_nodes * c.node_cores),
+            "saved_cores": counters.saved_core_ticks[env_ids] / ticks,
+            "hot_node_windows": counters.hot_windows[env_ids].astype(np.float64),
+            "hot_rate_pct": 100.0 * counters.hot_windows[env_ids] / node_hours,
+            "accepted_core_hours": counters.booked_core_ticks[env_ids] / TICKS_PER_HOUR,
+            "rejected_core_hours": counters.rejected_core_ticks[env_ids] / TICKS_PER_HOUR,
+            "rejected_vms": counters.rejected_vms[env_ids].astype(np.float64),
+            "worst_overload_pct": 100.0 * counters.worst_overload[env_ids],
+            "mean_ratio": counters.ratio_sum[env_ids] / node_hours,
+            "utilisation_pct": 100.0 * counters.demand_core_ticks[env_ids] / (ticks * c.num_nodes * c.node_cores),
         }
-
-    # ------------------------------------------------------------------ hindsight, for experts only
-    def robust_hindsight_levels(self, horizon_hours: int = 24, arrival_peak: float = 1.0) -> np.ndarray:
-        """(B, N) for each node, the largest ratio level that keeps it cool whatever VMs arrive, in hindsight.
-
-        For experts only. The present VMs' heat over the next
-        ``horizon_hours`` is read from the episode's own future (their
-        readings and departures); the VMs the coming hour may add are assumed
-        to run at ``arrival_peak`` of their cores (1: flat out), up to the ratio (they fill ``ratio x cores`` minus
-        the fewest vCPUs sold during the hour). The level is the largest whose
-        worst case stays at or below each reading's threshold; a node hot with
-        its present VMs alone gets the lowest. What this expert knows about
-        the future (how its present VMs will behave) the observation's history
-        predicts, which makes it a learnable target for imitation, unlike
-        :meth:`hindsight_levels`, whose choice turns on which VMs happen to
-        arrive.
-        """
-        s, c = self.state, self.config
-        start = self.stats.length * TICKS_PER_HOUR
-        horizon = max(1, int(horizon_hours)) * TICKS_PER_HOUR
-        span = np.minimum(start + horizon, c.episode_ticks) - start
-        width = int(span.max())
-        w = max(1, int(s.slot_high.max()))
-        heat, sold, sensitive = self._future_heat(
-            s.slots.node[:, :w], s.slots.end[:, :w], s.slots.demand[:, 0, :w], self._slot_param_view(w), start, width
-        )
-        if c.workload_hints:
-            share = np.divide(sensitive, sold, out=np.zeros_like(sold), where=sold > 0)
-            limit = (c.hot_threshold - c.sensitive_tightening * share) * c.node_cores
-        else:
-            limit = np.full(heat.shape, c.hot_threshold * c.node_cores)
-        within = np.arange(width)[None, None, :] < span[:, None, None]
-        room = np.where(within, limit - heat, np.inf).min(axis=2)  # (B, N) cores of heat left at the worst tick
-        # vCPUs sold at the end of the coming hour's departures (the fewest during the hour).
-        last = start + TICKS_PER_HOUR - 1
-        staying = (s.slots.end[:, :w] > last[:, None]) & (s.slots.node[:, :w] >= 0)
-        sold_min = np.zeros((self.num_envs, c.num_nodes))
-        rows, cols = np.nonzero(staying)
-        np.add.at(sold_min, (rows, s.slots.node[rows, cols]), s.slots.demand[rows, 0, cols])
-        allowed = (sold_min + room / arrival_peak) / c.node_cores  # the largest ratio whose worst case stays cool
-        level = np.searchsorted(self._ratios, allowed + 1e-9, side="right") - 1
-        return np.where(room < 0, 0, np.clip(level, 0, len(c.ratios) - 1))
-
-    def hindsight_levels(self, horizon_hours: int = 24) -> np.ndarray:
-        """(B, N) for each node, the largest ratio level whose node stays cool, looking ahead in hindsight.
-
-        For experts only (the look-ahead reads the episode's future arrivals
-        and readings, which the observation never shows). Starting from every
-        node at the largest ratio, the coming hour's placements are simulated
-        on copies of the cluster; a node whose heat demand would exceed its
-        threshold at any reading of the next ``horizon_hours`` hours (with the
-        VMs it would then hold, each departing on schedule, and no later
-        arrivals) is lowered one level, and the hour is simulated again, until
-        no node changes. A node hot with its present VMs alone gets the
-        lowest ratio. Nothing of the state changes.
-        """
-        s, c = self.state, self.config
-        b, n = self.num_envs, c.num_nodes
-        start = self.stats.length * TICKS_PER_HOUR
-        horizon = max(1, int(horizon_hours)) * TICKS_PER_HOUR
-        span = np.minimum(start + horizon, c.episode_ticks) - start  # (B,) ticks ahead within the episode
-        width = int(span.max())
-        w = max(1, int(s.slot_high.max()))
-        present = self._future_heat(
-            s.slots.node[:, :w], s.slots.end[:, :w], s.slots.demand[:, 0, :w], self._slot_param_view(w), start, width
-        )
-        level = np.full((b, n), len(c.ratios) - 1, np.int64)
-        hot_anyway = self._hot(present, span)
-        level[hot_anyway] = 0
-        for _ in range(len(c.ratios) * n):
-            pool = ResourcePool(capacity=s.pool.capacity.copy(), used=s.pool.used.copy())
-            slots = Placements(
-                node=s.slots.node.copy(), item=s.slots.item.copy(), demand=s.slots.demand.copy(), end=s.slots.end.copy()
-            )
-            limit = self._limit(level)
-            high = s.slot_high.copy()
-            new_node: list[np.ndarray] = []
-            new_vm: list[np.ndarray] = []
-            for j in range(TICKS_PER_HOUR):
-                tick = start + j
-                _slot_view(slots, max(1, int(high.max()))).expire(pool, tick.astype(np.float64))
-                placed, vm, node, *_ = self._place_tick(pool, slots, high, tick, limit)
-                if vm.size:
-                    new_node.append(np.where(placed, node, -1))
-                    new_vm.append(np.where(placed, vm, 0))
-            total = present
-            if new_node:
-                nodes = np.concatenate(new_node, axis=1)
-                vms = np.concatenate(new_vm, axis=1)
-                params = {f: np.take_along_axis(s.vms.util[f], vms, axis=1) for f in SLOT_UTIL_FIELDS}
-                params.update({f: np.take_along_axis(s.vms.series[f], vms, axis=1) for f in s.vms.series})
-                params["heat_weight"] = np.take_along_axis(s.vms.heat_weight, vms, axis=1)
-                params["traits"] = np.take_along_axis(s.vms.traits, vms[:, :, None], axis=1)
-                params["arrival"] = np.take_along_axis(s.vms.arrival, vms, axis=1)
-                cores = np.take_along_axis(s.vms.cores, vms, axis=1).astype(np.float64)
-                end = np.take_along_axis(s.vms.departure, vms, axis=1).astype(np.float64)
-                added = self._future_heat(nodes, end, cores, params, start, width)
-                total = (present[0] + added[0], present[1] + added[1], present[2] + added[2])
-            hot = self._hot(total, span) & (level > 0)
-            if not hot.any():
-                break
-            level[hot] -= 1
-        return level
-
-    def _slot_param_view(self, width: int) -> dict[str, np.ndarray]:
-        p, s = self.state.slot_params, self.state
-        view = {f: a[:, :width] for f, a in p.vm_util.items()}
-        view.update({f: a[:, :width] for f, a in p.series.items()})
-        view["heat_weight"] = p.heat_weight[:, :width]
-        # Traits of running VMs, gathered from the VM table by item (free slots read VM 0 with no cores).
-        item = np.maximum(s.slots.item[:, :width], 0)
-        view["traits"] = np.take_along_axis(s.vms.traits, item[:, :, None], axis=1)
-        view["arrival"] = np.full(item.shape, -1, np.int64)
-        return view
-
-    def _future_heat(
-        self,
-        node: np.ndarray,
-        end: np.ndarray,
-        cores: np.ndarray,
-        params: dict[str, np.ndarray],
-        start: np.ndarray,
-        width: int,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per node over ``width`` ticks from ``start`` (B,): (heat, sold, truly sensitive vCPUs), each (B, N, W).
-
-        Items (B, K) on ``node`` (-1: none) count from their ``arrival`` (if
-        given) until ``end`` (exclusive).
-        """
-        c = self.config
-        b, k = node.shape
-        n = c.num_nodes
-        heat = np.zeros((b, n, width))
-        sold = np.zeros((b, n, width))
-        sensitive = np.zeros((b, n, width))
-        if k == 0 or width == 0:
-            return heat, sold, sensitive
-        base = (np.arange(b) * n)[:, None] + np.maximum(node, 0)
-        present_cores = np.where(node >= 0, cores, 0.0)
-        chunk = max(1, min(width, 2_000_000 // max(b * k, 1)))
-        for lo in range(0, width, chunk):
-            hi = min(width, lo + chunk)
-            ticks = start[:, None, None] + np.arange(lo, hi)[None, None, :]  # (B, 1, W)
-            alive = (ticks < end[:, :, None]) & (ticks >= params["arrival"][:, :, None])
-            if self._trace is not None:
-                u = replayed_utilisation(
-                    self._trace.pool,
-                    params["offset"][:, :, None],
-                    params["start"][:, :, None],
-                    params["length"][:, :, None],
-                    ticks,
-                )
-            else:
-                u = utilisation_of({f: params[f][:, :, None] for f in SLOT_UTIL_FIELDS}, ticks)
-            weight = present_cores[:, :, None] * alive
-            flat = (base[:, :, None] * (hi - lo) + np.arange(hi - lo)[None, None, :]).ravel()
-            size = b * n * (hi - lo)
-            shape = (b, n, hi - lo)
-            contrib = u * weight * params["heat_weight"][:, :, None]
-            heat[:, :, lo:hi] = np.bincount(flat, weights=contrib.ravel(), minlength=size).reshape(shape)
-            if c.workload_hints:
-                sold[:, :, lo:hi] = np.bincount(flat, weights=weight.ravel(), minlength=size).reshape(shape)
-                share = weight * (params["traits"][:, :, TRAIT_TRULY_SENSITIVE] / np.maximum(cores, 1e-9))[:, :, None]
-                sensitive[:, :, lo:hi] = np.bincount(flat, weights=share.ravel(), minlength=size).reshape(shape)
-        return heat, sold, sensitive
-
-    def _hot(self, future: tuple[np.ndarray, np.ndarray, np.ndarray], span: np.ndarray) -> np.ndarray:
-        """(B, N) whether a node's heat exceeds its threshold at some tick within ``span`` (B,) ticks."""
-        heat, sold, sensitive = future
-        c = self.config
-        if c.workload_hints:
-            share = np.divide(sensitive, sold, out=np.zeros_like(sold), where=sold > 0)
-            limit = (c.hot_threshold - c.sensitive_tightening * share) * c.node_cores
-        else:
-            limit = c.hot_threshold * c.node_cores
-        within = np.arange(heat.shape[2])[None, None, :] < span[:, None, None]
-        return ((heat - limit > 1e-9) & within).any(axis=2)
-
-
-def _max_concurrency(instance: VMInstance, episode_ticks: int) -> int:
-    """Most VMs of the instance alive at once during the episode (bounds the running VMs: sizes the slots)."""
-    if instance.num_vms == 0:
-        return 1
-    ticks = np.arange(episode_ticks)
-    arrived = np.searchsorted(instance.arrival, ticks, side="right")
-    departed = np.searchsorted(np.sort(instance.departure), ticks, side="right")
-    return max(int((arrived - departed).max()), 1)
 
 
 class OversubscriptionVectorEnv(CloudGymVectorEnv):

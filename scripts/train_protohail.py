@@ -4,7 +4,7 @@
     python scripts/train_protohail.py --algo bc --ship
     python scripts/train_protohail.py --algo dagger --ship
 
-The expert's demonstrations (the env's robust hindsight oracle on training
+The expert's demonstrations (the robust hindsight oracle of the baselines, on training
 seeds 0..episodes-1) are collected once and cached under ``<out>/<env>/``.
 ``protohail`` trains the prototype agent, then runs the human-in-the-loop
 round (``--budget`` queries answered by the scripted operator, kept as

@@ -11,6 +11,13 @@ A VM's utilisation at tick ``t`` is a pure function of its parameters and
 ever stored and VMs of one deployment share part of their noise and all of
 their bursts.
 
+An env holds one generator object (:class:`SyntheticVMGenerator`,
+:class:`ToyVMGenerator` or :class:`TraceVMGenerator`, all
+:class:`VMGenerator`): ``sample(rng)`` makes one sub-env's episode and
+``utilisation`` computes its VMs' readings from their columns
+(:class:`ModelledUtilisation` or :class:`ReplayedUtilisation`), so the env
+never asks which kind it holds.
+
 Calibration (``../shared/DOMAIN.md`` section 4, figures of the Azure 2019 VM
 trace read from the dataset's notebooks): per-VM average CPU and P95-of-max
 CPU CDFs, lifetimes, core-count buckets (see the ``*_CDF`` constants). The
@@ -51,10 +58,12 @@ from __future__ import annotations
 import array
 import csv
 import dataclasses
+import functools
 import itertools
 import math
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -328,6 +337,9 @@ class ReplayedSeries:
     start: np.ndarray  # (V,) int32, episode tick of the VM's first reading (negative: before the episode)
     length: np.ndarray  # (V,) int32, readings the VM has
 
+    FIELDS = ("offset", "start", "length")
+    """The per-VM fields (the pool is shared)."""
+
     def take(self, index: np.ndarray) -> ReplayedSeries:
         return ReplayedSeries(self.pool, self.offset[index], self.start[index], self.length[index])
 
@@ -358,6 +370,13 @@ class VMInstance:
     @property
     def num_vms(self) -> int:
         return int(self.arrival.size)
+
+    def columns(self) -> dict[str, np.ndarray]:
+        """Per-VM utilisation columns by name: UtilParams' fields, then (replayed VMs) the series' fields."""
+        columns = {f: getattr(self.util, f) for f in UtilParams.FIELDS}
+        if self.series is not None:
+            columns.update({f: getattr(self.series, f) for f in ReplayedSeries.FIELDS})
+        return columns
 
     def take(self, index: np.ndarray) -> VMInstance:
         return VMInstance(
@@ -717,6 +736,45 @@ def _percent(path: Path, line: int, column: str, text: str) -> float:
     return value
 
 
+def _vmtable_row(table: Path, line: int, f: list[str]) -> tuple[int, int, float, int, float, float]:
+    """(first tick, ticks, cores, category index, average CPU, P95 of max CPU) of a vmtable row, each checked.
+
+    CPU figures are shares of cores; a malformed field raises an error naming the file and line.
+    """
+    start = int(_number(table, line, "vmcreated", f[3].strip(), integer=True))
+    stop = int(_number(table, line, "vmdeleted", f[4].strip(), integer=True))
+    if start < 0:
+        raise TraceFormatError(table, line, f"vmcreated is {start}, expected seconds >= 0")
+    if stop < start:
+        raise TraceFormatError(table, line, f"vmdeleted ({stop}) is before vmcreated ({start})")
+    maxcpu = _percent(table, line, "maxcpu", f[5].strip())
+    avg = _percent(table, line, "avgcpu", f[6].strip())
+    p95max = _percent(table, line, "p95maxcpu", f[7].strip())
+    if avg > maxcpu + 1e-6:
+        raise TraceFormatError(table, line, f"avgcpu ({avg}) exceeds maxcpu ({maxcpu})")
+    cat = f[8].strip()
+    if cat not in CATEGORIES:
+        raise TraceFormatError(table, line, f"vmcategory is {cat!r}, expected one of {', '.join(CATEGORIES)}")
+    bucket = f[9].strip()
+    if bucket not in CORE_BUCKETS:
+        raise TraceFormatError(
+            table, line, f"vmcorecountbucket is {bucket!r}, expected one of {', '.join(CORE_BUCKETS)}"
+        )
+    if f[10].strip() not in MEMORY_BUCKETS:
+        raise TraceFormatError(
+            table, line, f"vmmemorybucket is {f[10].strip()!r}, expected one of {', '.join(MEMORY_BUCKETS)}"
+        )
+    first = start // TICK_SECONDS
+    return (
+        first,
+        stop // TICK_SECONDS + 1 - first,
+        float(CORE_BUCKETS[bucket]),
+        CATEGORIES.index(cat),
+        avg / 100.0,
+        p95max / 100.0,
+    )
+
+
 def load_vm_trace(vmtable: str | Path, readings: str | Path | Sequence[str | Path]) -> VMTrace:
     """Stream an Azure-format VM trace: the vmtable, then reading files (any order of rows).
 
@@ -744,65 +802,23 @@ def load_vm_trace(vmtable: str | Path, readings: str | Path | Sequence[str | Pat
             raise TraceFormatError(table, line, "column 'vmid' is empty")
         if vmid in index:
             raise TraceFormatError(table, line, f"vmid {vmid!r} appears twice (first on an earlier line)")
-        start = int(_number(table, line, "vmcreated", f[3].strip(), integer=True))
-        stop = int(_number(table, line, "vmdeleted", f[4].strip(), integer=True))
-        if start < 0:
-            raise TraceFormatError(table, line, f"vmcreated is {start}, expected seconds >= 0")
-        if stop < start:
-            raise TraceFormatError(table, line, f"vmdeleted ({stop}) is before vmcreated ({start})")
-        maxcpu = _percent(table, line, "maxcpu", f[5].strip())
-        avg = _percent(table, line, "avgcpu", f[6].strip())
-        p95max = _percent(table, line, "p95maxcpu", f[7].strip())
-        if avg > maxcpu + 1e-6:
-            raise TraceFormatError(table, line, f"avgcpu ({avg}) exceeds maxcpu ({maxcpu})")
-        cat = f[8].strip()
-        if cat not in CATEGORIES:
-            raise TraceFormatError(table, line, f"vmcategory is {cat!r}, expected one of {', '.join(CATEGORIES)}")
-        bucket = f[9].strip()
-        if bucket not in CORE_BUCKETS:
-            raise TraceFormatError(
-                table, line, f"vmcorecountbucket is {bucket!r}, expected one of {', '.join(CORE_BUCKETS)}"
-            )
-        if f[10].strip() not in MEMORY_BUCKETS:
-            raise TraceFormatError(
-                table, line, f"vmmemorybucket is {f[10].strip()!r}, expected one of {', '.join(MEMORY_BUCKETS)}"
-            )
+        first, lifetime, vm_cores, vm_category, avg, p95max = _vmtable_row(table, line, f)
         index[vmid] = len(created)
-        first = start // TICK_SECONDS
         created.append(first)
-        ticks.append(stop // TICK_SECONDS + 1 - first)
-        cores.append(float(CORE_BUCKETS[bucket]))
-        category.append(CATEGORIES.index(cat))
+        ticks.append(lifetime)
+        cores.append(vm_cores)
+        category.append(vm_category)
         deployment.append(deployments.setdefault(f[2].strip(), len(deployments)))
-        avgcpu.append(avg / 100.0)
-        p95.append(p95max / 100.0)
+        avgcpu.append(avg)
+        p95.append(p95max)
     if not index:
         raise TraceFormatError(table, 0, "no VM rows")
     ticks_arr = np.array(ticks, np.int64)
     created_arr = np.array(created, np.int64)
     offset = np.concatenate([[0], np.cumsum(ticks_arr)[:-1]]).astype(np.int64)
     pool = np.full(int(ticks_arr.sum()), np.nan, np.float32)
-    count = 0
-    offsets = offset.tolist()
-    for path in paths:
-        chunk = _ReadingChunk()
-        for line, f in _rows(path, READINGS_COLUMNS):
-            # Fast path for a well-formed row; any doubt goes to _check_reading, which names the problem.
-            try:
-                ts = int(f[0])
-                vm = index[f[1].strip()]
-                low, high, avg = float(f[2]), float(f[3]), float(f[4])
-            except (ValueError, KeyError):
-                _check_reading(path, line, f, index, table.name)
-                raise  # pragma: no cover - _check_reading raises first
-            k = ts // TICK_SECONDS - created[vm]
-            if ts % TICK_SECONDS or not (0.0 <= low <= high <= 100.0 and 0.0 <= avg <= 100.0) or not 0 <= k < ticks[vm]:
-                _check_reading(path, line, f, index, table.name, created[vm], ticks[vm])
-            chunk.add(offsets[vm] + k, avg / 100.0, line)
-            if len(chunk.slot) >= 65_536:
-                chunk.flush(pool, path, trace_ids=list(index), offset=offset)
-        chunk.flush(pool, path, trace_ids=list(index), offset=offset)
-        count += chunk.rows
+    offsets = offset.tolist()  # plain ints: the per-row loop indexes them
+    count = sum(_read_readings(path, pool, index, created, ticks, offset, offsets, table.name) for path in paths)
     filled = int(np.isnan(pool).sum())
     if filled:
         _fill_forward(pool, offset, ticks_arr, np.array(avgcpu, np.float32))
@@ -820,6 +836,37 @@ def load_vm_trace(vmtable: str | Path, readings: str | Path | Sequence[str | Pat
         readings=count,
         filled=filled,
     )
+
+
+def _read_readings(
+    path: Path,
+    pool: np.ndarray,
+    index: dict[str, int],
+    created: list[int],
+    ticks: list[int],
+    offset: np.ndarray,
+    offsets: list[int],
+    table: str,
+) -> int:
+    """Stream one readings file into ``pool`` (VM v's slots from ``offset[v]``, also as ints); returns its rows."""
+    chunk = _ReadingChunk()
+    for line, f in _rows(path, READINGS_COLUMNS):
+        # Fast path for a well-formed row; any doubt goes to _check_reading, which names the problem.
+        try:
+            ts = int(f[0])
+            vm = index[f[1].strip()]
+            low, high, avg = float(f[2]), float(f[3]), float(f[4])
+        except (ValueError, KeyError):
+            _check_reading(path, line, f, index, table)
+            raise  # pragma: no cover - _check_reading raises first
+        k = ts // TICK_SECONDS - created[vm]
+        if ts % TICK_SECONDS or not (0.0 <= low <= high <= 100.0 and 0.0 <= avg <= 100.0) or not 0 <= k < ticks[vm]:
+            _check_reading(path, line, f, index, table, created[vm], ticks[vm])
+        chunk.add(offsets[vm] + k, avg / 100.0, line)
+        if len(chunk.slot) >= 65_536:
+            chunk.flush(pool, path, trace_ids=list(index), offset=offset)
+    chunk.flush(pool, path, trace_ids=list(index), offset=offset)
+    return chunk.rows
 
 
 class _ReadingChunk:
@@ -1049,3 +1096,134 @@ def realised_vm_stats(instance: VMInstance, vms: np.ndarray | None = None) -> tu
         highs[live, t - t0] = max_reading(part.util, avg, t)
     counts = np.maximum(stop - start, 1)
     return total / counts, np.nanpercentile(highs, 95, axis=1)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_trace(folder: str, stamp: tuple[float, ...]) -> VMTrace:
+    """A trace folder loaded once per process (``stamp``: modification times, so an edited file reloads)."""
+    path = Path(folder)
+    return load_vm_trace(path / "vmtable.csv", sorted(path.glob("vm_cpu_readings*.csv")))
+
+
+def cached_trace(folder: str) -> VMTrace:
+    """The trace in ``folder`` (vmtable.csv and vm_cpu_readings*.csv), loaded once per process and edit."""
+    path = Path(folder)
+    files = [path / "vmtable.csv", *sorted(path.glob("vm_cpu_readings*.csv"))]
+    return _load_trace(str(path.resolve()), tuple(f.stat().st_mtime for f in files))
+
+
+# ----------------------------------------------------------------------------- generators and their readings
+
+
+class VMUtilisation(Protocol):
+    """How running VMs' readings are computed from their per-VM columns (one kind per generator)."""
+
+    @property
+    def series_columns(self) -> tuple[str, ...]:
+        """Columns a VM table holds for it beyond UtilParams' fields (those of :meth:`VMInstance.columns`)."""
+        ...
+
+    def __call__(self, columns: Mapping[str, np.ndarray], tick: int | np.ndarray) -> np.ndarray:
+        """Average CPU (share of cores) at ``tick`` of the VMs whose columns are given (broadcasting)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelledUtilisation:
+    """Synthetic VMs: every reading computed from the VM's compact parameters and the tick."""
+
+    @property
+    def series_columns(self) -> tuple[str, ...]:
+        return ()
+
+    def __call__(self, columns: Mapping[str, np.ndarray], tick: int | np.ndarray) -> np.ndarray:
+        return utilisation_of(columns, tick)
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class ReplayedUtilisation:
+    """Replayed VMs: every reading looked up in the trace's shared pool through the VM's series columns."""
+
+    pool: np.ndarray  # (P,) float32, the trace's readings (shared, never copied per sub-env)
+
+    @property
+    def series_columns(self) -> tuple[str, ...]:
+        return ReplayedSeries.FIELDS
+
+    def __call__(self, columns: Mapping[str, np.ndarray], tick: int | np.ndarray) -> np.ndarray:
+        return replayed_utilisation(self.pool, columns["offset"], columns["start"], columns["length"], tick)
+
+
+class VMGenerator(Protocol):
+    """Makes one episode's :class:`VMInstance` from a sub-env's rng, and says how its VMs' readings are computed."""
+
+    @property
+    def utilisation(self) -> VMUtilisation: ...
+
+    def sample(self, rng: np.random.Generator) -> VMInstance: ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SyntheticVMGenerator:
+    """The workload calibrated to the Azure 2019 VM trace (:func:`sample_vm_instance`)."""
+
+    physical_cores: float
+    load_factor: float
+    episode_ticks: int
+    hint_error_rate: float = 0.0
+    lifetime_util_correlation: float = LIFETIME_UTIL_CORRELATION
+
+    @property
+    def utilisation(self) -> VMUtilisation:
+        return ModelledUtilisation()
+
+    def sample(self, rng: np.random.Generator) -> VMInstance:
+        return sample_vm_instance(
+            rng,
+            physical_cores=self.physical_cores,
+            load_factor=self.load_factor,
+            episode_ticks=self.episode_ticks,
+            hint_error_rate=self.hint_error_rate,
+            lifetime_util_correlation=self.lifetime_util_correlation,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ToyVMGenerator:
+    """Identical constant VMs with a known optimal ratio (:func:`sample_toy_instance`, :func:`toy_optimum`)."""
+
+    num_nodes: int
+    node_cores: int
+    episode_ticks: int
+
+    @property
+    def utilisation(self) -> VMUtilisation:
+        return ModelledUtilisation()
+
+    def sample(self, rng: np.random.Generator) -> VMInstance:
+        return sample_toy_instance(
+            rng, num_nodes=self.num_nodes, node_cores=self.node_cores, episode_ticks=self.episode_ticks
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class TraceVMGenerator:
+    """Windows of a loaded trace, replayed (:func:`trace_instance`); load it with :func:`cached_trace`."""
+
+    trace: VMTrace
+    episode_ticks: int
+    sample_share: float = 1.0
+    hint_error_rate: float = 0.0
+
+    @property
+    def utilisation(self) -> VMUtilisation:
+        return ReplayedUtilisation(self.trace.pool)
+
+    def sample(self, rng: np.random.Generator) -> VMInstance:
+        return trace_instance(
+            self.trace,
+            rng,
+            episode_ticks=self.episode_ticks,
+            sample=self.sample_share,
+            hint_error_rate=self.hint_error_rate,
+        )

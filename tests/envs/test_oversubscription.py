@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import cloudgym
-from cloudgym.envs.core import checks
+from cloudgym.baselines.oversubscription import hindsight_levels, robust_hindsight_levels
+from cloudgym.envs.core import checks, tree
 from cloudgym.envs.oversubscription import (
     DEPARTED,
     NOT_RUNNING_AT_START,
@@ -100,7 +101,7 @@ def test_misspelt_config_field_and_scenarios() -> None:
     with pytest.raises(TypeError, match="did you mean 'num_nodes'"):
         gym.make(ENV_ID, num_node=3)
     assert gym.make(ENV_ID, scenario="workload_hints").unwrapped.config.workload_hints
-    with pytest.raises(ValueError, match="unknown scenario"):
+    with pytest.raises(ValueError, match="unknown OversubscriptionConfig scenario"):
         gym.make(ENV_ID, scenario="nope")
 
 
@@ -121,8 +122,7 @@ class ReferenceStep:
 
 def reference_episode(config: OversubscriptionConfig, seed: int, actions: list[np.ndarray]) -> list[ReferenceStep]:
     """One sub-env, VM by VM and tick by tick in plain Python: best fit, readings, heat, saved cores."""
-    rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0].spawn(1)[0])
-    inst = OversubscriptionCore(1, config).sample(rng)
+    inst = OversubscriptionCore(1, config).instance_for_seed(seed)
     n, cores_per_node = config.num_nodes, float(config.node_cores)
     sold = [0.0] * n
     running: dict[int, int] = {}
@@ -272,9 +272,9 @@ def check_invariants(core: OversubscriptionCore, previous_status: np.ndarray) ->
         if core.stats.length[b] > 0:
             assert np.all(status[arrived] != PENDING)
         assert np.all(status[~arrived & (s.vms.arrival[b, :v] > 0)] == PENDING)
-        assert int(((status == RUNNING) | (status == DEPARTED)).sum()) == s.placed_vms[b]
-        assert int((status == REJECTED).sum()) == s.rejected_vms[b]
-        assert int((status == NOT_RUNNING_AT_START).sum()) == s.not_running_at_start[b]
+        assert int(((status == RUNNING) | (status == DEPARTED)).sum()) == s.counters.placed_vms[b]
+        assert int((status == REJECTED).sum()) == s.counters.rejected_vms[b]
+        assert int((status == NOT_RUNNING_AT_START).sum()) == s.counters.not_running_at_start[b]
         items = s.slots.item[b][s.slots.node[b] >= 0]
         assert len(set(items.tolist())) == items.size
         assert set(items.tolist()) == set(np.flatnonzero(status == RUNNING).tolist())
@@ -289,8 +289,8 @@ def check_invariants(core: OversubscriptionCore, previous_status: np.ndarray) ->
     assert np.all(s.hist_mean >= 0)
     assert np.all(np.isfinite(s.hist_max))
     assert np.all(s.hist_max >= s.hist_mean - 1e-6)
-    assert np.all(s.saved_core_ticks >= 0)
-    assert np.all(np.isfinite(s.saved_core_ticks))
+    assert np.all(s.counters.saved_core_ticks >= 0)
+    assert np.all(np.isfinite(s.counters.saved_core_ticks))
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -338,8 +338,9 @@ def test_invariants_hold_every_step(
         assert np.all(np.isfinite(values)), name
         assert np.all(values >= 0), name
     # A VM's core-hours add up: booked at placement (to departure or episode end) == sold vCPUs integrated.
-    np.testing.assert_allclose(core.state.booked_core_ticks, core.state.sold_core_ticks, rtol=1e-12)
-    np.testing.assert_allclose(metrics["accepted_core_hours"], core.state.sold_core_ticks / 12, rtol=1e-12)
+    counters = core.state.counters
+    np.testing.assert_allclose(counters.booked_core_ticks, counters.sold_core_ticks, rtol=1e-12)
+    np.testing.assert_allclose(metrics["accepted_core_hours"], counters.sold_core_ticks / 12, rtol=1e-12)
 
 
 def test_sub_envs_at_different_hours_step_as_if_alone() -> None:
@@ -373,7 +374,7 @@ def test_sub_envs_at_different_hours_step_as_if_alone() -> None:
             assert reward[i] == reward_i[0], f"step {t} sub-env {i}: reward"
             assert info["hot_node_windows"][i] == info_i["hot_node_windows"][0]
             np.testing.assert_array_equal(batch.observe()[i], core.observe()[0], err_msg=f"step {t} sub-env {i}")
-    assert sum(int(c.state.placed_vms[0]) for c in alone) > 0
+    assert sum(int(c.state.counters.placed_vms[0]) for c in alone) > 0
 
 
 def test_the_hindsight_methods_change_nothing() -> None:
@@ -381,10 +382,16 @@ def test_the_hindsight_methods_change_nothing() -> None:
     env.reset(seed=3)
     env.step(np.full((2, 3), 5))
     core: OversubscriptionCore = env.core  # type: ignore[assignment]
-    before = [a.copy() for a in core._state_arrays()]
-    robust = core.robust_hindsight_levels(6)
-    actual = core.hindsight_levels(6)
-    for a, b in zip(before, core._state_arrays()):
+    rows = np.arange(core.num_envs)
+    before = core.snapshot(rows)
+    robust = robust_hindsight_levels(core, 6)
+    actual = hindsight_levels(core, 6)
+    after = core.snapshot(rows)
+    # The snapshot holds every state array once, the dict-held utilisation columns included.
+    held = [id(a) for a in tree.batched((core.stats, core.state), core.num_envs)]
+    assert len(held) == len(set(held)) == len(before)
+    assert {id(a) for a in (*core.state.vms.util.values(), *core.state.slot_params.util.values())} <= set(held)
+    for a, b in zip(before, after):
         np.testing.assert_array_equal(a, b)
     assert robust.shape == actual.shape == (2, 3)
     assert np.all((robust >= 0) & (robust < 6))
@@ -410,8 +417,7 @@ def test_toy_optimum_is_reached_by_its_static_ratio_and_the_arrivals_oracle() ->
     config = OversubscriptionConfig.scenario("toy")
     seeds = held_out_seeds(4)
     for seed in seeds:
-        rng = np.random.default_rng(np.random.SeedSequence(seed).spawn(1)[0].spawn(1)[0])
-        inst = OversubscriptionCore(1, config).sample(rng)
+        inst = OversubscriptionCore(1, config).instance_for_seed(seed)
         best = vm.toy_optimum(
             inst, ratios=config.ratios, num_nodes=config.num_nodes, node_cores=config.node_cores, threshold=1.0
         )
