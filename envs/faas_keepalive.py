@@ -37,6 +37,8 @@ by the env so that the policy is a plain batched ``act(obs)``.
 
 The keep-alive problem is close to a contextual bandit: the workload does not
 react to the policy, so an action changes only the current minute's reward.
+The paper's Figure 15 (cold starts against wasted memory for fixed and hybrid
+keep-alive), what of it reproduces and why: ``docs/faas_keepalive.md``.
 
 Before the episode, ``warmup_minutes`` of the same app's history are replayed
 without a policy: the histogram and the forecast start from that history, as
@@ -128,8 +130,8 @@ Truncated after ``episode_minutes`` minutes (the app lives on).
 
 ## Arguments
 ``gym.make("FaaSKeepAlive-v0", memory_weight=0.1, ...)``: any field of
-:class:`FaaSKeepAliveConfig`; ``scenario="toy_timer"``, ``"two_weeks"`` or
-``"fleet"`` picks a preset.
+:class:`FaaSKeepAliveConfig` (``workload`` names one of :data:`GENERATORS`); ``scenario="toy_timer"``,
+``"two_weeks"`` or ``"fleet"`` picks a preset (:attr:`FaaSKeepAliveConfig.SCENARIOS`).
 
 ## Version History
 * v0: initial version (the fleet option, event-driven workload and sparse dynamics came before any release).

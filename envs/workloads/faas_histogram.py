@@ -128,8 +128,8 @@ class IdleTimeHistogram:
             cums[rows] = cum[at, q_bin]
             belows[rows] = np.where(q_bin > 0, cum[at, np.maximum(q_bin - 1, 0)], 0)
 
-    def around(self, rows: np.ndarray, age: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(in_range, at, shorter) of rows ``rows`` at idle age ``age`` (whole minutes; one or one per row).
+    def around(self, rows: np.ndarray, age: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(in_range, at, shorter) of rows ``rows`` at idle ages ``age`` (whole minutes, one per row).
 
         ``in_range``: 1 <= age <= R; ``at``: idle times recorded equal to the
         age; ``shorter``: in-range idle times recorded shorter than it (both 0
