@@ -572,6 +572,28 @@ class ProcessArrays:
         return counts
 
 
+def _switch_chains(proc: ProcessArrays, due: np.ndarray, key: np.ndarray, t: np.ndarray | int) -> np.ndarray:
+    """Switch the burst chains of the due apps whose switch is due: their next switch minutes, (due,).
+
+    A chain that turns on draws its stream's first candidate minute (uniform pair 0).
+    """
+    next_switch = proc.next_switch[due]
+    sw = np.flatnonzero(next_switch <= t)
+    if sw.size:
+        r = due[sw]
+        ts = t[sw] if isinstance(t, np.ndarray) else t
+        u = event_uniforms(key[sw], ts, 0)
+        on = ~proc.burst_on[r]
+        proc.burst_on[r] = on
+        stay = np.where(on, proc.log_stay_on[r], proc.log_stay_off[r])
+        switch = ts + 1 + _whole_minutes(np.log(u[0]) / stay)
+        proc.next_switch[r] = switch
+        next_switch[sw] = switch
+        wait = _whole_minutes(-np.log(u[1]) / proc.rate_max[r])
+        proc.next_candidate[r] = np.where(on, ts + np.minimum(wait, NO_TIMER - ts), NO_TIMER)
+    return next_switch
+
+
 def process_events(proc: ProcessArrays, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
     """The apps invoked in their minute ``minute`` and their invocations: (rows, counts >= 1).
 
@@ -593,20 +615,7 @@ def process_events(proc: ProcessArrays, minute: np.ndarray | int) -> tuple[np.nd
     # The due apps' next events are gathered once, kept up to date here and give their next_event at the end.
     with np.errstate(divide="ignore"):
         # The burst chain moves first, so a burst's first minute can already hold invocations.
-        next_switch = proc.next_switch[due]
-        sw = np.flatnonzero(next_switch <= t)
-        if sw.size:
-            r = due[sw]
-            ts = t[sw] if isinstance(t, np.ndarray) else t
-            u = event_uniforms(key[sw], ts, 0)
-            on = ~proc.burst_on[r]
-            proc.burst_on[r] = on
-            stay = np.where(on, proc.log_stay_on[r], proc.log_stay_off[r])
-            switch = ts + 1 + _whole_minutes(np.log(u[0]) / stay)
-            proc.next_switch[r] = switch
-            next_switch[sw] = switch
-            wait = _whole_minutes(-np.log(u[1]) / proc.rate_max[r])
-            proc.next_candidate[r] = np.where(on, ts + np.minimum(wait, NO_TIMER - ts), NO_TIMER)
+        next_switch = _switch_chains(proc, due, key, t)
         # Candidate minutes of the stream at its peak rate, thinned to the minute's rate.
         next_candidate = proc.next_candidate[due]
         cand = np.flatnonzero(next_candidate <= t)
