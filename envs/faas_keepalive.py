@@ -578,7 +578,7 @@ def serve_minute(
     loaded &= (age - prewarm) <= keepalive
     loaded &= s.has_run
     loaded |= busy
-    return _account(s, counters, loaded, busy, invoked, counts, np.zeros(age.size, np.int64), None, None)
+    return _account(s, counters, loaded, loaded, busy, invoked, counts, np.zeros(age.size, np.int64), None, None)
 
 
 def serve_minute_in_budget(
@@ -613,14 +613,43 @@ def serve_minute_in_budget(
     loaded &= ~s.evicted
     loaded |= busy
     b, n = fleet_loaded_kb.size, age.size
-    k = n // b
     was_invoked = np.zeros(n, bool)
     was_invoked[invoked] = True
     resident = busy | (was_invoked & s.loaded_last)
     new_load = was_invoked & ~resident
     idle_want = loaded & ~busy & ~was_invoked
+    admitted = _admit(s, budget_kb, b, resident, new_load, idle_want, priority)
+    rejected = np.zeros(n, np.int64)
+    lost = (new_load & ~admitted)[invoked]
+    rejected[invoked[lost]] = counts[lost]
+    invoked, counts = invoked[~lost], counts[~lost]
+    dropped = idle_want & ~admitted
+    evictions = (dropped & s.loaded_last).astype(np.int64)
+    denied = (dropped & ~s.loaded_last).astype(np.int64)
+    s.evicted |= dropped
+    s.evicted[invoked] = False  # an invocation that loads the image ends its eviction
+    counters.evictions += evictions
+    counters.prewarms_denied += denied
+    counters.rejected += rejected
+    fleet_loaded_kb[...] = np.where(admitted, s.memory_kb, 0).reshape(b, -1).sum(axis=1)
+    # The window (or the budget's eviction) decides the cold starts; what was admitted is what is loaded.
+    outcome = _account(s, counters, loaded, admitted, busy, invoked, counts, rejected, evictions, denied)
+    return outcome, invoked, counts
+
+
+def _admit(
+    s: AppState,
+    budget_kb: int,
+    num_fleets: int,
+    resident: np.ndarray,
+    new_load: np.ndarray,
+    idle_want: np.ndarray,
+    priority: np.ndarray | None,
+) -> np.ndarray:
+    """(N,) images admitted within each fleet's budget: all it wants where that fits, else greedily by class."""
+    k = resident.size // num_fleets
     wanted = resident | new_load | idle_want
-    demand = np.where(wanted, s.memory_kb, 0).reshape(b, k).sum(axis=1)
+    demand = np.where(wanted, s.memory_kb, 0).reshape(num_fleets, k).sum(axis=1)
     admitted = wanted.copy()
     over = np.flatnonzero(demand > budget_kb)
     if over.size:
@@ -643,38 +672,27 @@ def serve_minute_in_budget(
             take[pos] |= fits
             used += np.where(fits, memory[pos], 0)
         admitted[rows] = take
-    rejected = np.zeros(n, np.int64)
-    lost = (new_load & ~admitted)[invoked]
-    rejected[invoked[lost]] = counts[lost]
-    invoked, counts = invoked[~lost], counts[~lost]
-    dropped = idle_want & ~admitted
-    evictions = (dropped & s.loaded_last).astype(np.int64)
-    denied = (dropped & ~s.loaded_last).astype(np.int64)
-    s.evicted |= dropped
-    s.evicted[invoked] = False  # an invocation that loads the image ends its eviction
-    counters.evictions += evictions
-    counters.prewarms_denied += denied
-    counters.rejected += rejected
-    fleet_loaded_kb[...] = np.where(admitted, s.memory_kb, 0).reshape(b, k).sum(axis=1)
-    # The window (or the budget's eviction) decides the cold starts; what was admitted is what is loaded.
-    outcome = _account(s, counters, loaded, busy, invoked, counts, rejected, evictions, denied, admitted)
-    return outcome, invoked, counts
+    return admitted
 
 
 def _account(
     s: AppState,
     counters: AppCounters,
     loaded: np.ndarray,
+    admitted: np.ndarray,
     busy: np.ndarray,
     invoked: np.ndarray,
     counts: np.ndarray,
     rejected: np.ndarray,
     evictions: np.ndarray | None,
     denied: np.ndarray | None,
-    admitted: np.ndarray | None = None,
 ) -> MinuteOutcome:
-    """Cold starts, wasted memory and the episode's counters of a minute whose loaded images are known."""
-    admitted = loaded if admitted is None else admitted
+    """Cold starts, wasted memory and the episode's counters of a minute.
+
+    ``loaded``: what the windows had loaded (an invoked app not in it is a
+    cold start); ``admitted``: what is loaded after the budget (the same
+    without one), which wastes memory where nothing runs.
+    """
     n = loaded.size
     cold_invoked = ~loaded[invoked]  # the window (or the budget's eviction) had the image unloaded
     cold = np.zeros(n, np.int64)
