@@ -32,7 +32,7 @@ from cloudgym.envs.faas_keepalive import (
     decode_minutes,
     windows_action,
 )
-from cloudgym.envs.workloads.faas import MAX_MEMORY_MB
+from cloudgym.envs.workloads.faas import MAX_MEMORY_MB, ProcessArrays
 from cloudgym.policy import BatchedPolicy, register_policy
 from cloudgym.reports import EnvReport, pyplot, register_report, save_figure
 
@@ -183,6 +183,11 @@ class HybridHistogram(BatchedPolicy):
         return batched_action(self.env.core, codes.copy())
 
 
+def upcoming_invocations(core: FaaSKeepAliveCore) -> np.ndarray:
+    """(N,) invocations of each app in the minute about to be stepped: hindsight, for the oracle only."""
+    return core.apps.source.peek(core.app_minute())
+
+
 class HindsightOracle(BatchedPolicy):
     """Loads the image exactly in the minutes the app is invoked (it knows the next minute's invocations).
 
@@ -203,7 +208,7 @@ class HindsightOracle(BatchedPolicy):
         core = self.core
         age = np.maximum(core.app_minute() - core.apps.busy_until, 0).astype(np.float64)
         age = np.minimum(age, 10 * 40320.0)
-        invoked = core.upcoming_invocations() > 0
+        invoked = upcoming_invocations(core) > 0
         # Window [age, age] loads the image this minute; [age + 1, age + 1] keeps it unloaded.
         codes = windows_action(np.where(invoked, age, age + 1.0), np.zeros(core.num_apps))
         return batched_action(self.env.core, codes, invoked.astype(np.float32))
@@ -563,7 +568,9 @@ BRANCHES = ("histogram", "fallback", "forecast")
 
 def app_classes(core: FaaSKeepAliveCore) -> np.ndarray:
     """(N,) class of each synthetic app by its non-timer stream: periodic client, bursty, memoryless, or timer only."""
-    proc = core.apps.proc
+    proc = core.apps.source
+    if not isinstance(proc, ProcessArrays):
+        raise TypeError(f"app classes need the synthetic workload's processes, got {type(proc).__name__}")
     out = np.full(core.num_apps, "timer_only", dtype=object)
     bursty = proc.log_stay_on < -1e-300  # the burst chain can switch off
     out[(proc.rate_on > 0) & ~bursty] = "memoryless"

@@ -37,6 +37,8 @@ by the env so that the policy is a plain batched ``act(obs)``.
 
 The keep-alive problem is close to a contextual bandit: the workload does not
 react to the policy, so an action changes only the current minute's reward.
+The paper's Figure 15 (cold starts against wasted memory for fixed and hybrid
+keep-alive), what of it reproduces and why: ``docs/faas_keepalive.md``.
 
 Before the episode, ``warmup_minutes`` of the same app's history are replayed
 without a policy: the histogram and the forecast start from that history, as
@@ -128,36 +130,8 @@ Truncated after ``episode_minutes`` minutes (the app lives on).
 
 ## Arguments
 ``gym.make("FaaSKeepAlive-v0", memory_weight=0.1, ...)``: any field of
-:class:`FaaSKeepAliveConfig`; ``scenario="toy_timer"``, ``"two_weeks"`` or
-``"fleet"`` picks a preset.
-
-## Paper figure reproduced
-Figure 15 (and 14): 75th-percentile per-app cold-start % against WMT
-normalised to the 10-minute fixed keep-alive, for fixed keep-alive 10-120
-minutes and the hybrid policy with 1-4 h histogram ranges
-(``baselines/faas_keepalive.py`` draws it in ``scripts/compare.py``). On the
-default scenario (256 held-out apps) the hybrid curve Pareto-dominates the
-fixed one and hybrid 4 h has a far lower p75 cold-start % than fixed 10 min
-(14% vs 100%), but it wastes 2.2x fixed 10's memory (220%) where the paper
-reports less. The cause, measured on 1,024 held-out apps (``hybrid_waste_study``
-in ``baselines/faas_keepalive.py``; ``docs/faas_keepalive.md`` has the numbers
-and commands; 203% there): not the short history (with 7 days of warm-up the
-not-representative fallback drops from 25% to 8% of apps and the ratio stays
-at 212%; over the ``two_weeks`` scenario it is 211%; the fallback branch
-accounts for 10 of the 203 points), but the apps whose histograms are
-representative and whose idle times spread between 10 minutes and the range:
-the policy keeps them loaded to 1.1 x p99 after every execution, where fixed
-10 lets them go. Bursty and memoryless apps (71% of apps) make 157 of the
-203 points; on timer apps the hybrid wastes half of fixed 10. No re-split of
-the generator's classes gets there either: the hybrid's WMT would equal
-fixed 10's only with 62% of apps timer-only (ours 9%; the published trigger
-mix allows at most 48%), because the policy's margins are relative (a timer
-of period P idles P - floor(0.9 P) minutes a period against fixed 10's
-min(P - 1, 10), less only up to 90 minutes) and 45% of apps are invoked
-at most hourly. The direction needs the real trace's per-app idle times to
-be regular in the 10-100 minute band, which no published marginal states;
-the generator was not tuned until the direction flipped. The calibrated
-generator replaces the 2019 trace, which cannot be downloaded here.
+:class:`FaaSKeepAliveConfig` (``workload`` names one of :data:`GENERATORS`); ``scenario="toy_timer"``,
+``"two_weeks"`` or ``"fleet"`` picks a preset (:attr:`FaaSKeepAliveConfig.SCENARIOS`).
 
 ## Version History
 * v0: initial version (the fleet option, event-driven workload and sparse dynamics came before any release).
@@ -166,17 +140,20 @@ generator replaces the 2019 trace, which cannot be downloaded here.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 
-from cloudgym.envs.core.batch import Info, LegacyBatchedCore, MetricSpec, check_config
+from cloudgym.envs.core import tree
+from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, ScenarioPresets, check_config
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
 from cloudgym.envs.workloads import faas
+from cloudgym.envs.workloads.faas_histogram import IdleTimeHistogram
 
 WINDOW_SCALE_MIN = 40320
 """Minutes that encode to 1.0 (28 days): the top of the log scale of windows and ages."""
@@ -186,8 +163,6 @@ COUNT_SCALE = 1e9
 _COUNT_LOG = math.log1p(COUNT_SCALE)
 NEVER = np.int64(2**62)
 """A keep-alive that never ends; also minus the busy_until of an app that never ran."""
-QUANTILES_PCT = (5, 99)
-"""Percentiles of the idle-time histogram the env tracks (the hybrid policy's head and tail)."""
 CV_SCALE = 0.125
 """Observation of the coefficient of variation: CV x 1/8 (a power of two, so exact)."""
 SHORT_RATE_ALPHA = np.float32(1.0 / 10.0)
@@ -292,13 +267,31 @@ def batched_action(core: Any, codes: np.ndarray, priority: np.ndarray | None = N
 # ----------------------------------------------------------------------------- config
 
 
-WORKLOADS = ("azure2019", "toy", "trace")
 EVICTIONS = ("lru", "policy")
+
+GENERATORS: Mapping[str, Callable[[FaaSKeepAliveConfig], faas.FleetGenerator[Any]]] = {
+    "azure2019": lambda c: faas.SyntheticFleetGenerator(apps_per_fleet=c.apps_per_fleet),
+    "toy": lambda c: faas.ToyTimerFleetGenerator(
+        minutes=c.total_minutes, period_range=c.toy_period_range, apps_per_fleet=c.apps_per_fleet
+    ),
+    "trace": lambda c: faas.TraceFleetGenerator.from_file(
+        str(c.trace_path), c.trace_format, minutes=c.total_minutes, apps_per_fleet=c.apps_per_fleet
+    ),
+}
+"""The generator of each ``workload``: the calibrated synthetic apps, toy timers (known optimum), a trace."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class FaaSKeepAliveConfig:
+class FaaSKeepAliveConfig(ScenarioPresets):
     """Configuration of FaaSKeepAlive-v0."""
+
+    SCENARIOS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "default": {},
+        "toy_timer": {"workload": "toy", "warmup_minutes": 240, "episode_minutes": 480},  # known optimum
+        "two_weeks": {"warmup_minutes": 1440, "episode_minutes": 13 * 1440},  # the paper's horizon
+        # 16 apps sharing 2 GB, evicted by the policy's priority (LRU for policies that give none)
+        "fleet": {"apps_per_fleet": 16, "memory_budget_gb": 2.0, "eviction": "policy"},
+    }
 
     episode_minutes: int = 1440
     """Minutes per episode (one step each)."""
@@ -338,13 +331,14 @@ class FaaSKeepAliveConfig:
             f"warmup_minutes + episode_minutes must be <= {WINDOW_SCALE_MIN} (28 days), "
             f"got {self.warmup_minutes + self.episode_minutes}",
         )
-        check_config(self.workload in WORKLOADS, self, f"workload must be one of {WORKLOADS}, got {self.workload!r}")
+        known = tuple(GENERATORS)
+        check_config(self.workload in known, self, f"workload must be one of {known}, got {self.workload!r}")
         if self.workload == "trace":
             check_config(self.trace_path is not None, self, "workload='trace' needs trace_path")
             check_config(
-                self.trace_format in ("azure2021", "azure2019"),
+                self.trace_format in faas.TRACE_FORMATS,
                 self,
-                f"trace_format must be 'azure2021' or 'azure2019', got {self.trace_format!r}",
+                f"trace_format must be one of {faas.TRACE_FORMATS}, got {self.trace_format!r}",
             )
             check_config(os.path.exists(str(self.trace_path)), self, f"trace_path {self.trace_path!r} does not exist")
         check_config(
@@ -383,169 +377,6 @@ class FaaSKeepAliveConfig:
     def has_budget(self) -> bool:
         return self.memory_budget_gb is not None
 
-    @classmethod
-    def scenario(cls, name: str) -> FaaSKeepAliveConfig:
-        """Named presets: 'default', 'toy_timer' (known optimum), 'two_weeks' (the paper's horizon),
-        'fleet' (16 apps sharing 2 GB, evicted by the policy's priority; LRU for policies that give none)."""
-        presets: dict[str, dict[str, Any]] = {
-            "default": {},
-            "toy_timer": {"workload": "toy", "warmup_minutes": 240, "episode_minutes": 480},
-            "two_weeks": {"warmup_minutes": 1440, "episode_minutes": 13 * 1440},
-            "fleet": {"apps_per_fleet": 16, "memory_budget_gb": 2.0, "eviction": "policy"},
-        }
-        if name not in presets:
-            raise ValueError(f"unknown scenario {name!r}; known: {', '.join(presets)}")
-        return cls(**presets[name])
-
-
-# ----------------------------------------------------------------------------- the idle-time histogram
-
-
-_ALL = slice(None)
-
-
-@dataclasses.dataclass
-class IdleTimeHistogram:
-    """Per-app histograms of idle times (1-minute bins 1..R, plus an OOB counter), batched.
-
-    Adding an idle time is O(1) per app: the bin count, the sum of squared
-    bin counts (for the CV) and, for the head (5th) and tail (99th)
-    percentiles, the bin and the cumulative counts through it and below it
-    are updated in place (so whether the percentile moved is known without
-    reading the row's bins); a percentile is recomputed from its row only
-    when the insertion moves it. The percentiles are nearest-rank: the smallest bin whose
-    cumulative count reaches ceil(p/100 x n) (integer arithmetic, no rounding
-    surprises). Trackers are separate 1-D arrays: gathering rows of 1-D
-    arrays is several times faster in numpy than gathering rows of (B, 2).
-    Bin counts are uint16: a bin holds at most one idle time per minute
-    lived, and an app lives at most WINDOW_SCALE_MIN < 65536 minutes.
-    """
-
-    counts: np.ndarray  # (..., R) uint16, idle times per bin (bin j holds idle time j+1 minutes)
-    n_in: np.ndarray  # (...,) int64, idle times within range
-    n_oob: np.ndarray  # (...,) int64, idle times beyond the range
-    sq_sum: np.ndarray  # (...,) int64, sum over bins of count^2
-    head_bin: np.ndarray  # (...,) int64, bin of the 5th percentile
-    head_cum: np.ndarray  # (...,) int64, cumulative count through head_bin
-    head_below: np.ndarray  # (...,) int64, cumulative count below head_bin (through head_bin - 1)
-    tail_bin: np.ndarray  # (...,) int64, bin of the 99th percentile
-    tail_cum: np.ndarray  # (...,) int64, cumulative count through tail_bin
-    tail_below: np.ndarray  # (...,) int64, cumulative count below tail_bin
-
-    @classmethod
-    def zeros(cls, shape: int | tuple[int, ...], range_min: int) -> IdleTimeHistogram:
-        shape = (shape,) if isinstance(shape, int) else tuple(shape)
-
-        def zeros() -> np.ndarray:
-            return np.zeros(shape, np.int64)
-
-        return cls(
-            counts=np.zeros((*shape, range_min), np.uint16),
-            n_in=zeros(),
-            n_oob=zeros(),
-            sq_sum=zeros(),
-            head_bin=zeros(),
-            head_cum=zeros(),
-            head_below=zeros(),
-            tail_bin=zeros(),
-            tail_cum=zeros(),
-            tail_below=zeros(),
-        )
-
-    @property
-    def range_min(self) -> int:
-        return self.counts.shape[-1]
-
-    def _trackers(self) -> tuple[tuple[int, np.ndarray, np.ndarray, np.ndarray], ...]:
-        return (
-            (QUANTILES_PCT[0], self.head_bin, self.head_cum, self.head_below),
-            (QUANTILES_PCT[1], self.tail_bin, self.tail_cum, self.tail_below),
-        )
-
-    def clear(self, rows: np.ndarray) -> None:
-        self.counts[rows] = 0
-        for arr in (self.n_in, self.n_oob, self.sq_sum):
-            arr[rows] = 0
-        for _, *tracker in self._trackers():
-            for arr in tracker:
-                arr[rows] = 0
-
-    def add(self, rows: np.ndarray, idle_min: np.ndarray) -> None:
-        """Record idle time ``idle_min[j]`` (whole minutes >= 1) for app ``rows[j]`` (distinct rows of a flat view)."""
-        if rows.size == 0:
-            return
-        width = self.range_min
-        oob = idle_min > width
-        if oob.any():
-            self.n_oob[rows[oob]] += 1
-            rows, idle_min = rows[~oob], idle_min[~oob]
-            if rows.size == 0:
-                return
-        # Flat indices into the (N, R) counts: one gather and one scatter instead of 2-D fancy indexing.
-        flat = self.counts.reshape(-1)
-        base = rows * width
-        b = idle_min - 1
-        cell = base + b
-        c = flat[cell]
-        flat[cell] = c + 1
-        self.sq_sum[rows] += 2 * c.astype(np.int64) + 1
-        n = self.n_in[rows] + 1
-        self.n_in[rows] = n
-        stale = n == 1
-        for pct, bins, cums, belows in self._trackers():
-            # The percentile stays in its bin iff the count through the bin reaches the target and the count
-            # below it does not.
-            q_bin = bins[rows]
-            q_cum = cums[rows] + (b <= q_bin)
-            cums[rows] = q_cum
-            q_below = belows[rows] + (b < q_bin)
-            belows[rows] = q_below
-            target = (pct * n + 99) // 100
-            stale |= q_cum < target
-            stale |= q_below >= target
-        if stale.any():
-            self._recompute(rows[stale])
-
-    def _recompute(self, rows: np.ndarray) -> None:
-        cum = np.cumsum(self.counts[rows], axis=1, dtype=np.int64)
-        n = self.n_in[rows]
-        at = np.arange(rows.size)
-        for pct, bins, cums, belows in self._trackers():
-            target = (pct * n + 99) // 100
-            q_bin = np.argmax(cum >= target[:, None], axis=1)
-            bins[rows] = q_bin
-            cums[rows] = cum[at, q_bin]
-            belows[rows] = np.where(q_bin > 0, cum[at, np.maximum(q_bin - 1, 0)], 0)
-
-    def percentile_minutes(self, q: int, rows: np.ndarray | slice = _ALL) -> np.ndarray:
-        """Head (q=0: 5th) or tail (q=1: 99th) percentile in minutes, 0 where the histogram is empty."""
-        bins = self.head_bin if q == 0 else self.tail_bin
-        return self.percentile_minutes_of(self.n_in[rows], bins[rows])
-
-    @staticmethod
-    def percentile_minutes_of(n_in: np.ndarray, bins: np.ndarray) -> np.ndarray:
-        """:meth:`percentile_minutes` from rows' ``n_in`` and percentile bins, already gathered."""
-        return np.where(n_in > 0, bins + 1, 0)
-
-    def cv(self, rows: np.ndarray | slice = _ALL) -> np.ndarray:
-        """Coefficient of variation of the R bin counts (0 where empty)."""
-        return self.cv_of(self.n_in[rows], self.sq_sum[rows])
-
-    def cv_of(self, n_in: np.ndarray, sq_sum: np.ndarray) -> np.ndarray:
-        """:meth:`cv` from rows' ``n_in`` and ``sq_sum``, already gathered."""
-        r = self.range_min
-        n = n_in.astype(np.float64)
-        mean = n / r
-        sd = sq_sum / r
-        sd -= mean * mean
-        np.maximum(sd, 0.0, out=sd)
-        np.sqrt(sd, out=sd)  # 0 where the histogram is empty (n = sq_sum = 0)
-        return np.divide(sd, mean, out=sd, where=n > 0)
-
-    def oob_share(self, rows: np.ndarray | slice = _ALL) -> np.ndarray:
-        total = self.n_in[rows] + self.n_oob[rows]
-        return np.where(total > 0, self.n_oob[rows] / np.maximum(total, 1), 0.0)
-
 
 # ----------------------------------------------------------------------------- state
 
@@ -559,8 +390,7 @@ class AppState:
     memory_gb: np.ndarray  # (B, K) float64, memory of the loaded image, GB
     memory_kb: np.ndarray  # (B, K) int64, the same rounded up to whole KiB (exact budget arithmetic)
     busy_minutes: np.ndarray  # (B, K) int64, minutes one execution occupies (>= 1)
-    proc: faas.ProcessArrays  # (B, K) synthetic invocation processes (workload 'azure2019'; state inside)
-    table: np.ndarray  # (B, K, T) int64, counts per minute (workloads 'toy' and 'trace'; T = 0 otherwise)
+    source: faas.InvocationSource[Any]  # (B, K, ...) the apps' invocations (ProcessArrays or CountTable)
     # the app's dynamics
     has_run: np.ndarray  # (B, K) bool, executed at least once (warm-up included)
     busy_until: np.ndarray  # (B, K) int64, last minute of the latest execution (-NEVER if none)
@@ -588,21 +418,15 @@ class AppState:
     obs_trigger_queue_like: np.ndarray  # (B, K) float32, 1 if it has queue, storage or event functions
     obs_trigger_other: np.ndarray  # (B, K) float32, 1 if it has other functions
     inv_idle_times: np.ndarray  # (B, K) float32, 1 / max(idle times recorded, 1) (for the survival feature)
-    # the episode's accounting
-    cold: np.ndarray  # (B, K) int64, cold starts this episode
-    invocations: np.ndarray  # (B, K) int64, invocations this episode (cold + warm + rejected)
-    rejected: np.ndarray  # (B, K) int64, invocations rejected: no room in the budget to load the image
-    wasted_gb_min: np.ndarray  # (B, K) float64, wasted memory time this episode, GB-min
-    loaded_idle_min: np.ndarray  # (B, K) int64, minutes loaded with nothing running this episode
-    evictions: np.ndarray  # (B, K) int64, loaded idle images evicted for the budget
-    prewarms_denied: np.ndarray  # (B, K) int64, pre-warms (window opening) refused for the budget
 
     def triggers(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The trigger group features, in TRIGGER_GROUPS order."""
         return (self.obs_trigger_http, self.obs_trigger_timer, self.obs_trigger_queue_like, self.obs_trigger_other)
 
     @classmethod
-    def zeros(cls, shape: tuple[int, int], range_min: int, table_minutes: int) -> AppState:
+    def zeros(cls, shape: tuple[int, ...], range_min: int, source: faas.InvocationSource[Any]) -> AppState:
+        """Apps that have never run: also the state every app restarts from at reset."""
+
         def z(dtype: Any = np.int64) -> np.ndarray:
             return np.zeros(shape, dtype)
 
@@ -611,8 +435,7 @@ class AppState:
             memory_gb=z(np.float64),
             memory_kb=z(),
             busy_minutes=np.ones(shape, np.int64),
-            proc=faas.ProcessArrays.zeros(shape),
-            table=np.zeros((*shape, table_minutes), np.int64),
+            source=source,
             has_run=z(bool),
             busy_until=np.full(shape, -NEVER, np.int64),
             loaded_last=z(bool),
@@ -638,14 +461,25 @@ class AppState:
             obs_trigger_queue_like=z(f32),
             obs_trigger_other=z(f32),
             inv_idle_times=np.ones(shape, f32),
-            cold=z(),
-            invocations=z(),
-            rejected=z(),
-            wasted_gb_min=z(np.float64),
-            loaded_idle_min=z(),
-            evictions=z(),
-            prewarms_denied=z(),
         )
+
+
+@dataclasses.dataclass
+class AppCounters:
+    """The episode's accounting per app (the base zeroes it at every reset); (B, K) in the state, flat to step."""
+
+    cold: np.ndarray  # (B, K) int64, cold starts this episode
+    invocations: np.ndarray  # (B, K) int64, invocations this episode (cold + warm + rejected)
+    rejected: np.ndarray  # (B, K) int64, invocations rejected: no room in the budget to load the image
+    wasted_gb_min: np.ndarray  # (B, K) float64, wasted memory time this episode, GB-min
+    loaded_idle_min: np.ndarray  # (B, K) int64, minutes loaded with nothing running this episode
+    evictions: np.ndarray  # (B, K) int64, loaded idle images evicted for the budget
+    prewarms_denied: np.ndarray  # (B, K) int64, pre-warms (window opening) refused for the budget
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, ...]) -> AppCounters:
+        values = {f.name: np.zeros(shape, np.int64) for f in dataclasses.fields(cls)}
+        return cls(**{**values, "wasted_gb_min": np.zeros(shape)})
 
 
 @dataclasses.dataclass
@@ -653,19 +487,23 @@ class FaaSKeepAliveState:
     """State of B sub-envs of K applications each."""
 
     apps: AppState  # (B, K, ...) per-application state
+    counters: AppCounters  # (B, K) per-application episode accounting
     fleet_loaded_kb: np.ndarray  # (B,) int64, memory of the images loaded during the last minute, KiB
 
 
-_TRACES: dict[tuple[str, str, float], faas.AppTrace] = {}
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FaaSKeepAliveParams(CoreParams):
+    """What FaaSKeepAlive-v0 derives once from its config (and its number of sub-envs)."""
 
-
-def cached_trace(path: str, trace_format: str) -> faas.AppTrace:
-    """A trace file parsed once per process (keyed by path, format and modification time)."""
-    key = (os.path.abspath(path), trace_format, os.path.getmtime(path))
-    if key not in _TRACES:
-        loader = faas.load_azure2021 if trace_format == "azure2021" else faas.load_azure2019
-        _TRACES[key] = loader(path)
-    return _TRACES[key]
+    generator: faas.FleetGenerator[Any]
+    """Makes a sub-env's K apps for an episode, and the state's source of their invocations."""
+    apps_per_fleet: int
+    """K, applications per sub-env."""
+    num_obs_fields: int
+    """F, fields of an app's observation (24; 26 with a budget)."""
+    budget_kb: int
+    """A fleet's memory budget in whole KiB: int64 arithmetic keeps "never above the budget" exact (0: none)."""
+    hist_base: np.ndarray  # (N,) int64, start of each app's row in the flattened (N, R) histogram counts
 
 
 @dataclasses.dataclass
@@ -680,81 +518,349 @@ class MinuteOutcome:
     prewarms_denied: np.ndarray | None  # (N,) int64 with a budget, else None
 
 
-class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveState]):
+METRICS = (
+    MetricSpec(
+        name="cold_start_pct",
+        unit="%",
+        higher_is_better=False,
+        description="cold starts / invocations of the app (of the fleet's apps; 0 when never invoked)",
+    ),
+    MetricSpec(name="cold_starts", unit="starts", higher_is_better=False, description="cold starts of the app"),
+    MetricSpec(name="invocations", unit="calls", higher_is_better=None, description="invocations of the app"),
+    MetricSpec(
+        name="wasted_gb_min",
+        unit="GB-min",
+        higher_is_better=False,
+        description="memory loaded while nothing ran (wasted memory time)",
+    ),
+    MetricSpec(
+        name="loaded_idle_min",
+        unit="min",
+        higher_is_better=False,
+        description="minutes the image was loaded with nothing running",
+    ),
+    MetricSpec(name="memory_mb", unit="MB", higher_is_better=None, description="memory of the app's image"),
+    MetricSpec(
+        name="evictions",
+        unit="evictions",
+        higher_is_better=False,
+        description="idle images evicted to stay within the memory budget (0 without a budget)",
+    ),
+    MetricSpec(
+        name="rejected_invocations",
+        unit="calls",
+        higher_is_better=False,
+        description="invocations rejected: the budget had no room to load the image (0 without a budget)",
+    ),
+)
+"""What an episode reports per sub-env (a fleet's values are sums over its apps)."""
+
+
+# ----------------------------------------------------------------------------- dynamics of one minute
+
+
+def serve_minute(
+    s: AppState,
+    counters: AppCounters,
+    age: np.ndarray,
+    invoked: np.ndarray,
+    counts: np.ndarray,
+    prewarm: np.ndarray,
+    keepalive: np.ndarray,
+) -> MinuteOutcome:
+    """Load the images the windows ask for and serve the invocations (no budget): cold starts and waste.
+
+    At age a the image is loaded iff PW <= a <= PW + KA (or the app is
+    executing); an invoked app whose image is not loaded pays one cold start.
+    """
+    busy = age <= 0
+    loaded = age >= prewarm
+    loaded &= (age - prewarm) <= keepalive
+    loaded &= s.has_run
+    loaded |= busy
+    return _account(s, counters, loaded, loaded, busy, invoked, counts, np.zeros(age.size, np.int64), None, None)
+
+
+def serve_minute_in_budget(
+    s: AppState,
+    counters: AppCounters,
+    fleet_loaded_kb: np.ndarray,
+    budget_kb: int,
+    age: np.ndarray,
+    invoked: np.ndarray,
+    counts: np.ndarray,
+    prewarm: np.ndarray,
+    keepalive: np.ndarray,
+    priority: np.ndarray | None,
+) -> tuple[MinuteOutcome, np.ndarray, np.ndarray]:
+    """:func:`serve_minute` for fleets under a memory budget: (outcome, apps invoked and served, their counts).
+
+    Images claim the budget in this order: (0) running executions and
+    invoked images already loaded (they fit: they were loaded last minute,
+    within the budget), (1) invoked images that must be loaded, (2) idle
+    images the windows keep or pre-warm; within a class by the eviction
+    priority (highest first), then most recently used, then slot. Each is
+    admitted if it fits in what is left (greedy, in that order). An invoked
+    image that does not fit is rejected (all its invocations of the minute;
+    removed from the invoked apps); an idle one is evicted (if it was
+    loaded) or its pre-warm refused, and it stays unloaded until its next
+    invocation.
+    """
+    busy = age <= 0
+    loaded = age >= prewarm
+    loaded &= (age - prewarm) <= keepalive
+    loaded &= s.has_run
+    loaded &= ~s.evicted
+    loaded |= busy
+    b, n = fleet_loaded_kb.size, age.size
+    was_invoked = np.zeros(n, bool)
+    was_invoked[invoked] = True
+    resident = busy | (was_invoked & s.loaded_last)
+    new_load = was_invoked & ~resident
+    idle_want = loaded & ~busy & ~was_invoked
+    admitted = _admit(s, budget_kb, b, resident, new_load, idle_want, priority)
+    rejected = np.zeros(n, np.int64)
+    lost = (new_load & ~admitted)[invoked]
+    rejected[invoked[lost]] = counts[lost]
+    invoked, counts = invoked[~lost], counts[~lost]
+    dropped = idle_want & ~admitted
+    evictions = (dropped & s.loaded_last).astype(np.int64)
+    denied = (dropped & ~s.loaded_last).astype(np.int64)
+    s.evicted |= dropped
+    s.evicted[invoked] = False  # an invocation that loads the image ends its eviction
+    counters.evictions += evictions
+    counters.prewarms_denied += denied
+    counters.rejected += rejected
+    fleet_loaded_kb[...] = np.where(admitted, s.memory_kb, 0).reshape(b, -1).sum(axis=1)
+    # The window (or the budget's eviction) decides the cold starts; what was admitted is what is loaded.
+    outcome = _account(s, counters, loaded, admitted, busy, invoked, counts, rejected, evictions, denied)
+    return outcome, invoked, counts
+
+
+def _admit(
+    s: AppState,
+    budget_kb: int,
+    num_fleets: int,
+    resident: np.ndarray,
+    new_load: np.ndarray,
+    idle_want: np.ndarray,
+    priority: np.ndarray | None,
+) -> np.ndarray:
+    """(N,) images admitted within each fleet's budget: all it wants where that fits, else greedily by class."""
+    k = resident.size // num_fleets
+    wanted = resident | new_load | idle_want
+    demand = np.where(wanted, s.memory_kb, 0).reshape(num_fleets, k).sum(axis=1)
+    admitted = wanted.copy()
+    over = np.flatnonzero(demand > budget_kb)
+    if over.size:
+        rows = (over[:, None] * k + np.arange(k)).reshape(-1)
+        klass = np.full(rows.size, 3, np.int8)
+        klass[idle_want[rows]] = 2
+        klass[new_load[rows]] = 1
+        klass[resident[rows]] = 0
+        keep = np.zeros(rows.size, np.float32) if priority is None else priority[rows]
+        fleet = np.repeat(np.arange(over.size), k)
+        slot = np.tile(np.arange(k), over.size)
+        order = np.lexsort((slot, -s.busy_until[rows], -keep, klass, fleet)).reshape(over.size, k)
+        memory = s.memory_kb[rows]
+        take = klass == 0
+        used = np.where(take, memory, 0).reshape(over.size, k).sum(axis=1)
+        for j in range(k):  # a loop over the K slots of every fleet at once (never over B)
+            pos = order[:, j]
+            fits = (klass[pos] == 1) | (klass[pos] == 2)
+            fits &= used + memory[pos] <= budget_kb
+            take[pos] |= fits
+            used += np.where(fits, memory[pos], 0)
+        admitted[rows] = take
+    return admitted
+
+
+def _account(
+    s: AppState,
+    counters: AppCounters,
+    loaded: np.ndarray,
+    admitted: np.ndarray,
+    busy: np.ndarray,
+    invoked: np.ndarray,
+    counts: np.ndarray,
+    rejected: np.ndarray,
+    evictions: np.ndarray | None,
+    denied: np.ndarray | None,
+) -> MinuteOutcome:
+    """Cold starts, wasted memory and the episode's counters of a minute.
+
+    ``loaded``: what the windows had loaded (an invoked app not in it is a
+    cold start); ``admitted``: what is loaded after the budget (the same
+    without one), which wastes memory where nothing runs.
+    """
+    n = loaded.size
+    cold_invoked = ~loaded[invoked]  # the window (or the budget's eviction) had the image unloaded
+    cold = np.zeros(n, np.int64)
+    cold[invoked] = cold_invoked
+    idle = admitted & ~busy
+    idle[invoked] = False
+    wasted = s.memory_gb * idle
+    s.loaded_last[...] = admitted
+    s.loaded_last[invoked] = True
+    counters.cold[invoked] += cold_invoked
+    all_counts = rejected.copy()
+    all_counts[invoked] += counts
+    counters.invocations += all_counts
+    counters.wasted_gb_min += wasted
+    counters.loaded_idle_min += idle
+    return MinuteOutcome(cold, all_counts, rejected, wasted, evictions, denied)
+
+
+def remember_minute(
+    s: AppState, minute: np.ndarray | int, age: np.ndarray, invoked: np.ndarray, counts: np.ndarray
+) -> None:
+    """The app's history after a minute: idle times that ended (histogram, forecast), rates, last execution."""
+    s.obs_idle_recorded[...] = 0.0
+    s.obs_count_last[...] = 0.0
+    if invoked.size:
+        at = minute if np.ndim(minute) == 0 else np.asarray(minute)[invoked]
+        record = invoked[(age[invoked] > 0) & s.has_run[invoked]]
+        if record.size:
+            record_idle_times(s, record, age[record])
+        s.busy_until[invoked] = np.maximum(s.busy_until[invoked], at + s.busy_minutes[invoked] - 1)
+        s.has_run[invoked] = True
+        s.obs_count_last[invoked] = encode_count(counts)
+    s.rate_short *= np.float32(1.0) - SHORT_RATE_ALPHA
+    s.rate_long *= np.float32(1.0) - LONG_RATE_ALPHA
+    if invoked.size:
+        arrivals = counts.astype(np.float32)
+        s.rate_short[invoked] += SHORT_RATE_ALPHA * arrivals
+        s.rate_long[invoked] += LONG_RATE_ALPHA * arrivals
+
+
+def record_idle_times(s: AppState, rows: np.ndarray, idle: np.ndarray) -> None:
+    """Add the idle times that just ended to the histograms and forecasts, and refresh their features."""
+    h = s.hist
+    h.add(rows, idle)
+    log_idle = np.log(idle.astype(np.float64))
+    forecast = s.forecast_log[rows]
+    first = np.isnan(forecast)
+    forecast *= 1.0 - FORECAST_ALPHA
+    forecast += FORECAST_ALPHA * log_idle
+    np.copyto(forecast, log_idle, where=first)
+    s.forecast_log[rows] = forecast
+    s.obs_idle_recorded[rows] = MINUTE_CODES[np.minimum(idle, WINDOW_SCALE_MIN)]
+    # Each per-app count is gathered once (the rows are ~20% of the apps every minute).
+    n_in, oob = h.n_in[rows], h.n_oob[rows]
+    total = n_in + oob
+    s.obs_idle_times[rows] = encode_count(total)
+    s.obs_oob_share[rows] = oob / total
+    s.inv_idle_times[rows] = np.float32(1.0) / total.astype(np.float32)
+    s.obs_cv[rows] = h.cv_of(n_in, h.sq_sum[rows]) * CV_SCALE
+    s.obs_p5[rows] = MINUTE_CODES[h.percentile_minutes_of(n_in, h.head_bin[rows])]
+    s.obs_p99[rows] = MINUTE_CODES[h.percentile_minutes_of(n_in, h.tail_bin[rows])]
+    s.obs_forecast[rows] = encode_minutes(np.exp(forecast))
+
+
+def track_coming_age(s: AppState, minute: np.ndarray | int, hist_base: np.ndarray) -> None:
+    """``in_range`` and ``at_age`` of every app for its coming minute (one gather from the histograms)."""
+    width = s.hist.range_min
+    age_m1 = (minute - 1 - s.busy_until).view(np.uint64)  # negative ages wrap to huge
+    in_range = np.less(age_m1, width, out=s.in_range)  # 1 <= age <= width
+    cell = np.minimum(age_m1, width - 1).view(np.int64)  # any bin of the row where out of range
+    cell += hist_base
+    np.multiply(np.take(s.hist.counts.reshape(-1), cell), in_range, out=s.at_age)
+
+
+class WindowDecoder:
+    """Whole-minute (pre-warm, keep-alive) windows of each app's action codes (keep-alive code 1.0: NEVER).
+
+    Decoding is a pure function of the codes, so the decoded windows of the
+    last step are kept (outside the state) and only the apps whose codes
+    changed are decoded again: a policy that keeps its windows between
+    invocations, as the paper's do, costs two comparisons per app.
+    """
+
+    def __init__(self) -> None:
+        self._cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cache = self._cache
+        if cache is None or cache[0].shape != flat[:, :2].shape:
+            codes = np.array(flat[:, :2])  # a copy: never an alias of the caller's action array
+            cache = (codes, np.zeros(codes.shape[0], np.int64), np.zeros(codes.shape[0], np.int64))
+            changed = np.arange(codes.shape[0])
+        else:
+            codes = cache[0]
+            differs = codes[:, 0] != flat[:, PREWARM]
+            differs |= codes[:, 1] != flat[:, KEEPALIVE]
+            changed = np.flatnonzero(differs)
+            codes[changed] = flat[changed, :2]
+        if changed.size:
+            new = codes[changed]
+            cache[1][changed] = decode_minutes(new[:, 0]).astype(np.int64)
+            cache[2][changed] = np.where(new[:, 1] >= 1.0, NEVER, decode_minutes(new[:, 1]).astype(np.int64))
+        self._cache = cache
+        return cache[1], cache[2]
+
+
+# ----------------------------------------------------------------------------- the core
+
+
+class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveParams, FaaSKeepAliveState]):
     config_cls = FaaSKeepAliveConfig
-    metrics: ClassVar[tuple[MetricSpec, ...]] = (
-        MetricSpec(
-            name="cold_start_pct",
-            unit="%",
-            higher_is_better=False,
-            description="cold starts / invocations of the app (of the fleet's apps; 0 when never invoked)",
-        ),
-        MetricSpec(name="cold_starts", unit="starts", higher_is_better=False, description="cold starts of the app"),
-        MetricSpec(name="invocations", unit="calls", higher_is_better=None, description="invocations of the app"),
-        MetricSpec(
-            name="wasted_gb_min",
-            unit="GB-min",
-            higher_is_better=False,
-            description="memory loaded while nothing ran (wasted memory time)",
-        ),
-        MetricSpec(
-            name="loaded_idle_min",
-            unit="min",
-            higher_is_better=False,
-            description="minutes the image was loaded with nothing running",
-        ),
-        MetricSpec(name="memory_mb", unit="MB", higher_is_better=None, description="memory of the app's image"),
-        MetricSpec(
-            name="evictions",
-            unit="evictions",
-            higher_is_better=False,
-            description="idle images evicted to stay within the memory budget (0 without a budget)",
-        ),
-        MetricSpec(
-            name="rejected_invocations",
-            unit="calls",
-            higher_is_better=False,
-            description="invocations rejected: the budget had no room to load the image (0 without a budget)",
-        ),
-    )
+    metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
+    _track_idle_hazard = True  # see track_idle_hazard
 
     # ------------------------------------------------------------------ layout
-    def _init_state(self) -> FaaSKeepAliveState:
-        c, b = self.config, self.num_envs
-        k = c.apps_per_fleet
-        self.apps_per_fleet = k
-        self.num_apps = b * k
-        n_obs = len(OBS_FIELDS) + (len(BUDGET_OBS_FIELDS) if c.has_budget else 0)
-        self.num_obs_fields = n_obs
-        n_act = 3 if c.eviction == "policy" else 2
+    def _derive(self, config: FaaSKeepAliveConfig) -> FaaSKeepAliveParams:
+        k = config.apps_per_fleet
+        n_obs = len(OBS_FIELDS) + (len(BUDGET_OBS_FIELDS) if config.has_budget else 0)
+        n_act = 3 if config.eviction == "policy" else 2
         high = np.ones(n_obs, np.float32)
         low = np.zeros(n_obs, np.float32)
-        high[OBS["cv"]] = np.float32(math.sqrt(c.histogram_range_min) * CV_SCALE)
+        high[OBS["cv"]] = np.float32(math.sqrt(config.histogram_range_min) * CV_SCALE)
         low[OBS["tod_sin"]] = low[OBS["tod_cos"]] = -1.0
         obs_shape = (n_obs,) if k == 1 else (k, n_obs)
         act_shape = (n_act,) if k == 1 else (k, n_act)
-        self.single_observation_space = spaces.Box(
-            np.broadcast_to(low, obs_shape).copy(), np.broadcast_to(high, obs_shape).copy(), obs_shape, np.float32
+        budget = config.memory_budget_gb
+        return FaaSKeepAliveParams(
+            observation_space=spaces.Box(
+                np.broadcast_to(low, obs_shape).copy(), np.broadcast_to(high, obs_shape).copy(), obs_shape, np.float32
+            ),
+            action_space=spaces.Box(0.0, 1.0, act_shape, np.float32),
+            generator=GENERATORS[config.workload](config),
+            apps_per_fleet=k,
+            num_obs_fields=n_obs,
+            budget_kb=int(budget * 1024 * 1024) if budget is not None else 0,
+            hist_base=np.arange(self.num_envs * k, dtype=np.int64) * config.histogram_range_min,
         )
-        self.single_action_space = spaces.Box(0.0, 1.0, act_shape, np.float32)
-        self._trace = cached_trace(str(c.trace_path), c.trace_format) if c.workload == "trace" else None
-        if self._trace is not None:
-            self._trace_apps = np.flatnonzero(self._trace.invocations() > 0)
-            if self._trace_apps.size == 0:
-                raise ValueError(f"{c.trace_path}: the trace has no invoked app")
-        table_minutes = c.total_minutes if c.workload in ("toy", "trace") else 0
-        # Budget arithmetic in whole KiB (int64) is exact, so "never above the budget" holds bit for bit.
-        self._budget_kb = int(c.memory_budget_gb * 1024 * 1024) if c.memory_budget_gb is not None else 0
-        self._hist_base = np.arange(self.num_apps, dtype=np.int64) * c.histogram_range_min
-        self._window_cache: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._track_idle_hazard = True
-        state = FaaSKeepAliveState(
-            apps=AppState.zeros((b, k), c.histogram_range_min, table_minutes),
-            fleet_loaded_kb=np.zeros(b, np.int64),
+
+    def _init_state(self, params: FaaSKeepAliveParams) -> FaaSKeepAliveState:
+        shape = (self.num_envs, params.apps_per_fleet)
+        return FaaSKeepAliveState(
+            apps=AppState.zeros(shape, self.config.histogram_range_min, params.generator.source(shape)),
+            counters=AppCounters.zeros(shape),
+            fleet_loaded_kb=np.zeros(self.num_envs, np.int64),
         )
-        self.apps: AppState = _flat_view(state.apps, self.num_apps)
+
+    @functools.cached_property
+    def apps(self) -> AppState:
         """Flat (N, ...) views of ``state.apps``: what the dynamics step (writes go to the state)."""
-        return state
+        return tree.merge_leading(self.state.apps, 2)
+
+    @functools.cached_property
+    def counters(self) -> AppCounters:
+        """Flat (N,) views of ``state.counters``."""
+        return tree.merge_leading(self.state.counters, 2)
+
+    @functools.cached_property
+    def _windows(self) -> WindowDecoder:
+        return WindowDecoder()
+
+    @property
+    def apps_per_fleet(self) -> int:
+        return self.params.apps_per_fleet
+
+    @property
+    def num_apps(self) -> int:
+        """N = B x K, applications in the batch."""
+        return self.num_envs * self.params.apps_per_fleet
 
     @property
     def max_episode_steps(self) -> int:
@@ -772,60 +878,24 @@ class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveStat
         return values.reshape(self.num_envs, self.apps_per_fleet).sum(axis=1)
 
     # ------------------------------------------------------------------ instances
-    def sample_instance(self, rng: np.random.Generator) -> faas.AppProcess | faas.ToyApp | int:
-        """One app a sub-env replays: a synthetic app, a toy app or a trace app index."""
-        c = self.config
-        if c.workload == "azure2019":
-            return faas.sample_app(rng)
-        if c.workload == "toy":
-            return faas.sample_toy_app(rng, period_range=c.toy_period_range)
-        assert self._trace is not None
-        return int(self._trace_apps[int(rng.integers(0, self._trace_apps.size))])
+    def _fresh_apps(self, n: int) -> AppState:
+        """``n`` apps that have never run (no instance loaded): what a restarting app starts from."""
+        return AppState.zeros((n,), self.config.histogram_range_min, self.params.generator.source((n,)))
 
-    def _reset_envs(self, env_ids: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
-        s, c, k = self.apps, self.config, self.apps_per_fleet
+    def _load(self, env_ids: np.ndarray, instances: Sequence[faas.AppFleet[Any]]) -> None:
+        s, c = self.apps, self.config
         rows = self.app_rows(env_ids)
-        memory_mb = np.zeros(rows.size)
-        duration_s = np.zeros(rows.size)
-        triggers = np.zeros((rows.size, 4), np.float32)
-        synthetic: list[faas.AppProcess] = []
-        for j, rng in enumerate(rngs):
-            for slot in range(k):  # a fleet's apps come one after another from its sub-env's rng
-                row, at = int(rows[j * k + slot]), j * k + slot
-                app = self.sample_instance(rng)
-                if isinstance(app, faas.AppProcess):
-                    synthetic.append(app)
-                    memory_mb[at], duration_s[at], triggers[at] = app.memory_mb, app.duration_s, app.triggers
-                elif isinstance(app, faas.ToyApp):
-                    s.table[row] = app.counts(c.total_minutes)
-                    memory_mb[at], duration_s[at], triggers[at] = app.memory_mb, app.duration_s, (0, 1, 0, 0)
-                else:
-                    trace = self._trace
-                    assert trace is not None
-                    s.table[row] = trace.dense_counts(app, 0, c.total_minutes)
-                    memory_mb[at], duration_s[at] = trace.memory_mb[app], trace.duration_s[app]
-                    triggers[at] = trace.triggers[app]
-        if synthetic:
-            s.proc.set_apps(rows, synthetic)
+        tree.put_rows(s, self.num_apps, rows, tree.batched(self._fresh_apps(1), 1))  # broadcast over the rows
+        s.source.load(rows, [fleet.invocations for fleet in instances])
+        memory_mb = np.concatenate([fleet.memory_mb for fleet in instances])
+        duration_s = np.concatenate([fleet.duration_s for fleet in instances])
+        triggers = np.concatenate([fleet.triggers for fleet in instances])
         s.memory_gb[rows] = memory_mb / 1024.0
         s.memory_kb[rows] = np.ceil(memory_mb * 1024.0).astype(np.int64)
         s.busy_minutes[rows] = np.maximum(1, np.ceil(duration_s / 60.0)).astype(np.int64)
         s.obs_memory[rows] = np.minimum(memory_mb / faas.MAX_MEMORY_MB, 1.0)
         for group, feature in enumerate(s.triggers()):
             feature[rows] = triggers[:, group]
-        s.inv_idle_times[rows] = 1.0
-        s.has_run[rows] = False
-        s.busy_until[rows] = -NEVER
-        s.loaded_last[rows] = False
-        s.evicted[rows] = False
-        s.rate_short[rows] = 0.0
-        s.rate_long[rows] = 0.0
-        s.hist.clear(rows)
-        s.forecast_log[rows] = np.nan
-        for codes in (s.obs_count_last, s.obs_idle_recorded, s.obs_idle_times, s.obs_oob_share, s.obs_cv):
-            codes[rows] = 0.0
-        for codes in (s.obs_p5, s.obs_p99, s.obs_forecast):
-            codes[rows] = 0.0
         if c.warmup_minutes:
             self._warm_up(rows)
         if c.has_budget:
@@ -834,17 +904,19 @@ class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveStat
             s.loaded_last[rows] = False
             self.state.fleet_loaded_kb[env_ids] = 0
         self._start_idle_tracking(rows, c.warmup_minutes)
-        for counter in (s.cold, s.invocations, s.rejected, s.loaded_idle_min, s.evictions, s.prewarms_denied):
-            counter[rows] = 0
-        s.wasted_gb_min[rows] = 0.0
 
     def _warm_up(self, rows: np.ndarray) -> None:
         """Replay the warm-up minutes of the listed apps (no policy): history for histogram and forecast."""
-        sub = _take_rows(self.apps, rows)
+        sub = self._fresh_apps(rows.size)
+        every = np.arange(rows.size)
+        tree.put_rows(sub, rows.size, every, tree.take_rows(self.apps, self.num_apps, rows))
         for t in range(self.config.warmup_minutes):
-            invoked, counts = self._invocations(sub, t)
-            self._live(sub, t, invoked, counts)
-        _put_rows(self.apps, rows, sub)
+            invoked, counts = sub.source.events(t)
+            age = t - sub.busy_until
+            sub.loaded_last[...] = age <= 0  # nothing is kept loaded: only executions
+            sub.loaded_last[invoked] = True
+            remember_minute(sub, t, age, invoked, counts)
+        tree.put_rows(self.apps, self.num_apps, rows, tree.batched(sub, rows.size))
 
     @property
     def track_idle_hazard(self) -> bool:
@@ -864,39 +936,13 @@ class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveStat
     @track_idle_hazard.setter
     def track_idle_hazard(self, on: bool) -> None:
         if on and not self._track_idle_hazard:
-            minute = self.app_minute()
-            self._start_idle_tracking(np.arange(self.num_apps), minute)
+            self._start_idle_tracking(np.arange(self.num_apps), self.app_minute())
         self._track_idle_hazard = bool(on)
-
-    def _idle_tracking(self, rows: np.ndarray, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(in_range, at_age, shorter) of the listed apps for their coming minute, from their histograms.
-
-        ``minute`` is one minute or one per listed app.
-        """
-        s = self.apps
-        width = self.config.histogram_range_min
-        age_m1 = minute - 1 - s.busy_until[rows]
-        in_range = (age_m1 >= 0) & (age_m1 < width)
-        cum = np.cumsum(s.hist.counts[rows], axis=1, dtype=np.int64)
-        bins = np.clip(age_m1, 0, width - 1)
-        at = np.arange(rows.size)
-        through = cum[at, bins]
-        at_age = np.where(in_range, through - cum[at, np.maximum(bins - 1, 0)] * (bins > 0), 0)
-        shorter = np.where(in_range & (bins > 0), cum[at, np.maximum(bins - 1, 0)], 0)
-        return in_range, at_age, shorter
 
     def _start_idle_tracking(self, rows: np.ndarray, minute: np.ndarray | int) -> None:
         """Set ``shorter``, ``at_age`` and ``in_range`` of the listed apps for their coming minute ``minute``."""
         s = self.apps
-        s.in_range[rows], s.at_age[rows], s.shorter[rows] = self._idle_tracking(rows, minute)
-
-    def _invocations(self, s: AppState, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, counts >= 1) of the apps of ``s`` invoked in their minute ``minute``; advances the processes."""
-        if self.config.workload == "azure2019":
-            return faas.process_events(s.proc, minute)
-        column = s.table[:, minute] if np.ndim(minute) == 0 else s.table[np.arange(s.table.shape[0]), minute]
-        rows = np.flatnonzero(column)
-        return rows, column[rows]
+        s.in_range[rows], s.at_age[rows], s.shorter[rows] = s.hist.around(rows, minute - s.busy_until[rows])
 
     def minute(self) -> np.ndarray:
         """(B,) the minute each sub-env is about to live (warm-up included)."""
@@ -910,28 +956,36 @@ class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveStat
             return first
         return np.repeat(minute, self.apps_per_fleet) if self.apps_per_fleet > 1 else minute
 
-    def upcoming_invocations(self) -> np.ndarray:
-        """(N,) invocations of each app in the minute about to be stepped: hindsight, for the oracle only."""
-        s = self.apps
-        minute = self.app_minute()
-        if self.config.workload != "azure2019":
-            minute = np.minimum(minute, s.table.shape[1] - 1)
-            return s.table[:, minute] if np.ndim(minute) == 0 else s.table[np.arange(self.num_apps), minute]
-        saved = [a.copy() for a in s.proc.mutable()]
-        counts = faas.process_counts(s.proc, minute)
-        s.proc.restore(saved)
-        return counts
-
     # ------------------------------------------------------------------ stepping
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
-        s, c = self.apps, self.config
+        s, c, p = self.apps, self.config, self.params
         flat = actions.reshape(self.num_apps, -1)
-        prewarm, keepalive = self._decode_windows(flat)
-        priority = flat[:, PRIORITY] if c.eviction == "policy" else None
+        prewarm, keepalive = self._windows(flat)
         minute = self.app_minute()
-        invoked, counts = self._invocations(s, minute)
-        out = self._live(s, minute, invoked, counts, prewarm, keepalive, priority)
-        assert out is not None
+        invoked, counts = s.source.events(minute)
+        age = minute - s.busy_until
+        if c.has_budget:
+            priority = flat[:, PRIORITY] if c.eviction == "policy" else None
+            out, invoked, counts = serve_minute_in_budget(
+                s,
+                self.counters,
+                self.state.fleet_loaded_kb,
+                p.budget_kb,
+                age,
+                invoked,
+                counts,
+                prewarm,
+                keepalive,
+                priority,
+            )
+        else:
+            out = serve_minute(s, self.counters, age, invoked, counts, prewarm, keepalive)
+        remember_minute(s, minute, age, invoked, counts)
+        if self._track_idle_hazard:
+            # Idle minutes move the age on: idle times equal to the age just lived become shorter than the next.
+            s.shorter += s.at_age
+            s.shorter[invoked] = 0
+            track_coming_age(s, minute + 1, p.hist_base)
         penalised = out.cold + out.rejected if c.has_budget else out.cold
         reward = self.per_env(-(c.cold_start_weight * penalised + c.memory_weight * out.wasted_gb_min))
         cold = self.per_env(out.cold)
@@ -951,211 +1005,6 @@ class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveStat
             info["loaded_gb"] = self.state.fleet_loaded_kb / (1024.0 * 1024.0)
         none = np.zeros(self.num_envs, bool)
         return reward, none, none, info
-
-    def _decode_windows(self, flat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(pre-warm, keep-alive) whole minutes of each app's action codes (keep-alive code 1.0: NEVER).
-
-        Decoding is a pure function of the codes, so the decoded windows of the
-        last step are kept (outside the state) and only the apps whose codes
-        changed are decoded again: a policy that keeps its windows between
-        invocations, as the paper's do, costs two comparisons per app.
-        """
-        cache = self._window_cache
-        if cache is None or cache[0].shape != flat[:, :2].shape:
-            codes = np.array(flat[:, :2])  # a copy: never an alias of the caller's action array
-            cache = (codes, np.zeros(codes.shape[0], np.int64), np.zeros(codes.shape[0], np.int64))
-            changed = np.arange(codes.shape[0])
-        else:
-            codes = cache[0]
-            differs = codes[:, 0] != flat[:, PREWARM]
-            differs |= codes[:, 1] != flat[:, KEEPALIVE]
-            changed = np.flatnonzero(differs)
-            codes[changed] = flat[changed, :2]
-        if changed.size:
-            new = codes[changed]
-            cache[1][changed] = decode_minutes(new[:, 0]).astype(np.int64)
-            cache[2][changed] = np.where(new[:, 1] >= 1.0, NEVER, decode_minutes(new[:, 1]).astype(np.int64))
-        self._window_cache = cache
-        return cache[1], cache[2]
-
-    def _live(
-        self,
-        s: AppState,
-        minute: np.ndarray | int,
-        invoked: np.ndarray,
-        counts: np.ndarray,
-        prewarm: np.ndarray | None = None,
-        keepalive: np.ndarray | None = None,
-        priority: np.ndarray | None = None,
-    ) -> MinuteOutcome | None:
-        """Live one minute of every app of ``s``, invoked apps ``invoked`` with ``counts`` invocations.
-
-        Without windows (the warm-up) nothing is loaded or wasted: only the
-        app's history (histogram, forecast, rates, last execution) moves.
-        Only the invoked apps are touched beyond a few whole-array operations.
-        """
-        age = minute - s.busy_until
-        busy = age <= 0
-        outcome = None
-        if prewarm is not None and keepalive is not None:
-            n = age.size
-            loaded = age >= prewarm
-            loaded &= (age - prewarm) <= keepalive
-            loaded &= s.has_run
-            rejected = np.zeros(n, np.int64)
-            evictions = denied = None
-            if self.config.has_budget:
-                loaded &= ~s.evicted
-                loaded |= busy
-                admitted, invoked, counts, evictions, denied = self._fit_budget(
-                    s, loaded, busy, invoked, counts, rejected, priority
-                )
-            else:
-                loaded |= busy
-                admitted = loaded
-            cold_invoked = ~loaded[invoked]  # the window (or the budget's eviction) had the image unloaded
-            cold = np.zeros(n, np.int64)
-            cold[invoked] = cold_invoked
-            idle = admitted & ~busy
-            idle[invoked] = False
-            wasted = s.memory_gb * idle
-            s.loaded_last[...] = admitted
-            s.loaded_last[invoked] = True
-            s.cold[invoked] += cold_invoked
-            all_counts = rejected.copy()
-            all_counts[invoked] += counts
-            s.invocations += all_counts
-            s.wasted_gb_min += wasted
-            s.loaded_idle_min += idle
-            outcome = MinuteOutcome(cold, all_counts, rejected, wasted, evictions, denied)
-        else:
-            s.loaded_last[...] = busy
-            s.loaded_last[invoked] = True
-        # The app's history.
-        s.obs_idle_recorded[...] = 0.0
-        s.obs_count_last[...] = 0.0
-        if invoked.size:
-            at = minute if np.ndim(minute) == 0 else np.asarray(minute)[invoked]
-            record = invoked[~busy[invoked] & s.has_run[invoked]]
-            if record.size:
-                self._record_idle_times(s, record, age[record])
-            s.busy_until[invoked] = np.maximum(s.busy_until[invoked], at + s.busy_minutes[invoked] - 1)
-            s.has_run[invoked] = True
-            s.obs_count_last[invoked] = encode_count(counts)
-            if self.config.has_budget:
-                s.evicted[invoked] = False
-        s.rate_short *= np.float32(1.0) - SHORT_RATE_ALPHA
-        s.rate_long *= np.float32(1.0) - LONG_RATE_ALPHA
-        if invoked.size:
-            arrivals = counts.astype(np.float32)
-            s.rate_short[invoked] += SHORT_RATE_ALPHA * arrivals
-            s.rate_long[invoked] += LONG_RATE_ALPHA * arrivals
-        if outcome is not None and self._track_idle_hazard:
-            # Idle minutes move the age on: idle times equal to the age just lived become shorter than the next.
-            s.shorter += s.at_age
-            s.shorter[invoked] = 0
-            self._track_coming_age(s, minute + 1)
-        return outcome
-
-    def _record_idle_times(self, s: AppState, rows: np.ndarray, idle: np.ndarray) -> None:
-        """Add the idle times that just ended to the histograms and forecasts, and refresh their features."""
-        h = s.hist
-        h.add(rows, idle)
-        log_idle = np.log(idle.astype(np.float64))
-        forecast = s.forecast_log[rows]
-        first = np.isnan(forecast)
-        forecast *= 1.0 - FORECAST_ALPHA
-        forecast += FORECAST_ALPHA * log_idle
-        np.copyto(forecast, log_idle, where=first)
-        s.forecast_log[rows] = forecast
-        s.obs_idle_recorded[rows] = MINUTE_CODES[np.minimum(idle, WINDOW_SCALE_MIN)]
-        # Each per-app count is gathered once (the rows are ~20% of the apps every minute).
-        n_in, oob = h.n_in[rows], h.n_oob[rows]
-        total = n_in + oob
-        s.obs_idle_times[rows] = encode_count(total)
-        s.obs_oob_share[rows] = oob / total
-        s.inv_idle_times[rows] = np.float32(1.0) / total.astype(np.float32)
-        s.obs_cv[rows] = h.cv_of(n_in, h.sq_sum[rows]) * CV_SCALE
-        s.obs_p5[rows] = MINUTE_CODES[h.percentile_minutes_of(n_in, h.head_bin[rows])]
-        s.obs_p99[rows] = MINUTE_CODES[h.percentile_minutes_of(n_in, h.tail_bin[rows])]
-        s.obs_forecast[rows] = encode_minutes(np.exp(forecast))
-
-    def _track_coming_age(self, s: AppState, minute: np.ndarray | int) -> None:
-        """``in_range`` and ``at_age`` of every app for its coming minute (one gather from the histograms)."""
-        width = self.config.histogram_range_min
-        age_m1 = (minute - 1 - s.busy_until).view(np.uint64)  # negative ages wrap to huge
-        in_range = np.less(age_m1, width, out=s.in_range)  # 1 <= age <= width
-        cell = np.minimum(age_m1, width - 1).view(np.int64)  # any bin of the row where out of range
-        cell += self._hist_base
-        np.multiply(np.take(s.hist.counts.reshape(-1), cell), in_range, out=s.at_age)
-
-    def _fit_budget(
-        self,
-        s: AppState,
-        loaded: np.ndarray,
-        busy: np.ndarray,
-        invoked: np.ndarray,
-        counts: np.ndarray,
-        rejected: np.ndarray,
-        priority: np.ndarray | None,
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Keep each fleet's loaded images within its budget: (admitted, invoked, counts, evictions, denied).
-
-        Images claim the budget in this order: (0) running executions and
-        invoked images already loaded (they fit: they were loaded last
-        minute, within the budget), (1) invoked images that must be loaded,
-        (2) idle images the windows keep or pre-warm; within a class by the
-        eviction priority (highest first), then most recently used, then
-        slot. Each is admitted if it fits in what is left (greedy, in that
-        order). An invoked image that does not fit is rejected (all its
-        invocations of the minute, counted in ``rejected``; removed from
-        ``invoked``); an idle one is evicted (if it was loaded) or its
-        pre-warm refused, and it stays unloaded until its next invocation.
-        """
-        b, k = self.num_envs, self.apps_per_fleet
-        n = busy.size
-        was_invoked = np.zeros(n, bool)
-        was_invoked[invoked] = True
-        resident = busy | (was_invoked & s.loaded_last)
-        new_load = was_invoked & ~resident
-        idle_want = loaded & ~busy & ~was_invoked
-        wanted = resident | new_load | idle_want
-        demand = np.where(wanted, s.memory_kb, 0).reshape(b, k).sum(axis=1)
-        admitted = wanted.copy()
-        over = np.flatnonzero(demand > self._budget_kb)
-        if over.size:
-            rows = self.app_rows(over)
-            klass = np.full(rows.size, 3, np.int8)
-            klass[idle_want[rows]] = 2
-            klass[new_load[rows]] = 1
-            klass[resident[rows]] = 0
-            keep = np.zeros(rows.size, np.float32) if priority is None else priority[rows]
-            fleet = np.repeat(np.arange(over.size), k)
-            slot = np.tile(np.arange(k), over.size)
-            order = np.lexsort((slot, -s.busy_until[rows], -keep, klass, fleet)).reshape(over.size, k)
-            memory = s.memory_kb[rows]
-            take = klass == 0
-            used = np.where(take, memory, 0).reshape(over.size, k).sum(axis=1)
-            for j in range(k):  # a loop over the K slots of every fleet at once (never over B)
-                pos = order[:, j]
-                fits = (klass[pos] == 1) | (klass[pos] == 2)
-                fits &= used + memory[pos] <= self._budget_kb
-                take[pos] |= fits
-                used += np.where(fits, memory[pos], 0)
-            admitted[rows] = take
-        refused = new_load & ~admitted
-        lost = refused[invoked]
-        rejected[invoked[lost]] = counts[lost]
-        invoked, counts = invoked[~lost], counts[~lost]
-        dropped = idle_want & ~admitted
-        evictions = (dropped & s.loaded_last).astype(np.int64)
-        denied = (dropped & ~s.loaded_last).astype(np.int64)
-        s.evicted |= dropped
-        s.evictions += evictions
-        s.prewarms_denied += denied
-        s.rejected += rejected
-        self.state.fleet_loaded_kb[...] = np.where(admitted, s.memory_kb, 0).reshape(b, k).sum(axis=1)
-        return admitted, invoked, counts, evictions, denied
 
     def features(self, names: Sequence[str]) -> dict[str, np.ndarray]:
         """Observation features by name as (N,) float32 arrays, for a policy that reads only a few of them.
@@ -1183,7 +1032,7 @@ class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveStat
             if name in kept:
                 out[name] = kept[name].copy()
                 continue
-            if name not in OBS or OBS[name] >= self.num_obs_fields:
+            if name not in OBS or OBS[name] >= self.params.num_obs_fields:
                 raise KeyError(f"unknown observation feature {name!r}; known: {', '.join(OBS)}")
             if full is None:
                 full = self.observe().reshape(self.num_apps, -1)
@@ -1195,7 +1044,7 @@ class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveStat
         s, c = self.apps, self.config
         minute = self.app_minute()
         age = minute - s.busy_until
-        n_obs = self.num_obs_fields
+        n_obs = self.params.num_obs_fields
         out = np.empty((n_obs, self.num_apps), np.float32)
         np.take(MINUTE_CODES, np.clip(age, 0, WINDOW_SCALE_MIN), out=out[OBS["age"]])
         out[OBS["has_run"]] = s.has_run
@@ -1218,7 +1067,7 @@ class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveStat
         if self._track_idle_hazard:
             in_range, at_age, shorter = s.in_range, s.at_age, s.shorter
         else:  # not tracked by the steps: the same values from the histograms
-            in_range, at_age, shorter = self._idle_tracking(np.arange(self.num_apps), minute)
+            in_range, at_age, shorter = h.around(np.arange(self.num_apps), minute - s.busy_until)
         surviving = h.n_in - shorter
         surviving *= in_range
         alive = surviving.astype(np.float32)
@@ -1235,13 +1084,13 @@ class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveStat
             out[OBS["trigger_http"] + group] = feature
         if c.has_budget:
             out[OBS["evicted"]] = s.evicted
-            used = self.state.fleet_loaded_kb / float(self._budget_kb)
+            used = self.state.fleet_loaded_kb / float(self.params.budget_kb)
             out[OBS["budget_used"]] = np.repeat(used, self.apps_per_fleet)
         obs = out.T
         return obs if self.apps_per_fleet == 1 else obs.reshape(self.num_envs, self.apps_per_fleet, n_obs)
 
     def _episode_metrics(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
-        s = self.state.apps
+        s, apps = self.state.counters, self.state.apps
 
         def total(values: np.ndarray) -> np.ndarray:
             return values[env_ids].sum(axis=1).astype(np.float64)
@@ -1254,50 +1103,10 @@ class FaaSKeepAliveCore(LegacyBatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveStat
             "invocations": inv,
             "wasted_gb_min": total(s.wasted_gb_min),
             "loaded_idle_min": total(s.loaded_idle_min),
-            "memory_mb": total(s.memory_gb) * 1024.0,
+            "memory_mb": total(apps.memory_gb) * 1024.0,
             "evictions": total(s.evictions),
             "rejected_invocations": total(s.rejected),
         }
-
-
-def _flat_view(obj: Any, n: int) -> Any:
-    """The same dataclass tree with every (B, K, ...) array seen as (N = B x K, ...) (views, not copies)."""
-    values = {}
-    for field in dataclasses.fields(obj):
-        value = getattr(obj, field.name)
-        if isinstance(value, np.ndarray):
-            flat = value.reshape(n, *value.shape[2:])
-            assert flat.base is not None or flat.size == 0, "the state arrays must be contiguous"
-            values[field.name] = flat
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            values[field.name] = _flat_view(value, n)
-        else:
-            values[field.name] = value
-    return type(obj)(**values)
-
-
-def _take_rows(obj: Any, rows: np.ndarray) -> Any:
-    """A copy of a dataclass tree of row-first arrays restricted to ``rows``."""
-    values = {}
-    for field in dataclasses.fields(obj):
-        value = getattr(obj, field.name)
-        if isinstance(value, np.ndarray):
-            values[field.name] = value[rows]
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            values[field.name] = _take_rows(value, rows)
-        else:
-            values[field.name] = value
-    return type(obj)(**values)
-
-
-def _put_rows(obj: Any, rows: np.ndarray, sub: Any) -> None:
-    """Write the rows of ``sub`` (from :func:`_take_rows`) back into ``obj``, in place."""
-    for field in dataclasses.fields(obj):
-        value = getattr(obj, field.name)
-        if isinstance(value, np.ndarray):
-            value[rows] = getattr(sub, field.name)
-        elif dataclasses.is_dataclass(value) and not isinstance(value, type):
-            _put_rows(value, rows, getattr(sub, field.name))
 
 
 class FaaSKeepAliveVectorEnv(CloudGymVectorEnv):

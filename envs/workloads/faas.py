@@ -43,6 +43,14 @@ figure; ``tests/workloads/test_faas.py`` measures every one of them):
 * Memory: Burr XII(c=11.652, k=0.221, scale=107.083 MB), capped at 1536 MB
   (the Consumption plan's limit): 90% of apps under 400 MB.
 
+FaaSKeepAlive-v0 gets its episodes from one of three generators, chosen
+once from its config, each making a sub-env's fleet of K apps
+(:class:`AppFleet`) from the sub-env's rng: :class:`SyntheticFleetGenerator`,
+:class:`ToyTimerFleetGenerator` and :class:`TraceFleetGenerator`. Each also
+makes the batched :class:`InvocationSource` that replays its fleets
+(:class:`ProcessArrays` for synthetic apps, :class:`CountTable` for the
+others), so the env steps every kind through the same three calls.
+
 The trace loaders never guess: a malformed row raises a :class:`TraceFormatError`
 naming the file, the line and the problem; apps without a memory or duration
 record get the population median, and the trace says which ones
@@ -59,6 +67,7 @@ import re
 import statistics
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
@@ -546,6 +555,44 @@ class ProcessArrays:
         for arr, old in zip(self.mutable(), saved):
             arr[...] = old
 
+    # The InvocationSource interface (see below): what FaaSKeepAlive-v0's core calls.
+    def load(self, rows: np.ndarray, invocations: Sequence[tuple[AppProcess, ...]]) -> None:
+        """Set rows ``rows`` to the apps of consecutive fleets (K apps each), at minute 0."""
+        self.set_apps(rows, [app for fleet in invocations for app in fleet])
+
+    def events(self, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """:func:`process_events`: (rows, counts >= 1) of the apps invoked in ``minute``; advances them."""
+        return process_events(self, minute)
+
+    def peek(self, minute: np.ndarray | int) -> np.ndarray:
+        """(A,) invocations of each app in its coming minute ``minute``, leaving the processes where they were."""
+        saved = [a.copy() for a in self.mutable()]
+        counts = process_counts(self, minute)
+        self.restore(saved)
+        return counts
+
+
+def _switch_chains(proc: ProcessArrays, due: np.ndarray, key: np.ndarray, t: np.ndarray | int) -> np.ndarray:
+    """Switch the burst chains of the due apps whose switch is due: their next switch minutes, (due,).
+
+    A chain that turns on draws its stream's first candidate minute (uniform pair 0).
+    """
+    next_switch = proc.next_switch[due]
+    sw = np.flatnonzero(next_switch <= t)
+    if sw.size:
+        r = due[sw]
+        ts = t[sw] if isinstance(t, np.ndarray) else t
+        u = event_uniforms(key[sw], ts, 0)
+        on = ~proc.burst_on[r]
+        proc.burst_on[r] = on
+        stay = np.where(on, proc.log_stay_on[r], proc.log_stay_off[r])
+        switch = ts + 1 + _whole_minutes(np.log(u[0]) / stay)
+        proc.next_switch[r] = switch
+        next_switch[sw] = switch
+        wait = _whole_minutes(-np.log(u[1]) / proc.rate_max[r])
+        proc.next_candidate[r] = np.where(on, ts + np.minimum(wait, NO_TIMER - ts), NO_TIMER)
+    return next_switch
+
 
 def process_events(proc: ProcessArrays, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
     """The apps invoked in their minute ``minute`` and their invocations: (rows, counts >= 1).
@@ -568,20 +615,7 @@ def process_events(proc: ProcessArrays, minute: np.ndarray | int) -> tuple[np.nd
     # The due apps' next events are gathered once, kept up to date here and give their next_event at the end.
     with np.errstate(divide="ignore"):
         # The burst chain moves first, so a burst's first minute can already hold invocations.
-        next_switch = proc.next_switch[due]
-        sw = np.flatnonzero(next_switch <= t)
-        if sw.size:
-            r = due[sw]
-            ts = t[sw] if isinstance(t, np.ndarray) else t
-            u = event_uniforms(key[sw], ts, 0)
-            on = ~proc.burst_on[r]
-            proc.burst_on[r] = on
-            stay = np.where(on, proc.log_stay_on[r], proc.log_stay_off[r])
-            switch = ts + 1 + _whole_minutes(np.log(u[0]) / stay)
-            proc.next_switch[r] = switch
-            next_switch[sw] = switch
-            wait = _whole_minutes(-np.log(u[1]) / proc.rate_max[r])
-            proc.next_candidate[r] = np.where(on, ts + np.minimum(wait, NO_TIMER - ts), NO_TIMER)
+        next_switch = _switch_chains(proc, due, key, t)
         # Candidate minutes of the stream at its peak rate, thinned to the minute's rate.
         next_candidate = proc.next_candidate[due]
         cand = np.flatnonzero(next_candidate <= t)
@@ -955,6 +989,175 @@ def load_azure2021(path: str | os.PathLike[str]) -> AppTrace:
         raise TraceFormatError(path, 2, "no invocation rows")
     duration_s = {a: dur_sum[a] / dur_n[a] for a in dur_sum}
     return _build_trace(per_app, last_minute + 1, {}, duration_s, {})
+
+
+# ----------------------------------------------------------------------------- episode instances and their generators
+
+
+InvocationsT = TypeVar("InvocationsT")
+InvocationsT_contra = TypeVar("InvocationsT_contra", contravariant=True)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AppFleet(Generic[InvocationsT]):
+    """One sub-env's K applications for an episode (K = 1: one app), whichever generator made them."""
+
+    memory_mb: np.ndarray  # (K,) float64, memory of each app's image, MB
+    duration_s: np.ndarray  # (K,) float64, mean execution time of each app, s
+    triggers: np.ndarray  # (K, 4) bool, trigger groups present (TRIGGER_GROUPS)
+    invocations: InvocationsT
+    """The apps' invocations in the form their :class:`InvocationSource` loads (AppProcess parameters or counts)."""
+
+
+class InvocationSource(Protocol[InvocationsT_contra]):
+    """The invocations of N apps (one row each; arrays of a batched state): what a FaaS core calls.
+
+    A synthetic source computes each minute's counts as it goes
+    (:class:`ProcessArrays`); a table source reads them from dense counts
+    (:class:`CountTable`). The core never asks which one it holds.
+    """
+
+    def load(self, rows: np.ndarray, invocations: Sequence[InvocationsT_contra]) -> None:
+        """Start rows ``rows`` (K per fleet, fleet after fleet) on the fleets' invocations, at minute 0."""
+        ...
+
+    def events(self, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, counts >= 1) of the apps invoked in their minute ``minute`` (called for minutes 0, 1, 2, ...)."""
+        ...
+
+    def peek(self, minute: np.ndarray | int) -> np.ndarray:
+        """(N,) invocations of each app in its coming minute ``minute``, without moving on (hindsight)."""
+        ...
+
+
+@dataclasses.dataclass
+class CountTable:
+    """Invocations per minute of N apps as a dense table (toy and trace apps), one row each."""
+
+    counts: np.ndarray  # (N, T) int64, invocations of each app per minute
+
+    @classmethod
+    def zeros(cls, shape: tuple[int, ...], minutes: int) -> CountTable:
+        return cls(counts=np.zeros((*shape, minutes), np.int64))
+
+    def load(self, rows: np.ndarray, invocations: Sequence[np.ndarray]) -> None:
+        self.counts[rows] = np.concatenate(invocations)
+
+    def _column(self, minute: np.ndarray | int) -> np.ndarray:
+        if np.ndim(minute) == 0:
+            return self.counts[:, minute]
+        return self.counts[np.arange(self.counts.shape[0]), minute]
+
+    def events(self, minute: np.ndarray | int) -> tuple[np.ndarray, np.ndarray]:
+        column = self._column(minute)
+        rows = np.flatnonzero(column)
+        return rows, column[rows]
+
+    def peek(self, minute: np.ndarray | int) -> np.ndarray:
+        return self._column(np.minimum(minute, self.counts.shape[1] - 1))
+
+
+class FleetGenerator(Protocol[InvocationsT]):
+    """Makes a sub-env's fleet for an episode, and the batched source that replays such fleets."""
+
+    def sample(self, rng: np.random.Generator) -> AppFleet[InvocationsT]: ...
+
+    def source(self, shape: tuple[int, ...]) -> InvocationSource[InvocationsT]:
+        """An empty source for ``shape`` apps (the state's arrays of the invocations)."""
+        ...
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SyntheticFleetGenerator:
+    """Apps of the generator calibrated to Azure Functions 2019 (:func:`sample_app`), drawn one after another."""
+
+    apps_per_fleet: int = 1
+
+    def sample(self, rng: np.random.Generator) -> AppFleet[tuple[AppProcess, ...]]:
+        apps = tuple(sample_app(rng) for _ in range(self.apps_per_fleet))
+        return AppFleet(
+            memory_mb=np.array([app.memory_mb for app in apps]),
+            duration_s=np.array([app.duration_s for app in apps]),
+            triggers=np.array([app.triggers for app in apps], bool),
+            invocations=apps,
+        )
+
+    def source(self, shape: tuple[int, ...]) -> ProcessArrays:
+        return ProcessArrays.zeros(shape)
+
+
+_TIMER_ONLY = (False, True, False, False)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ToyTimerFleetGenerator:
+    """Periodic timer apps (:func:`sample_toy_app`) whose optimal windows are known, drawn one after another."""
+
+    minutes: int
+    """Minutes of counts per app (warm-up and episode)."""
+    period_range: tuple[int, int] = (3, 60)
+    """Timer periods, minutes."""
+    apps_per_fleet: int = 1
+
+    def sample(self, rng: np.random.Generator) -> AppFleet[np.ndarray]:
+        apps = [sample_toy_app(rng, period_range=self.period_range) for _ in range(self.apps_per_fleet)]
+        return AppFleet(
+            memory_mb=np.array([app.memory_mb for app in apps]),
+            duration_s=np.array([app.duration_s for app in apps]),
+            triggers=np.array([_TIMER_ONLY] * len(apps), bool),
+            invocations=np.stack([app.counts(self.minutes) for app in apps]),
+        )
+
+    def source(self, shape: tuple[int, ...]) -> CountTable:
+        return CountTable.zeros(shape, self.minutes)
+
+
+_TRACES: dict[tuple[str, str, float], AppTrace] = {}
+TRACE_FORMATS = ("azure2021", "azure2019")
+"""Formats :func:`cached_trace` reads: one row per invocation (2021) or per-function per-minute counts (2019)."""
+
+
+def cached_trace(path: str, trace_format: str) -> AppTrace:
+    """A trace file parsed once per process (keyed by path, format and modification time)."""
+    key = (os.path.abspath(path), trace_format, os.path.getmtime(path))
+    if key not in _TRACES:
+        loader = load_azure2021 if trace_format == "azure2021" else load_azure2019
+        _TRACES[key] = loader(path)
+    return _TRACES[key]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, eq=False)
+class TraceFleetGenerator:
+    """Apps of a public trace, each drawn uniformly among the trace's invoked apps, replayed from its start."""
+
+    trace: AppTrace
+    minutes: int
+    """Minutes of counts per app (warm-up and episode); zeros past the trace's end."""
+    apps_per_fleet: int = 1
+    invoked: np.ndarray = dataclasses.field(init=False)  # (A',) int64, the apps with at least one invocation
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "invoked", np.flatnonzero(self.trace.invocations() > 0))
+
+    @classmethod
+    def from_file(cls, path: str, trace_format: str, *, minutes: int, apps_per_fleet: int = 1) -> TraceFleetGenerator:
+        generator = cls(trace=cached_trace(path, trace_format), minutes=minutes, apps_per_fleet=apps_per_fleet)
+        if generator.invoked.size == 0:
+            raise ValueError(f"{path}: the trace has no invoked app")
+        return generator
+
+    def sample(self, rng: np.random.Generator) -> AppFleet[np.ndarray]:
+        trace = self.trace
+        apps = [int(self.invoked[int(rng.integers(0, self.invoked.size))]) for _ in range(self.apps_per_fleet)]
+        return AppFleet(
+            memory_mb=trace.memory_mb[apps],
+            duration_s=trace.duration_s[apps],
+            triggers=trace.triggers[apps],
+            invocations=np.stack([trace.dense_counts(app, 0, self.minutes) for app in apps]),
+        )
+
+    def source(self, shape: tuple[int, ...]) -> CountTable:
+        return CountTable.zeros(shape, self.minutes)
 
 
 # ----------------------------------------------------------------------------- statistics for calibration

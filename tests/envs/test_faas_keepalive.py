@@ -25,6 +25,7 @@ from cloudgym.baselines.faas_keepalive import (
     plot_paper_figure,
     replay_apps,
     replay_benchmark,
+    upcoming_invocations,
 )
 from cloudgym.envs.core import checks
 from cloudgym.envs.faas_keepalive import (
@@ -36,7 +37,6 @@ from cloudgym.envs.faas_keepalive import (
     FaaSKeepAliveConfig,
     FaaSKeepAliveCore,
     FaaSKeepAliveVectorEnv,
-    IdleTimeHistogram,
     batched_action,
     decode_count,
     decode_minutes,
@@ -44,6 +44,7 @@ from cloudgym.envs.faas_keepalive import (
     encode_minutes,
     windows_action,
 )
+from cloudgym.envs.workloads.faas_histogram import IdleTimeHistogram
 from cloudgym.evaluation import evaluate, held_out_seeds
 
 ENV_ID = "FaaSKeepAlive-v0"
@@ -347,7 +348,10 @@ def test_hybrid_has_no_cold_start_on_a_periodic_timer_after_warm_up() -> None:
     env = FaaSKeepAliveVectorEnv(num_envs=32, **config)  # type: ignore[arg-type]
     obs, _ = env.reset(seed=8)
     core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
-    table, memory = core.apps.table.copy(), core.apps.memory_gb.copy()
+    fleets = [core.instance_for_seed(8, index=i, num_envs=32) for i in range(32)]
+    table = np.concatenate([fleet.invocations for fleet in fleets])  # (apps, minutes) the toy timers' counts
+    memory = core.apps.memory_gb.copy()
+    np.testing.assert_array_equal(memory, np.concatenate([fleet.memory_mb for fleet in fleets]) / 1024.0)
     policy = HybridHistogram(env, 240)
     cold = np.zeros(32)
     waste = np.zeros(32)
@@ -418,7 +422,7 @@ def test_trace_workload_replays_the_public_sample() -> None:
     )
     env.reset(seed=0)
     core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
-    expected = core.apps.table.sum(axis=1)
+    expected = np.array([core.instance_for_seed(0, index=i, num_envs=8).invocations.sum() for i in range(8)])
     total = np.zeros(8)
     for _ in range(120):
         _, _, _, _, info = env.step(windows_action(np.zeros(8), np.full(8, 10)))
@@ -557,7 +561,7 @@ def test_fleet_budget_matches_the_reference_and_counts_everything(eviction: str)
     for t in range(steps):
         a = core.apps
         before = {f: getattr(a, f).copy() for f in ("busy_until", "has_run", "loaded_last", "evicted", "memory_kb")}
-        counts = core.upcoming_invocations()
+        counts = upcoming_invocations(core)
         prewarm = rng.integers(0, 4, b * k)
         keepalive = np.where(rng.random(b * k) < 0.5, NEVER, rng.integers(0, 30, b * k))
         prio = rng.random(b * k).astype(np.float32) if eviction == "policy" else np.zeros(b * k, np.float32)
@@ -608,7 +612,7 @@ def test_fleet_without_budget_is_k_independent_apps() -> None:
         obs, _, _, trunc, info = env.step(policy.act(obs))
         total += info["invocations"]
     core: FaaSKeepAliveCore = env.core  # type: ignore[assignment]
-    np.testing.assert_array_equal(total, core.state.apps.invocations.sum(axis=1))
+    np.testing.assert_array_equal(total, core.state.counters.invocations.sum(axis=1))
     assert trunc.all()
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -352,3 +353,46 @@ def test_azure2021_counts_every_invocation_once(tmp_path_factory: pytest.TempPat
     for a in range(4):
         if f"app{a}" in trace.app_ids:
             assert trace.invocations()[trace.app_ids.index(f"app{a}")] == sum(1 for r in rows if r[0] == a)
+
+
+# ----------------------------------------------------------------------------- the env's fleet generators
+
+
+@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("kind", ["synthetic", "toy"])
+def test_fleet_generators_and_their_sources_replay_the_same_counts(kind: str, k: int) -> None:
+    minutes, fleets_n = 200, 5
+    generator: faas.FleetGenerator[Any] = (
+        faas.SyntheticFleetGenerator(apps_per_fleet=k)
+        if kind == "synthetic"
+        else faas.ToyTimerFleetGenerator(minutes=minutes, period_range=(3, 30), apps_per_fleet=k)
+    )
+    fleets = [generator.sample(np.random.default_rng(seed)) for seed in range(fleets_n)]
+    for fleet in fleets:
+        assert fleet.memory_mb.shape == fleet.duration_s.shape == (k,)
+        assert fleet.triggers.shape == (k, 4)
+    n = fleets_n * k
+    source = generator.source((n,))
+    source.load(np.arange(n), [fleet.invocations for fleet in fleets])
+    replayed = np.zeros((n, minutes), np.int64)
+    for t in range(minutes):
+        ahead = source.peek(t)  # hindsight leaves the source where it was
+        rows, counts = source.events(t)
+        replayed[rows, t] = counts
+        np.testing.assert_array_equal(ahead, replayed[:, t])
+    if kind == "synthetic":
+        expected = faas.simulate_counts([app for fleet in fleets for app in fleet.invocations], minutes)
+    else:
+        expected = np.concatenate([fleet.invocations for fleet in fleets])
+    np.testing.assert_array_equal(replayed, expected)
+    assert replayed.sum() > 0
+
+
+def test_trace_generator_draws_invoked_apps_of_the_trace() -> None:
+    if not TRACE_2021.exists():
+        pytest.skip(f"{TRACE_2021} is absent (shared traces folder not mounted)")
+    generator = faas.TraceFleetGenerator.from_file(str(TRACE_2021), "azure2021", minutes=60, apps_per_fleet=2)
+    fleet = generator.sample(np.random.default_rng(0))
+    assert fleet.invocations.shape == (2, 60)
+    assert set(np.round(fleet.memory_mb, 6)) <= set(np.round(generator.trace.memory_mb, 6))
+    assert (generator.trace.invocations()[generator.invoked] > 0).all()
