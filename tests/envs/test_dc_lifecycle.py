@@ -326,6 +326,18 @@ def test_disaggregation_never_lowers_capacity_and_is_neutral_on_one_generation()
             np.testing.assert_allclose(split, mixed)
 
 
+def test_the_core_replays_the_generators_instance() -> None:
+    venv = DCLifecycleVectorEnv(num_envs=3, **REALISTIC_SMALL)
+    core: DCLifecycleCore = venv.core  # type: ignore[assignment]
+    venv.reset(seed=12)
+    for i in range(3):
+        inst = core.instance_for_seed(12, index=i, num_envs=3)  # the episode sub-env i draws
+        np.testing.assert_array_equal(core.state.demand[i], inst.demand)
+        np.testing.assert_array_equal(core.state.shock_quarter[i], inst.shock_quarter)
+        np.testing.assert_array_equal(core.state.price[i], inst.price_usd * core.config.gpus_per_server)
+        np.testing.assert_array_equal(core.state.capacity[i], core.params.capacity.tables(inst).capacity)
+
+
 def test_compass_roofline_gives_the_simulators_h100_figure() -> None:
     venv = DCLifecycleVectorEnv(num_envs=1)
     core: DCLifecycleCore = venv.core  # type: ignore[assignment]
