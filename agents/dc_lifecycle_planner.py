@@ -66,15 +66,15 @@ def _solve(core: DCLifecycleCore, i: int, over_idx: int) -> Plan:
     from scipy.sparse import coo_matrix
 
     c, s = core.config, core.state
-    t_max, g_max = c.horizon_quarters, core.num_generations
+    t_max, g_max = c.horizon_quarters, core.params.roadmap.size
     over = c.oversubscription_levels[over_idx]
-    throughput = float(core.throughput_factor[over_idx, 0])
-    energy_factor = float(core.energy_factor[over_idx, 0])
+    throughput = float(core.params.throughput_factor[over_idx, 0])
+    energy_factor = float(core.params.energy_factor[over_idx, 0])
     life = c.max_lifetime_years * 4
     window = c.amortization_quarters
     demand = s.demand[i]
     capacity = s.capacity[i] * throughput  # (T, G)
-    server_w = core.server_w
+    server_w = core.params.server_w
     rate_w = (c.power_provisioning_usd_per_w + c.cooling_provisioning_usd_per_w + c.facility_usd / c.facility_w) / (
         c.building_life_years * 4
     )
@@ -86,7 +86,7 @@ def _solve(core: DCLifecycleCore, i: int, over_idx: int) -> Plan:
 
     cohorts = []
     for t in range(t_max):
-        newest = int(np.sum(core.release_quarter <= t)) - 1
+        newest = int(np.sum(core.params.roadmap.release_quarter <= t)) - 1
         for g in range(max(newest - c.max_generation_lag + 1, 0), newest + 1):
             if capacity[min(t, t_max - 1), g] > 0:
                 cohorts.append((t, g))
@@ -212,7 +212,7 @@ class PerfectForesightPolicy(BatchedPolicy):
             if planned.sum() >= 0.5 and newest >= 0:
                 g = int(np.argmax(planned))
                 actions[i, 0] = int(np.clip(newest - g, 0, c.max_generation_lag - 1))
-                factor = core.throughput_factor[plan.over_idx, 0]
+                factor = core.params.throughput_factor[plan.over_idx, 0]
                 gen = np.maximum(s.cohort_gen[i], 0)
                 survivors = np.where(retire, 0.0, s.cohort_alive[i])
                 current = (s.capacity[i, q, gen] * survivors).sum() * factor

@@ -9,7 +9,7 @@ also retires every older cohort the quarter a new generation is released;
 ``disaggregated`` is the baseline with prefill on the newest and decode on
 older generations. ``co_optimising`` is a hand-written policy over all three
 stages; ``perfect_foresight`` plans the whole episode knowing its demand
-path and shocks (see :mod:`cloudgym.baselines.dc_lifecycle_planner`).
+path and shocks (see :mod:`cloudgym.agents.dc_lifecycle_planner`).
 """
 
 from __future__ import annotations
@@ -58,10 +58,10 @@ class RefreshPolicy(BatchedPolicy):
         core: DCLifecycleCore = env.core  # type: ignore[assignment]
         self.core = core
         c = core.config
-        unknown = set(skip) - set(core.roadmap.names)
+        unknown = set(skip) - set(core.params.roadmap.names)
         if unknown:
-            raise ValueError(f"cannot skip unknown generations {sorted(unknown)}; roadmap: {core.roadmap.names}")
-        self.allowed = np.array([n not in skip for n in core.roadmap.names])
+            raise ValueError(f"cannot skip unknown generations {sorted(unknown)}; roadmap: {core.params.roadmap.names}")
+        self.allowed = np.array([n not in skip for n in core.params.roadmap.names])
         self.lifetime_idx = list(c.lifetime_years_levels).index(lifetime_years)
         self.cover_idx = list(c.buy_cover_levels).index(cover)
         self.replace_all = replace_all
@@ -96,7 +96,7 @@ class RefreshPolicy(BatchedPolicy):
     def base_action(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(actions with defaults, newest released index, chosen generation index) per sub-env."""
         core = self.core
-        released = obs[:, core.obs_slices["released"]] > 0.5
+        released = obs[:, core.params.obs_slices["released"]] > 0.5
         newest = released.sum(axis=1) - 1
         choosable = released & self.allowed[None, :]
         has = choosable.any(axis=1)
@@ -148,7 +148,7 @@ class CoOptimisingPolicy(RefreshPolicy):
         c = core.config
         over = 1.0
         if "operation" in stages:
-            ok = core.throughput_factor[:, 0] >= 0.97
+            ok = core.params.throughput_factor[:, 0] >= 0.97
             over = c.oversubscription_levels[int(np.flatnonzero(ok)[-1])]
         super().__init__(
             env,
@@ -162,7 +162,7 @@ class CoOptimisingPolicy(RefreshPolicy):
     def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
         core, c = self.core, self.core.config
         actions, newest, _ = self.base_action(obs)
-        sl = core.obs_slices
+        sl = core.params.obs_slices
         if "refresh" in self.stages:
             released = obs[:, sl["released"]] > 0.5
             rel_cap = obs[:, sl["relative_capacity"]].astype(np.float64)
@@ -299,7 +299,7 @@ def fleet_trajectory(policy: Any, seed: int, env_kwargs: dict[str, Any]) -> tupl
         rows.append(info["servers_by_gen"][0])
         if term[0] or trunc[0]:
             break
-    names = list(env.core.roadmap.names)  # type: ignore[attr-defined]
+    names = list(env.core.params.roadmap.names)
     env.close()
     return np.array(rows), names
 

@@ -62,10 +62,9 @@ Two presets (``gym.make("DCLifecycle-v0", scenario=...)``):
   with random timing.
 
 Paper figure reproduced: the refresh-stage ratios of the public simulator
-(its ``dc-tco sweep`` on the default configuration): baseline 1.00, extend
-+1 y 0.900, +2 y 0.893, +3..5 y 0.888, replace-all 3.08, skip H200 1.052.
-Under ``compass`` the env's refresh baselines reproduce these within 0.1
-percentage points (``docs/dc_lifecycle.md`` has the table and commands).
+(its ``dc-tco sweep`` on the default configuration), by the env's refresh
+baselines under ``compass``; ``docs/dc_lifecycle.md`` has the measured table
+and the commands.
 
 ## Action Space
 ``MultiDiscrete`` (flattened; :meth:`DCLifecycleCore.action_fields` names
@@ -148,23 +147,24 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
-from typing import ClassVar, Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Literal, Protocol
 
 import numpy as np
 from gymnasium import spaces
 
 from cloudgym.envs.core.accounting import Ledger
-from cloudgym.envs.core.batch import Info, LegacyBatchedCore, MetricSpec, check_config
-from cloudgym.envs.core.power import GpuPowerModel, ServerPowerModel
+from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, ScenarioPresets, check_config
+from cloudgym.envs.core.building import BuildingModel, BuildingPower, RentedBuilding, SunkBuilding
+from cloudgym.envs.core.power import budget_capped_operation
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
 from cloudgym.envs.workloads.fleet import (
     SHOCK_NAMES,
+    FleetGenerator,
     FleetInstance,
     GpuRoadmap,
     ShockSpec,
     gpu_roadmap,
-    sample_fleet_instance,
 )
 
 COST_CATEGORIES = (
@@ -201,9 +201,38 @@ ACTION_FIELDS = (
 )
 
 
+POSITIVE_FIELDS = ("rack_power_w", "facility_w", "utilization")
+NON_NEGATIVE_FIELDS = (
+    "rack_cost_usd",
+    "network_capex_usd",
+    "network_opex_usd_per_year",
+    "power_provisioning_usd_per_w",
+    "cooling_provisioning_usd_per_w",
+    "facility_usd",
+    "energy_usd_per_kwh",
+    "cooling_opex_ratio",
+    "maintenance_usd_per_server_year",
+    "unserved_penalty_usd",
+)
+"""Config fields that must be positive / non-negative."""
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class DCLifecycleConfig:
+class DCLifecycleConfig(ScenarioPresets):
     """Configuration of DCLifecycle-v0 (defaults: the ``compass`` preset)."""
+
+    SCENARIOS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "compass": {},  # the defaults: the public simulator
+        "realistic": {  # units, a sunk building, noisy growth and random shocks
+            "capacity_model": "llm_slo",
+            "building_model": "sunk",
+            "demand_growth_noise": 0.03,
+            "shock_probability": (0.25, 0.25, 0.25, 0.25),
+            "unserved_penalty_usd": 2.0,
+            "initial_building_mw": 0.5,
+            "build_lump_mw": 2.0,
+        },
+    }
 
     # --- horizon and roadmap
     base_year: int = 2016
@@ -331,6 +360,13 @@ class DCLifecycleConfig:
     """Add one retire/keep/extend entry per cohort to the action."""
 
     def __post_init__(self) -> None:
+        self._check_horizon_and_models()
+        self._check_demand_and_shocks()
+        self._check_costs()
+        self._check_building_and_operation()
+        self._check_action_grids()
+
+    def _check_horizon_and_models(self) -> None:
         t = self.horizon_quarters
         check_config(1900 < self.base_year < 2200, self, f"base_year must be a calendar year, got {self.base_year}")
         check_config(4 <= t <= 400, self, f"horizon_quarters must be in [4, 400], got {t}")
@@ -348,6 +384,9 @@ class DCLifecycleConfig:
             self,
             f"building_model must be 'rent' or 'sunk', got {self.building_model!r}",
         )
+
+    def _check_demand_and_shocks(self) -> None:
+        t = self.horizon_quarters
         check_config(self.initial_demand > 0, self, "initial_demand must be positive")
         check_config(self.demand_growth_per_quarter > 0, self, "demand_growth_per_quarter must be positive")
         check_config(self.demand_growth_noise >= 0, self, "demand_growth_noise must be >= 0")
@@ -369,35 +408,24 @@ class DCLifecycleConfig:
             self,
             f"fixed_shock_quarter must be four quarters in [-1, horizon), got {self.fixed_shock_quarter}",
         )
+
+    def _check_costs(self) -> None:
         check_config(self.amortization_years >= 1, self, "amortization_years must be >= 1")
         check_config(
             1 <= self.default_lifetime_years <= self.max_lifetime_years,
             self,
             "need 1 <= default_lifetime_years <= max_lifetime_years",
         )
-        for name in (
-            "rack_power_w",
-            "facility_w",
-            "utilization",
-        ):
+        for name in POSITIVE_FIELDS:
             check_config(getattr(self, name) > 0, self, f"{name} must be positive")
-        for name in (
-            "rack_cost_usd",
-            "network_capex_usd",
-            "network_opex_usd_per_year",
-            "power_provisioning_usd_per_w",
-            "cooling_provisioning_usd_per_w",
-            "facility_usd",
-            "energy_usd_per_kwh",
-            "cooling_opex_ratio",
-            "maintenance_usd_per_server_year",
-            "unserved_penalty_usd",
-        ):
+        for name in NON_NEGATIVE_FIELDS:
             check_config(getattr(self, name) >= 0, self, f"{name} must be >= 0")
         check_config(self.extended_maintenance_factor >= 1, self, "extended_maintenance_factor must be >= 1")
         check_config(self.reward_scale_usd > 0, self, "reward_scale_usd must be positive")
+
+    def _check_building_and_operation(self) -> None:
         check_config(
-            self.building_life_years * 4 >= t,
+            self.building_life_years * 4 >= self.horizon_quarters,
             self,
             "building_life_years must cover the horizon (a lump never expires within an episode)",
         )
@@ -408,6 +436,8 @@ class DCLifecycleConfig:
         check_config(self.freq_power_exponent >= 1, self, "freq_power_exponent must be >= 1")
         check_config(0 <= self.freq_throughput_exponent <= 1, self, "freq_throughput_exponent must be in [0, 1]")
         check_config(0 <= self.kv_transfer_overhead < 1, self, "kv_transfer_overhead must be in [0, 1)")
+
+    def _check_action_grids(self) -> None:
         check_config(
             len(self.buy_cover_levels) >= 2 and all(c >= 0 for c in self.buy_cover_levels),
             self,
@@ -436,26 +466,276 @@ class DCLifecycleConfig:
             "frequency_levels must lie in (0, 1]",
         )
 
-    @classmethod
-    def scenario(cls, name: str) -> DCLifecycleConfig:
-        """Named presets: ``compass`` (the public simulator) and ``realistic`` (units, sunk building, shocks)."""
-        if name == "compass":
-            return cls()
-        if name == "realistic":
-            return cls(
-                capacity_model="llm_slo",
-                building_model="sunk",
-                demand_growth_noise=0.03,
-                shock_probability=(0.25, 0.25, 0.25, 0.25),
-                unserved_penalty_usd=2.0,
-                initial_building_mw=0.5,
-                build_lump_mw=2.0,
-            )
-        raise ValueError(f"unknown DCLifecycle-v0 scenario {name!r}; known: compass, realistic")
-
     @property
     def amortization_quarters(self) -> int:
         return self.amortization_years * 4
+
+
+@dataclasses.dataclass(frozen=True)
+class CapacityTables:
+    """Per-server rates of one episode, (T, G): quarter t, generation g, at full clock."""
+
+    capacity: np.ndarray  # (T, G) float64, demand units/s one server serves (mixed serving)
+    prefill: np.ndarray  # (T, G) float64, llm_slo only: prefill-only rate, in output tokens/s of the request shape
+    decode: np.ndarray  # (T, G) float64, llm_slo only: decode-only output tokens/s
+    split_capacity: np.ndarray  # (T, G) float64, compass only: capacity on the larger of the two models
+
+
+class CapacityModel(Protocol):
+    """What one server of a generation serves, and what a fleet serves when prefill and decode are split."""
+
+    def tables(self, inst: FleetInstance) -> CapacityTables:
+        """The episode's per-server tables (computed once per episode, at reset)."""
+
+    def disaggregated(self, s: DCLifecycleState, rows: np.ndarray, q: np.ndarray, factor: np.ndarray) -> np.ndarray:
+        """(B,) capacity of the alive fleet in quarter ``q`` with disaggregation; ``factor`` (B,) is the throughput
+        multiplier of the operating point."""
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompassRoofline:
+    """The public simulator's simplified batch-1 roofline (demand units/s) and its disaggregation formula."""
+
+    roadmap: GpuRoadmap
+    gpus_per_server: int
+    network_perf_multiplier: float
+
+    def roofline(self, inst: FleetInstance, params: np.ndarray) -> np.ndarray:
+        """(T, G) the simulator's per-server roofline for the model of each quarter (``params`` (T,)), units/s."""
+        size_b = params[:, None] / 1e9  # (T, 1) billions of parameters
+        ops = 2.0 * size_b
+        memory = self.gpus_per_server * inst.hbm_tb_s[None, :] * 1000.0 / ops
+        compute = inst.server_tflops[None, :] * 1000.0 / ops
+        # The simulator's interconnect term: 2 all-reduces x 2 x hidden x layers x 2 bytes per token over NVLink.
+        layers = np.floor(0.8 * np.sqrt(size_b) * 100.0)
+        hidden = np.floor(np.sqrt(size_b * 1e9 / (12.0 * np.maximum(layers, 1.0)))) * 12.0
+        net_bytes = 8.0 * hidden * layers
+        link = self.gpus_per_server * self.roadmap.nvlink_gb_s[None, :] * self.network_perf_multiplier
+        network = np.where(net_bytes > 0, link / np.maximum(net_bytes / 1e9, 1e-300), np.inf)
+        return np.minimum(np.minimum(memory, compute), network)
+
+    def tables(self, inst: FleetInstance) -> CapacityTables:
+        primary = self.roofline(inst, inst.primary_params)
+        secondary = self.roofline(inst, inst.secondary_params)
+        share = inst.primary_share[:, None]
+        larger = self.roofline(inst, np.maximum(inst.primary_params, inst.secondary_params))
+        zeros = np.zeros((inst.demand.size, self.roadmap.size))
+        return CapacityTables(
+            capacity=share * primary + (1 - share) * secondary, prefill=zeros, decode=zeros, split_capacity=larger
+        )
+
+    def disaggregated(self, s: DCLifecycleState, rows: np.ndarray, q: np.ndarray, factor: np.ndarray) -> np.ndarray:
+        """The simulator's disaggregated capacity: batches ordered newest generation first (then by purchase),
+        the first half of them at prefill_fraction 0.4 of their capacity on the larger model, the rest at 0.6."""
+        alive = s.cohort_alive > 0
+        gen = np.maximum(s.cohort_gen, 0)
+        release = self.roadmap.release_quarter[gen]
+        t = s.cohort_alive.shape[1]
+        quarters = np.arange(t)
+        key = np.where(alive, -release * (t + 1) + quarters[None, :], np.iinfo(np.int64).max)
+        order = np.argsort(key, axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.broadcast_to(quarters, order.shape), axis=1)
+        half = alive.sum(axis=1) // 2
+        share = np.where(rank < half[:, None], 0.4, 0.6)
+        per_server = np.take_along_axis(s.split_capacity[rows, q], gen, axis=1)
+        return (per_server * s.cohort_alive * share * factor[:, None]).sum(axis=1)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LlmSlo:
+    """Tokens/s from the LLM instance model under TTFT/TBT SLOs, and Splitwise across generations."""
+
+    roadmap: GpuRoadmap
+    gpus_per_server: int
+    prompt_tokens: int
+    output_tokens: int
+    ttft_slo_s: float
+    tbt_slo_s: float
+    kv_transfer_overhead: float
+
+    def tables(self, inst: FleetInstance) -> CapacityTables:
+        """(T, G) tables from the LLM instance model: mixed, prefill-only and decode-only output tokens/s per server.
+
+        A server's 8 GPUs hold ``8 / tp`` instances of the served model, where
+        the tensor-parallel degree ``tp`` is the LLM model's choice (weights plus
+        room for the KV cache); a model wider than a server spreads over
+        ``tp / 8`` servers. ``capacity`` is the SLO-bound throughput with
+        continuous batching (prefills mixed into decode batches); ``prefill``
+        and ``decode`` are what the server sustains doing only one phase (for
+        disaggregation), all in output tokens/s of the request shape.
+        """
+        t, g = inst.demand.size, self.roadmap.size
+        out = {name: np.zeros((t, g)) for name in ("mixed_primary", "mixed_secondary", "p1", "p2", "d1", "d2")}
+        for k in range(g):
+            spec = (
+                float(inst.fp16_tflops[k]),
+                float(inst.hbm_tb_s[k]),
+                float(inst.hbm_gb[k]),
+                float(self.roadmap.nvlink_gb_s[k]),
+                float(self.roadmap.tdp_w[k]),
+            )
+            for params, (mixed, pre, dec) in (
+                (inst.primary_params, ("mixed_primary", "p1", "d1")),
+                (inst.secondary_params, ("mixed_secondary", "p2", "d2")),
+            ):
+                for value in np.unique(params):
+                    rates = llm_server_rates(
+                        spec,
+                        float(value),
+                        self.gpus_per_server,
+                        self.prompt_tokens,
+                        self.output_tokens,
+                        self.ttft_slo_s,
+                        self.tbt_slo_s,
+                    )
+                    rows = params == value
+                    out[mixed][rows, k], out[pre][rows, k], out[dec][rows, k] = rates
+        share = inst.primary_share[:, None]
+        return CapacityTables(
+            capacity=share * out["mixed_primary"] + (1 - share) * out["mixed_secondary"],
+            prefill=share * out["p1"] + (1 - share) * out["p2"],
+            decode=share * out["d1"] + (1 - share) * out["d2"],
+            split_capacity=np.zeros((t, g)),
+        )
+
+    def disaggregated(self, s: DCLifecycleState, rows: np.ndarray, q: np.ndarray, factor: np.ndarray) -> np.ndarray:
+        """Splitwise across generations: the newest alive generation prefills for older ones that decode.
+
+        With new-pool rates P_N (prefill only) and M_N (mixed) and old-pool
+        rates D_O (decode only, less ``kv_transfer_overhead``) and M_O (mixed),
+        a share phi of the new pool prefills for a share psi = phi P_N / D_O of
+        the old pool, the rest of both serve mixed: throughput phi P_N + (1 -
+        phi) M_N + (1 - psi) M_O, linear in phi, so the best split is phi = 0
+        or the largest phi with psi <= 1.
+        """
+        alive = s.cohort_alive
+        gen = np.maximum(s.cohort_gen, 0)
+        release = np.where(alive > 0, self.roadmap.release_quarter[gen], -1)
+        newest = release.max(axis=1, keepdims=True)
+        new = (alive > 0) & (release == newest)
+
+        def pool(table: np.ndarray, mask: np.ndarray) -> np.ndarray:
+            return (np.take_along_axis(table[rows, q], gen, axis=1) * alive * mask).sum(axis=1) * factor
+
+        old = (alive > 0) & ~new
+        p_new, m_new = pool(s.prefill, new), pool(s.capacity, new)
+        d_old, m_old = pool(s.decode, old) * (1 - self.kv_transfer_overhead), pool(s.capacity, old)
+        phi = np.where(p_new > 0, np.minimum(1.0, d_old / np.maximum(p_new, 1e-300)), 0.0)
+        split = phi * p_new + (1 - phi) * m_new + (1 - phi * p_new / np.maximum(d_old, 1e-300)) * m_old
+        return np.maximum(split, m_new + m_old)
+
+
+def capacity_model(config: DCLifecycleConfig, roadmap: GpuRoadmap) -> CapacityModel:
+    """The config's capacity model (the one place that reads ``capacity_model``)."""
+    if config.capacity_model == "compass_roofline":
+        return CompassRoofline(
+            roadmap=roadmap,
+            gpus_per_server=config.gpus_per_server,
+            network_perf_multiplier=config.network_perf_multiplier,
+        )
+    return LlmSlo(
+        roadmap=roadmap,
+        gpus_per_server=config.gpus_per_server,
+        prompt_tokens=config.prompt_tokens,
+        output_tokens=config.output_tokens,
+        ttft_slo_s=config.ttft_slo_s,
+        tbt_slo_s=config.tbt_slo_s,
+        kv_transfer_overhead=config.kv_transfer_overhead,
+    )
+
+
+def building_model(config: DCLifecycleConfig) -> BuildingModel:
+    """The config's building model (the one place that reads ``building_model``)."""
+    if config.building_model == "sunk":
+        return SunkBuilding(
+            initial_mw=config.initial_building_mw,
+            lump_mw=config.build_lump_mw,
+            lead_quarters=config.build_lead_quarters,
+        )
+    return RentedBuilding()
+
+
+def fleet_generator(config: DCLifecycleConfig, roadmap: GpuRoadmap) -> FleetGenerator:
+    """The generator of the config's episodes."""
+    return FleetGenerator(
+        roadmap=roadmap,
+        horizon_quarters=config.horizon_quarters,
+        base_year=config.base_year,
+        initial_demand=config.initial_demand,
+        growth_per_quarter=config.demand_growth_per_quarter,
+        growth_noise=config.demand_growth_noise,
+        migration_fraction=config.migration_fraction,
+        distilled_fraction=config.distilled_fraction,
+        shocks=config.shocks,
+        shock_probability=config.shock_probability,
+        shock_window=config.shock_window,
+        fixed_shock_quarter=config.fixed_shock_quarter,
+    )
+
+
+def operation_factors(config: DCLifecycleConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(throughput, energy) multipliers (O, F) per (oversubscription, frequency) level (POLCA-style capping)."""
+    c = config
+    return budget_capped_operation(
+        oversubscription_levels=c.oversubscription_levels,
+        frequency_levels=c.frequency_levels,
+        peak_draw_fraction=c.peak_draw_fraction,
+        gpu_share_of_server_power=c.gpu_share_of_server_power,
+        gpu_idle_fraction=c.gpu_idle_fraction,
+        freq_power_exponent=c.freq_power_exponent,
+        freq_throughput_exponent=c.freq_throughput_exponent,
+    )
+
+
+def observation_slices(g: int, t: int) -> dict[str, slice]:
+    """Where each block of the observation lies (the docstring's table), G generations and T quarters."""
+    head = 13
+    return {
+        "head": slice(0, head),
+        "released": slice(head, head + g),
+        "servers_by_gen": slice(head + g, head + 2 * g),
+        "relative_capacity": slice(head + 2 * g, head + 3 * g),
+        "price_musd": slice(head + 3 * g, head + 4 * g),
+        "server_w_20kw": slice(head + 4 * g, head + 5 * g),
+        "behind": slice(head + 5 * g, head + 6 * g),
+        "cohort_servers": slice(head + 6 * g, head + 6 * g + t),
+        "cohort_age": slice(head + 6 * g + t, head + 6 * g + 2 * t),
+    }
+
+
+def action_nvec(config: DCLifecycleConfig) -> np.ndarray:
+    """Choices per entry of the flattened action (the docstring's table)."""
+    c = config
+    nvec = [
+        c.max_generation_lag,
+        len(c.buy_cover_levels),
+        len(c.lifetime_years_levels),
+        c.max_generation_lag + 1,
+        len(c.build_lumps),
+        len(c.oversubscription_levels),
+        len(c.frequency_levels),
+        2,
+    ]
+    if c.cohort_actions:
+        nvec += [3] * c.horizon_quarters
+    return np.array(nvec, dtype=np.int64)
+
+
+@dataclasses.dataclass
+class DCLifecycleCounters:
+    """Per-episode tallies and last quarter's outcome (the base zeroes them at every reset)."""
+
+    last_capacity: np.ndarray  # (B,) float64, capacity after last quarter's action
+    last_unserved: np.ndarray  # (B,) float64, unserved share of demand last quarter
+    unserved_total: np.ndarray  # (B,) float64, unserved demand summed over quarters
+    demand_total: np.ndarray  # (B,) float64, demand summed over quarters
+    servers_bought: np.ndarray  # (B,) float64, servers bought this episode
+    blocked_servers: np.ndarray  # (B,) float64, servers a purchase wanted that the building could not power
+    stranded_w_quarters: np.ndarray  # (B,) float64, stranded W summed over quarters
+    built_w: np.ndarray  # (B,) float64, W ordered this episode
+    server_quarters: np.ndarray  # (B,) float64, alive server-quarters
+    age_server_quarters: np.ndarray  # (B,) float64, sum of age (quarters) x servers over quarters
 
 
 @dataclasses.dataclass
@@ -480,97 +760,99 @@ class DCLifecycleState:
     cohort_racks: np.ndarray  # (B, T) float64, racks the cohort occupies while alive
     cohort_rack_stranded_w: np.ndarray  # (B, T) float64, W of its racks no server uses (>= 0 by construction)
     cohort_retired_q: np.ndarray  # (B, T) int64, quarter it was retired (NEVER while alive or never bought)
-    # --- the building
-    provisioned_w: np.ndarray  # (B,) float64, W provisioned and in service (sunk)
-    arrivals_w: np.ndarray  # (B, T) float64, W ordered to arrive in quarter t (sunk)
-    # --- bookkeeping
+    # --- the building and the money
+    building: BuildingPower  # (B,) provisioned W, (B, T) W arriving per quarter
     ledger: Ledger  # (B, C) $ per category
-    last_capacity: np.ndarray  # (B,) float64, capacity after last quarter's action
-    last_unserved: np.ndarray  # (B,) float64, unserved demand last quarter
-    unserved_total: np.ndarray  # (B,) float64, unserved demand summed over quarters
-    demand_total: np.ndarray  # (B,) float64, demand summed over quarters
-    servers_bought: np.ndarray  # (B,) float64, servers bought this episode
-    blocked_servers: np.ndarray  # (B,) float64, servers a purchase wanted that the building could not power
-    stranded_w_quarters: np.ndarray  # (B,) float64, stranded W summed over quarters
-    built_w: np.ndarray  # (B,) float64, W ordered this episode
-    server_quarters: np.ndarray  # (B,) float64, alive server-quarters
-    age_server_quarters: np.ndarray  # (B,) float64, sum of age (quarters) x servers over quarters
+    counters: DCLifecycleCounters
 
 
-class DCLifecycleCore(LegacyBatchedCore[DCLifecycleConfig, DCLifecycleState]):
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DCLifecycleParams(CoreParams):
+    """What DCLifecycle-v0 derives once from its config."""
+
+    roadmap: GpuRoadmap
+    """Every generation the horizon can see (G of them)."""
+    server_w: np.ndarray  # (G,) float64, nameplate W of one server of each generation
+    throughput_factor: np.ndarray  # (O, F) float64, throughput multiplier per oversubscription and clock level
+    energy_factor: np.ndarray  # (O, F) float64, energy multiplier per oversubscription and clock level
+    capacity: CapacityModel
+    """Per-server capacity tables and disaggregation (``capacity_model``)."""
+    building: BuildingModel
+    """How building power is provisioned and paid for (``building_model``)."""
+    obs_slices: Mapping[str, slice]
+    """Where each block of the observation lies (the docstring's table)."""
+    quarters: np.ndarray  # (T,) int64, 0 .. T-1 (cohort t is bought in quarter t)
+    buy_cover_levels: np.ndarray  # (C,) float64, the config's levels as an array
+    lifetime_years_levels: np.ndarray  # (L,) int64
+    build_lumps: np.ndarray  # (K,) int64
+    oversubscription_levels: np.ndarray  # (O,) float64
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(name="tco_usd", unit="$", higher_is_better=False, description="15-year TCO (no penalties)"),
+    MetricSpec(
+        name="unserved_share",
+        unit="share",
+        higher_is_better=False,
+        description="demand left unserved, summed over quarters / demand summed over quarters",
+    ),
+    *(
+        MetricSpec(name=f"cost_{c}_usd", unit="$", higher_is_better=False, description=f"episode total of {c}")
+        for c in COST_CATEGORIES
+    ),
+    MetricSpec(
+        name="servers_bought", unit="servers", higher_is_better=None, description="servers bought in the episode"
+    ),
+    MetricSpec(
+        name="blocked_servers",
+        unit="servers",
+        higher_is_better=False,
+        description="servers wanted that the building could not power",
+    ),
+    MetricSpec(
+        name="mean_stranded_mw",
+        unit="MW",
+        higher_is_better=False,
+        description="provisioned power no server uses, mean over quarters",
+    ),
+    MetricSpec(
+        name="mean_fleet_age_years", unit="years", higher_is_better=None, description="server-weighted mean age"
+    ),
+    MetricSpec(name="built_mw", unit="MW", higher_is_better=None, description="building MW ordered (sunk)"),
+)
+"""The domain metrics every episode reports (``info["metrics"]``)."""
+
+
+class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecycleState]):
     config_cls = DCLifecycleConfig
-    metrics: ClassVar[tuple[MetricSpec, ...]] = (
-        MetricSpec(name="tco_usd", unit="$", higher_is_better=False, description="15-year TCO (no penalties)"),
-        MetricSpec(
-            name="unserved_share",
-            unit="share",
-            higher_is_better=False,
-            description="demand left unserved, summed over quarters / demand summed over quarters",
-        ),
-        *(
-            MetricSpec(name=f"cost_{c}_usd", unit="$", higher_is_better=False, description=f"episode total of {c}")
-            for c in COST_CATEGORIES
-        ),
-        MetricSpec(
-            name="servers_bought", unit="servers", higher_is_better=None, description="servers bought in the episode"
-        ),
-        MetricSpec(
-            name="blocked_servers",
-            unit="servers",
-            higher_is_better=False,
-            description="servers wanted that the building could not power",
-        ),
-        MetricSpec(
-            name="mean_stranded_mw",
-            unit="MW",
-            higher_is_better=False,
-            description="provisioned power no server uses, mean over quarters",
-        ),
-        MetricSpec(
-            name="mean_fleet_age_years", unit="years", higher_is_better=None, description="server-weighted mean age"
-        ),
-        MetricSpec(name="built_mw", unit="MW", higher_is_better=None, description="building MW ordered (sunk)"),
-    )
+    metrics = METRICS
 
-    # ------------------------------------------------------------------ constants
-    def _init_state(self) -> DCLifecycleState:
-        c, b = self.config, self.num_envs
-        t = c.horizon_quarters
-        self.roadmap: GpuRoadmap = gpu_roadmap(c.base_year, t, c.release_interval_years)
-        g = self.roadmap.size
-        self.num_generations = g
-        self.release_quarter = self.roadmap.release_quarter
-        self.server_w = c.gpus_per_server * self.roadmap.tdp_w / c.gpu_share_of_server_power  # (G,)
-        self._operation_tables()
-        nvec = [
-            c.max_generation_lag,
-            len(c.buy_cover_levels),
-            len(c.lifetime_years_levels),
-            c.max_generation_lag + 1,
-            len(c.build_lumps),
-            len(c.oversubscription_levels),
-            len(c.frequency_levels),
-            2,
-        ]
-        if c.cohort_actions:
-            nvec += [3] * t
-        self.single_action_space = spaces.MultiDiscrete(np.array(nvec, dtype=np.int64))
-        obs_dim = 13 + 6 * g + 2 * t
-        head = 13
-        self.obs_slices: dict[str, slice] = {
-            "head": slice(0, head),
-            "released": slice(head, head + g),
-            "servers_by_gen": slice(head + g, head + 2 * g),
-            "relative_capacity": slice(head + 2 * g, head + 3 * g),
-            "price_musd": slice(head + 3 * g, head + 4 * g),
-            "server_w_20kw": slice(head + 4 * g, head + 5 * g),
-            "behind": slice(head + 5 * g, head + 6 * g),
-            "cohort_servers": slice(head + 6 * g, head + 6 * g + t),
-            "cohort_age": slice(head + 6 * g + t, head + 6 * g + 2 * t),
-        }
-        """Where each block of the observation lies (the docstring's table)."""
-        self.single_observation_space = spaces.Box(-OBS_BOUND, OBS_BOUND, (obs_dim,), np.float32)
-        self._t_index = np.arange(t)
+    # ------------------------------------------------------------------ params, state, resets
+    def _derive(self, config: DCLifecycleConfig) -> DCLifecycleParams:
+        c, t = config, config.horizon_quarters
+        roadmap = gpu_roadmap(c.base_year, t, c.release_interval_years)
+        g = roadmap.size
+        throughput, energy = operation_factors(c)
+        return DCLifecycleParams(
+            action_space=spaces.MultiDiscrete(action_nvec(c)),
+            observation_space=spaces.Box(-OBS_BOUND, OBS_BOUND, (13 + 6 * g + 2 * t,), np.float32),
+            generator=fleet_generator(c, roadmap),
+            roadmap=roadmap,
+            server_w=c.gpus_per_server * roadmap.tdp_w / c.gpu_share_of_server_power,
+            throughput_factor=throughput,
+            energy_factor=energy,
+            capacity=capacity_model(c, roadmap),
+            building=building_model(c),
+            obs_slices=observation_slices(g, t),
+            quarters=np.arange(t),
+            buy_cover_levels=np.asarray(c.buy_cover_levels),
+            lifetime_years_levels=np.asarray(c.lifetime_years_levels),
+            build_lumps=np.asarray(c.build_lumps),
+            oversubscription_levels=np.asarray(c.oversubscription_levels),
+        )
+
+    def _init_state(self, params: DCLifecycleParams) -> DCLifecycleState:
+        b, t, g = self.num_envs, self.config.horizon_quarters, params.roadmap.size
         return DCLifecycleState(
             demand=np.zeros((b, t)),
             primary_share=np.zeros((b, t)),
@@ -588,187 +870,33 @@ class DCLifecycleCore(LegacyBatchedCore[DCLifecycleConfig, DCLifecycleState]):
             cohort_racks=np.zeros((b, t)),
             cohort_rack_stranded_w=np.zeros((b, t)),
             cohort_retired_q=np.full((b, t), NEVER, np.int64),
-            provisioned_w=np.zeros(b),
-            arrivals_w=np.zeros((b, t)),
+            building=BuildingPower.zeros(b, t),
             ledger=Ledger.zeros(b, COST_CATEGORIES),
-            last_capacity=np.zeros(b),
-            last_unserved=np.zeros(b),
-            unserved_total=np.zeros(b),
-            demand_total=np.zeros(b),
-            servers_bought=np.zeros(b),
-            blocked_servers=np.zeros(b),
-            stranded_w_quarters=np.zeros(b),
-            built_w=np.zeros(b),
-            server_quarters=np.zeros(b),
-            age_server_quarters=np.zeros(b),
+            counters=DCLifecycleCounters(**{f.name: np.zeros(b) for f in dataclasses.fields(DCLifecycleCounters)}),
         )
 
-    def _operation_tables(self) -> None:
-        """Throughput and energy multipliers per (oversubscription, frequency) level, from the shared power model.
-
-        A server's draw relative to nameplate at clock share x is d(x) (GPUs at
-        ``gpu_share_of_server_power`` of nameplate, idle floor, dynamic part ~
-        x^alpha; the rest of the server follows GPU activity). With
-        oversubscription o the fleet's peak draw ``peak_draw_fraction x o x
-        d(x)`` of the provisioned budget must stay <= 1: above it, POLCA-style
-        capping lowers the clock to x' with that draw exactly at budget.
-        Throughput scales as (clock)^beta and energy as d(clock).
-        """
-        c = self.config
-        gpu = GpuPowerModel(
-            tdp_w=1000.0,
-            idle_fraction=c.gpu_idle_fraction,
-            max_freq_mhz=1000.0,
-            min_freq_mhz=1.0,
-            freq_exponent=c.freq_power_exponent,
-        )
-        other = 8000.0 * (1 - c.gpu_share_of_server_power) / c.gpu_share_of_server_power
-        server = ServerPowerModel(gpu=gpu, gpus=8, other_idle_w=0.4 * other, other_peak_w=other)
-        grid = np.linspace(0.001, 1.0, 4000)
-        draw = server.power_w(np.ones_like(grid), grid * 1000.0) / server.peak_w  # d(x), increasing in x
-        levels_o = np.asarray(c.oversubscription_levels)
-        levels_f = np.asarray(c.frequency_levels)
-        target = 1.0 / (c.peak_draw_fraction * levels_o)  # (O,) largest draw share the budget allows
-        capped = np.interp(target, draw, grid, right=1.0)  # (O,) clock where d(x) hits the budget
-        clock = np.minimum(levels_f[None, :], capped[:, None])  # (O, F)
-        self.throughput_factor = clock**c.freq_throughput_exponent  # (O, F)
-        self.energy_factor = np.interp(clock, grid, draw)  # (O, F)
-
-    # ------------------------------------------------------------------ resets
-    def sample(self, rng: np.random.Generator) -> FleetInstance:
-        c = self.config
-        return sample_fleet_instance(
-            rng,
-            roadmap=self.roadmap,
-            horizon_quarters=c.horizon_quarters,
-            base_year=c.base_year,
-            initial_demand=c.initial_demand,
-            growth_per_quarter=c.demand_growth_per_quarter,
-            growth_noise=c.demand_growth_noise,
-            migration_fraction=c.migration_fraction,
-            distilled_fraction=c.distilled_fraction,
-            shocks=c.shocks,
-            shock_probability=c.shock_probability,
-            shock_window=c.shock_window,
-            fixed_shock_quarter=c.fixed_shock_quarter,
-        )
-
-    def _reset_envs(self, env_ids: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
-        s, c = self.state, self.config
-        for i, rng in zip(env_ids, rngs):
-            inst = self.sample(rng)
+    def _load(self, env_ids: np.ndarray, instances: Sequence[FleetInstance]) -> None:
+        s, p = self.state, self.params
+        for i, inst in zip(env_ids, instances):
             s.demand[i] = inst.demand
             s.primary_share[i] = inst.primary_share
             s.primary_params[i] = inst.primary_params
             s.secondary_params[i] = inst.secondary_params
-            s.price[i] = inst.price_usd * c.gpus_per_server
+            s.price[i] = inst.price_usd * self.config.gpus_per_server
             s.shock_quarter[i] = inst.shock_quarter
-            tables = self.capacity_tables(inst)
-            s.capacity[i] = tables["capacity"]
-            s.prefill[i] = tables["prefill"]
-            s.decode[i] = tables["decode"]
-            s.split_capacity[i] = tables["split_capacity"]
+            tables = p.capacity.tables(inst)
+            s.capacity[i] = tables.capacity
+            s.prefill[i] = tables.prefill
+            s.decode[i] = tables.decode
+            s.split_capacity[i] = tables.split_capacity
         s.cohort_gen[env_ids] = -1
         s.cohort_bought[env_ids] = 0.0
         s.cohort_alive[env_ids] = 0.0
         s.cohort_racks[env_ids] = 0.0
         s.cohort_rack_stranded_w[env_ids] = 0.0
         s.cohort_retired_q[env_ids] = NEVER
-        s.provisioned_w[env_ids] = c.initial_building_mw * 1e6 if c.building_model == "sunk" else 0.0
-        s.arrivals_w[env_ids] = 0.0
+        p.building.reset(s.building, env_ids)
         s.ledger.reset_envs(env_ids)
-        for arr in (
-            s.last_capacity,
-            s.last_unserved,
-            s.unserved_total,
-            s.demand_total,
-            s.servers_bought,
-            s.blocked_servers,
-            s.stranded_w_quarters,
-            s.built_w,
-            s.server_quarters,
-            s.age_server_quarters,
-        ):
-            arr[env_ids] = 0.0
-
-    def capacity_tables(self, inst: FleetInstance) -> dict[str, np.ndarray]:
-        """(T, G) per-server capacity tables of one episode for this config's capacity model."""
-        c = self.config
-        t, g = c.horizon_quarters, self.num_generations
-        zeros = np.zeros((t, g))
-        if c.capacity_model == "compass_roofline":
-            primary = self._compass_roofline(inst, inst.primary_params)
-            secondary = self._compass_roofline(inst, inst.secondary_params)
-            share = inst.primary_share[:, None]
-            larger = self._compass_roofline(inst, np.maximum(inst.primary_params, inst.secondary_params))
-            return {
-                "capacity": share * primary + (1 - share) * secondary,
-                "prefill": zeros,
-                "decode": zeros,
-                "split_capacity": larger,
-            }
-        return self._llm_tables(inst)
-
-    def _compass_roofline(self, inst: FleetInstance, params: np.ndarray) -> np.ndarray:
-        """(T, G) the simulator's simplified per-server roofline for the model of each quarter, units/s."""
-        c = self.config
-        size_b = params[:, None] / 1e9  # (T, 1) billions of parameters
-        ops = 2.0 * size_b
-        memory = c.gpus_per_server * inst.hbm_tb_s[None, :] * 1000.0 / ops
-        compute = inst.server_tflops[None, :] * 1000.0 / ops
-        # The simulator's interconnect term: 2 all-reduces x 2 x hidden x layers x 2 bytes per token over NVLink.
-        layers = np.floor(0.8 * np.sqrt(size_b) * 100.0)
-        hidden = np.floor(np.sqrt(size_b * 1e9 / (12.0 * np.maximum(layers, 1.0)))) * 12.0
-        net_bytes = 8.0 * hidden * layers
-        link = c.gpus_per_server * self.roadmap.nvlink_gb_s[None, :] * c.network_perf_multiplier
-        network = np.where(net_bytes > 0, link / np.maximum(net_bytes / 1e9, 1e-300), np.inf)
-        return np.minimum(np.minimum(memory, compute), network)
-
-    def _llm_tables(self, inst: FleetInstance) -> dict[str, np.ndarray]:
-        """(T, G) tables from the LLM instance model: mixed, prefill-only and decode-only output tokens/s per server.
-
-        A server's 8 GPUs hold ``8 / tp`` instances of the served model, where
-        the tensor-parallel degree ``tp`` is the LLM model's choice (weights plus
-        room for the KV cache); a model wider than a server spreads over
-        ``tp / 8`` servers. ``capacity`` is the SLO-bound throughput with
-        continuous batching (prefills mixed into decode batches); ``prefill``
-        and ``decode`` are what the server sustains doing only one phase (for
-        disaggregation), all in output tokens/s of the request shape.
-        """
-        c = self.config
-        t, g = c.horizon_quarters, self.num_generations
-        out = {name: np.zeros((t, g)) for name in ("mixed_primary", "mixed_secondary", "p1", "p2", "d1", "d2")}
-        for k in range(g):
-            spec = (
-                float(inst.fp16_tflops[k]),
-                float(inst.hbm_tb_s[k]),
-                float(inst.hbm_gb[k]),
-                float(self.roadmap.nvlink_gb_s[k]),
-                float(self.roadmap.tdp_w[k]),
-            )
-            for params, (mixed, pre, dec) in (
-                (inst.primary_params, ("mixed_primary", "p1", "d1")),
-                (inst.secondary_params, ("mixed_secondary", "p2", "d2")),
-            ):
-                for value in np.unique(params):
-                    rates = llm_server_rates(
-                        spec,
-                        float(value),
-                        c.gpus_per_server,
-                        c.prompt_tokens,
-                        c.output_tokens,
-                        c.ttft_slo_s,
-                        c.tbt_slo_s,
-                    )
-                    rows = params == value
-                    out[mixed][rows, k], out[pre][rows, k], out[dec][rows, k] = rates
-        share = inst.primary_share[:, None]
-        return {
-            "capacity": share * out["mixed_primary"] + (1 - share) * out["mixed_secondary"],
-            "prefill": share * out["p1"] + (1 - share) * out["p2"],
-            "decode": share * out["d1"] + (1 - share) * out["d2"],
-            "split_capacity": np.zeros((t, g)),
-        }
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -778,7 +906,7 @@ class DCLifecycleCore(LegacyBatchedCore[DCLifecycleConfig, DCLifecycleState]):
 
     def released(self, quarter: np.ndarray) -> np.ndarray:
         """(B, G) whether each generation can be bought in ``quarter`` (B,)."""
-        return self.release_quarter[None, :] <= quarter[:, None]
+        return self.params.roadmap.release_quarter[None, :] <= quarter[:, None]
 
     def newest_released(self, quarter: np.ndarray) -> np.ndarray:
         """(B,) index of the newest generation released by ``quarter`` (generations are sorted by release)."""
@@ -787,11 +915,21 @@ class DCLifecycleCore(LegacyBatchedCore[DCLifecycleConfig, DCLifecycleState]):
     def alive_capacity(self, quarter: np.ndarray, freq_idx: np.ndarray, over_idx: np.ndarray) -> np.ndarray:
         """(B, T) capacity of each cohort in ``quarter`` under the operation levels (mixed serving)."""
         s = self.state
-        rows = self._env_index
-        per_server = s.capacity[rows, quarter]  # (B, G)
-        gen = np.maximum(s.cohort_gen, 0)
-        cap = np.take_along_axis(per_server, gen, axis=1)
-        return cap * s.cohort_alive * self.throughput_factor[over_idx, freq_idx][:, None]
+        per_server = s.capacity[self._env_index, quarter]  # (B, G)
+        cap = np.take_along_axis(per_server, np.maximum(s.cohort_gen, 0), axis=1)
+        return cap * s.cohort_alive * self.params.throughput_factor[over_idx, freq_idx][:, None]
+
+    def installed_w(self) -> np.ndarray:
+        """(B,) nameplate W of the alive servers."""
+        return (self.state.cohort_alive * self.params.server_w[np.maximum(self.state.cohort_gen, 0)]).sum(axis=1)
+
+    def servers_by_generation(self) -> np.ndarray:
+        """(B, G) alive servers of each generation."""
+        s, t = self.state, self.config.horizon_quarters
+        out = np.zeros((self.num_envs, self.params.roadmap.size))
+        rows = np.repeat(self._env_index, t)
+        np.add.at(out, (rows, np.maximum(s.cohort_gen, 0).ravel()), s.cohort_alive.ravel())
+        return out
 
     @property
     def action_size(self) -> int:
@@ -807,68 +945,81 @@ class DCLifecycleCore(LegacyBatchedCore[DCLifecycleConfig, DCLifecycleState]):
 
     # ------------------------------------------------------------------ the step
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
-        s, c = self.state, self.config
-        rows = self._env_index
-        t_max = c.horizon_quarters
-        q = self.quarter  # (B,)
+        s, c, p = self.state, self.config, self.params
+        rows, q = self._env_index, self.quarter
         s.ledger.begin_step()
-        lag_choice, cover_idx, life_idx, lagging, build_idx, over_idx, freq_idx, disagg = (
-            actions[:, k] for k in range(8)
-        )
         newest = self.newest_released(q)
+        freq_idx, disagg = actions[:, 6], actions[:, 7]
+        p.building.open_quarter(s.building, rows, q)  # lumps ordered earlier arrive now
+        self._retire(actions, q, newest)
+        installed_w = self.installed_w()
+        # Oversubscription cannot fall below what the installed fleet already needs.
+        over_idx = p.building.oversubscription(actions[:, 5], p.oversubscription_levels, installed_w, s.building)
+        over = p.oversubscription_levels[over_idx]
+        capacity = self._fleet_capacity(q, freq_idx, over_idx, disagg)
+        bought = self._purchase(actions, q, newest, over_idx, capacity, installed_w)
+        capacity = np.where(bought > 0, self._fleet_capacity(q, freq_idx, over_idx, disagg), capacity)
+        s.counters.built_w += p.building.order(p.build_lumps[actions[:, 4]], rows, q, s.building)
+        stranded_w = self._charge(q, over, over_idx, freq_idx)
+        demand = s.demand[rows, q]
+        unserved = np.maximum(demand - capacity, 0.0)
+        s.ledger.charge("unserved_penalty", unserved * c.unserved_penalty_usd)
+        self._tally(q, demand, capacity, unserved)
+        terminated = self.stats.length + 1 >= c.horizon_quarters
+        reward = -s.ledger.step_total() / c.reward_scale_usd
+        info: Info = {
+            **s.ledger.step_breakdown(),
+            "demand": demand,
+            "capacity": capacity,
+            "unserved": unserved,
+            "servers_bought": bought,
+            "servers_by_gen": self.servers_by_generation(),  # after this quarter's purchase
+            "stranded_w": stranded_w,
+        }
+        return reward, terminated, np.zeros(self.num_envs, bool), info
 
-        # --- building: lumps ordered earlier arrive now
-        if c.building_model == "sunk":
-            s.provisioned_w += s.arrivals_w[rows, q]
-
-        # --- retirement: lifetime rule, lagging generations, per-cohort overrides
+    def _retire(self, actions: np.ndarray, q: np.ndarray, newest: np.ndarray) -> None:
+        """Retire cohorts by the lifetime rule, lagging generations, per-cohort overrides and the age limit."""
+        s, c, p = self.state, self.config, self.params
+        life_idx, lagging = actions[:, 2], actions[:, 3]
         alive = s.cohort_alive > 0
-        age = q[:, None] - self._t_index[None, :]  # (B, T) quarters since purchase
-        lifetime_q = np.asarray(c.lifetime_years_levels)[life_idx] * 4
+        age = q[:, None] - p.quarters[None, :]  # (B, T) quarters since purchase
+        lifetime_q = p.lifetime_years_levels[life_idx] * 4
         retire = alive & (age >= lifetime_q[:, None])
         if c.cohort_actions:
-            override = actions[:, 8 : 8 + t_max]
+            override = actions[:, 8 : 8 + c.horizon_quarters]
             retire &= override != 2  # "keep" exempts a cohort from the lifetime rule only
             retire |= alive & (override == 1)
-        gen = np.maximum(s.cohort_gen, 0)
         # Releases behind: how many generations were released after this cohort's and by this quarter.
-        behind = newest[:, None] - gen
+        behind = newest[:, None] - np.maximum(s.cohort_gen, 0)
         retire |= alive & (lagging[:, None] >= 1) & (behind >= lagging[:, None])
         retire |= alive & (age >= c.max_lifetime_years * 4)
         s.cohort_alive[retire] = 0.0
         s.cohort_retired_q[retire] = np.broadcast_to(q[:, None], retire.shape)[retire]
 
-        # --- oversubscription cannot fall below what the installed fleet already needs
-        levels_o = np.asarray(c.oversubscription_levels)
-        installed_w = (s.cohort_alive * self.server_w[gen]).sum(axis=1)
-        if c.building_model == "sunk":
-            needed = installed_w / np.maximum(s.provisioned_w, 1e-9)
-            fits = levels_o[None, :] >= needed[:, None] - 1e-12
-            lowest_fit = np.where(fits.any(axis=1), np.argmax(fits, axis=1), len(levels_o) - 1)
-            over_idx = np.maximum(over_idx, lowest_fit)
-        over = levels_o[over_idx]
-
-        # --- capacity before the purchase
-        capacity = self._fleet_capacity(q, freq_idx, over_idx, disagg)
-
-        # --- purchase
-        cover = np.asarray(c.buy_cover_levels)[cover_idx]
-        buy_gen = np.maximum(newest - lag_choice, 0)
+    def _purchase(
+        self,
+        actions: np.ndarray,
+        q: np.ndarray,
+        newest: np.ndarray,
+        over_idx: np.ndarray,
+        capacity: np.ndarray,
+        installed_w: np.ndarray,
+    ) -> np.ndarray:
+        """Buy the cover level's shortfall of the chosen generation, what the building can power; (B,) bought."""
+        s, c, p = self.state, self.config, self.params
+        rows, over = self._env_index, p.oversubscription_levels[over_idx]
+        cover = p.buy_cover_levels[actions[:, 1]]
+        buy_gen = np.maximum(newest - actions[:, 0], 0)
         can_buy = (newest >= 0) & (cover > 0)
-        per_server = s.capacity[rows, q, buy_gen] * self.throughput_factor[over_idx, freq_idx]
+        per_server = s.capacity[rows, q, buy_gen] * p.throughput_factor[over_idx, actions[:, 6]]
         shortfall = np.maximum(cover * s.demand[rows, q] - capacity, 0.0)
         wanted = np.where(can_buy & (per_server > 0), np.ceil(shortfall / np.maximum(per_server, 1e-300)), 0.0)
-        srv_w = self.server_w[buy_gen]
-        if c.building_model == "sunk":
-            room_w = np.maximum(over * s.provisioned_w - installed_w, 0.0)
-            fit = np.floor(room_w / srv_w + 1e-9)
-            bought = np.minimum(wanted, fit)
-        else:
-            bought = wanted
-        s.blocked_servers += wanted - bought
-        s.servers_bought += bought
-        buying = bought > 0
-        s.cohort_gen[rows, q] = np.where(buying, buy_gen, -1)
+        srv_w = p.server_w[buy_gen]
+        bought = p.building.fit_purchase(wanted, over, installed_w, srv_w, s.building)
+        s.counters.blocked_servers += wanted - bought
+        s.counters.servers_bought += bought
+        s.cohort_gen[rows, q] = np.where(bought > 0, buy_gen, -1)
         s.cohort_bought[rows, q] = bought
         s.cohort_alive[rows, q] = bought
         per_rack = np.maximum(np.floor(c.rack_power_w * over / srv_w + 1e-9), 1.0)
@@ -876,190 +1027,80 @@ class DCLifecycleCore(LegacyBatchedCore[DCLifecycleConfig, DCLifecycleState]):
         s.cohort_racks[rows, q] = racks
         s.cohort_rack_stranded_w[rows, q] = racks * c.rack_power_w - bought * srv_w / over
         s.cohort_retired_q[rows, q] = NEVER
-        capacity = np.where(buying, self._fleet_capacity(q, freq_idx, over_idx, disagg), capacity)
-
-        # --- building orders (sunk): arrive after the lead time (after the horizon: never in service)
-        if c.building_model == "sunk":
-            order_w = np.asarray(c.build_lumps)[build_idx] * c.build_lump_mw * 1e6
-            s.built_w += order_w
-            arrive = q + c.build_lead_quarters
-            inside = arrive < t_max
-            if c.build_lead_quarters == 0:
-                s.provisioned_w += order_w  # in service at once; purchases this quarter already saw the old building
-            else:
-                s.arrivals_w[rows[inside], arrive[inside]] += order_w[inside]
-
-        # --- costs of the quarter
-        self._charge(q, over, over_idx, freq_idx)
-        demand = s.demand[rows, q]
-        unserved = np.maximum(demand - capacity, 0.0)
-        s.ledger.charge("unserved_penalty", unserved * c.unserved_penalty_usd)
-        s.unserved_total += unserved
-        s.demand_total += demand
-        s.last_unserved = unserved / demand
-        s.last_capacity = capacity
-
-        alive_now = s.cohort_alive
-        s.server_quarters += alive_now.sum(axis=1)
-        s.age_server_quarters += (alive_now * np.maximum(q[:, None] - self._t_index[None, :], 0)).sum(axis=1)
-
-        terminated = self.stats.length + 1 >= t_max
-        reward = -s.ledger.step_total() / c.reward_scale_usd
-        servers_by_gen = np.zeros((self.num_envs, self.num_generations))
-        gen_now = np.maximum(s.cohort_gen, 0)  # after this quarter's purchase
-        np.add.at(servers_by_gen, (np.repeat(rows, t_max), gen_now.ravel()), alive_now.ravel())
-        info: Info = {
-            **s.ledger.step_breakdown(),
-            "demand": demand,
-            "capacity": capacity,
-            "unserved": unserved,
-            "servers_bought": bought,
-            "servers_by_gen": servers_by_gen,
-            "stranded_w": self._stranded_w(over),
-        }
-        return reward, terminated, np.zeros(self.num_envs, bool), info
+        return bought
 
     def _fleet_capacity(
         self, q: np.ndarray, freq_idx: np.ndarray, over_idx: np.ndarray, disagg: np.ndarray
     ) -> np.ndarray:
         """(B,) capacity of the alive fleet in quarter ``q``, disaggregated where asked."""
-        mixed = self.alive_capacity(q, freq_idx, over_idx)
-        total = mixed.sum(axis=1)
+        total = self.alive_capacity(q, freq_idx, over_idx).sum(axis=1)
         if not disagg.any():
             return total
-        if self.config.capacity_model == "compass_roofline":
-            split = self._compass_split_capacity(q, freq_idx, over_idx)
-        else:
-            split = self._splitwise_capacity(q, freq_idx, over_idx)
+        factor = self.params.throughput_factor[over_idx, freq_idx]
+        split = self.params.capacity.disaggregated(self.state, self._env_index, q, factor)
         return np.where(disagg == 1, split, total)
 
-    def _compass_split_capacity(self, q: np.ndarray, freq_idx: np.ndarray, over_idx: np.ndarray) -> np.ndarray:
-        """The simulator's disaggregated capacity: batches ordered newest generation first (then by purchase),
-        the first half of them at prefill_fraction 0.4 of their capacity on the larger model, the rest at 0.6."""
-        s = self.state
-        rows = self._env_index
-        alive = s.cohort_alive > 0
+    def _charge(self, q: np.ndarray, over: np.ndarray, over_idx: np.ndarray, freq_idx: np.ndarray) -> np.ndarray:
+        """Charge the quarter's costs to the ledger (after retirements and the purchase); (B,) stranded W."""
+        s, c, p = self.state, self.config, self.params
         gen = np.maximum(s.cohort_gen, 0)
-        release = self.release_quarter[gen]
-        t = self.config.horizon_quarters
-        key = np.where(alive, -release * (t + 1) + self._t_index[None, :], np.iinfo(np.int64).max)
-        order = np.argsort(key, axis=1, kind="stable")
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.broadcast_to(self._t_index, order.shape), axis=1)
-        half = alive.sum(axis=1) // 2
-        share = np.where(rank < half[:, None], 0.4, 0.6)
-        per_server = np.take_along_axis(s.split_capacity[rows, q], gen, axis=1)
-        factor = self.throughput_factor[over_idx, freq_idx][:, None]
-        return (per_server * s.cohort_alive * share * factor).sum(axis=1)
-
-    def _splitwise_capacity(self, q: np.ndarray, freq_idx: np.ndarray, over_idx: np.ndarray) -> np.ndarray:
-        """Splitwise across generations: the newest alive generation prefills for older ones that decode.
-
-        With new-pool rates P_N (prefill only) and M_N (mixed) and old-pool
-        rates D_O (decode only, less ``kv_transfer_overhead``) and M_O (mixed),
-        a share phi of the new pool prefills for a share psi = phi P_N / D_O of
-        the old pool, the rest of both serve mixed: throughput phi P_N + (1 -
-        phi) M_N + (1 - psi) M_O, linear in phi, so the best split is phi = 0
-        or the largest phi with psi <= 1.
-        """
-        s, c = self.state, self.config
-        rows = self._env_index
-        alive = s.cohort_alive
-        gen = np.maximum(s.cohort_gen, 0)
-        release = np.where(alive > 0, self.release_quarter[gen], -1)
-        newest = release.max(axis=1, keepdims=True)
-        new = (alive > 0) & (release == newest)
-        factor = self.throughput_factor[over_idx, freq_idx]
-
-        def pool(table: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            return (np.take_along_axis(table[rows, q], gen, axis=1) * alive * mask).sum(axis=1) * factor
-
-        old = (alive > 0) & ~new
-        p_new, m_new = pool(s.prefill, new), pool(s.capacity, new)
-        d_old, m_old = pool(s.decode, old) * (1 - c.kv_transfer_overhead), pool(s.capacity, old)
-        phi = np.where(p_new > 0, np.minimum(1.0, d_old / np.maximum(p_new, 1e-300)), 0.0)
-        split = phi * p_new + (1 - phi) * m_new + (1 - phi * p_new / np.maximum(d_old, 1e-300)) * m_old
-        return np.maximum(split, m_new + m_old)
-
-    def _stranded_w(self, over: np.ndarray) -> np.ndarray:
-        """(B,) provisioned W no server uses: unused rack power (rent) or unused building power (sunk)."""
-        s, c = self.state, self.config
-        if c.building_model == "rent":
-            return (s.cohort_rack_stranded_w * (s.cohort_alive > 0)).sum(axis=1)
-        gen = np.maximum(s.cohort_gen, 0)
-        installed = (s.cohort_alive * self.server_w[gen]).sum(axis=1)
-        return np.maximum(s.provisioned_w - installed / over, 0.0)
-
-    def _charge(self, q: np.ndarray, over: np.ndarray, over_idx: np.ndarray, freq_idx: np.ndarray) -> None:
-        """Charge the quarter's costs to the ledger (after retirements and the purchase)."""
-        s, c = self.state, self.config
-        rows = self._env_index
-        gen = np.maximum(s.cohort_gen, 0)
-        age = q[:, None] - self._t_index[None, :]
+        age = q[:, None] - p.quarters[None, :]
         bought = s.cohort_bought
         # Amortised capex: every cohort bought within the last amortisation window pays, retired or not.
-        paying = (s.cohort_gen >= 0) & (age >= 0) & (age < c.amortization_quarters)
         window = c.amortization_quarters
+        paying = (s.cohort_gen >= 0) & (age >= 0) & (age < window)
         price = np.take_along_axis(s.price, gen, axis=1)
         s.ledger.charge("it_capex", (paying * bought * price).sum(axis=1) / window)
         s.ledger.charge("rack_capex", (paying * s.cohort_racks).sum(axis=1) * c.rack_cost_usd / window)
         s.ledger.charge("network_capex", (paying * bought).sum(axis=1) * c.network_capex_usd / window)
         alive = s.cohort_alive
-        servers = alive.sum(axis=1)
-        s.ledger.charge("network_opex", servers * c.network_opex_usd_per_year / 4)
-        extended = age >= c.default_lifetime_years * 4
-        maint = np.where(extended, c.extended_maintenance_factor, 1.0)
+        s.ledger.charge("network_opex", alive.sum(axis=1) * c.network_opex_usd_per_year / 4)
+        maint = np.where(age >= c.default_lifetime_years * 4, c.extended_maintenance_factor, 1.0)
         s.ledger.charge("maintenance", (alive * maint).sum(axis=1) * c.maintenance_usd_per_server_year / 4)
-        installed_w = (alive * self.server_w[gen]).sum(axis=1)
-        energy_kwh = installed_w / 1000 * c.utilization * HOURS_PER_QUARTER * self.energy_factor[over_idx, freq_idx]
+        installed_w = self.installed_w()
+        energy_kwh = installed_w / 1000 * c.utilization * HOURS_PER_QUARTER * p.energy_factor[over_idx, freq_idx]
         energy = energy_kwh * c.energy_usd_per_kwh
         s.ledger.charge("energy", energy)
         s.ledger.charge("cooling_opex", energy * c.cooling_opex_ratio)
-        stranded = self._stranded_w(over)
-        s.stranded_w_quarters += stranded
-        if c.building_model == "rent":
-            provisioned = installed_w / over + stranded
-        else:
-            provisioned = s.provisioned_w
+        stranded = p.building.stranded_w(s.cohort_rack_stranded_w, alive, installed_w, over, s.building)
+        s.counters.stranded_w_quarters += stranded
+        provisioned = p.building.paid_w(installed_w, over, stranded, s.building)
         life_q = c.building_life_years * 4
         s.ledger.charge("power_provisioning", provisioned * c.power_provisioning_usd_per_w / life_q)
         s.ledger.charge("cooling_provisioning", provisioned * c.cooling_provisioning_usd_per_w / life_q)
         s.ledger.charge("facility", provisioned / c.facility_w * c.facility_usd / life_q)
-        del rows
+        return stranded
+
+    def _tally(self, q: np.ndarray, demand: np.ndarray, capacity: np.ndarray, unserved: np.ndarray) -> None:
+        """Add the quarter to the episode's counters."""
+        k, alive = self.state.counters, self.state.cohort_alive
+        k.unserved_total += unserved
+        k.demand_total += demand
+        k.last_unserved[:] = unserved / demand
+        k.last_capacity[:] = capacity
+        k.server_quarters += alive.sum(axis=1)
+        k.age_server_quarters += (alive * np.maximum(q[:, None] - self.params.quarters[None, :], 0)).sum(axis=1)
 
     # ------------------------------------------------------------------ observation and metrics
     def observe(self) -> np.ndarray:
-        s, c = self.state, self.config
-        rows = self._env_index
-        t_max, g = c.horizon_quarters, self.num_generations
-        q = self.quarter
+        s, p = self.state, self.params
+        rows, q = self._env_index, self.quarter
+        t_max = self.config.horizon_quarters
         demand = s.demand[rows, q]
         prev = s.demand[rows, np.maximum(q - 1, 0)]
         released = self.released(q)
         newest = self.newest_released(q)
-        gen = np.maximum(s.cohort_gen, 0)
         alive = s.cohort_alive
         per_server = s.capacity[rows, q]  # (B, G)
-        cap_alive = (np.take_along_axis(per_server, gen, axis=1) * alive).sum(axis=1)
-        installed_w = (alive * self.server_w[gen]).sum(axis=1)
+        cap_alive = (np.take_along_axis(per_server, np.maximum(s.cohort_gen, 0), axis=1) * alive).sum(axis=1)
+        installed_w = self.installed_w()
         servers = alive.sum(axis=1)
-        age_q = np.maximum(q[:, None] - self._t_index[None, :], 0)
+        age_q = np.maximum(q[:, None] - p.quarters[None, :], 0)
         mean_age = (alive * age_q).sum(axis=1) / np.maximum(servers, 1.0) / 4
-        if c.building_model == "sunk":
-            prov = np.maximum(s.provisioned_w, 1.0)
-            pending = (
-                s.arrivals_w[:, :].sum(axis=1)
-                - np.take_along_axis(np.cumsum(s.arrivals_w, axis=1), q[:, None], axis=1)[:, 0]
-            )
-            lump = np.full_like(prov, c.build_lump_mw * 1e6)
-            building = np.stack([lump / prov, pending / prov, installed_w / prov], 1)
-        else:
-            building = np.stack([np.zeros_like(demand), np.zeros_like(demand), np.ones_like(demand)], 1)
-        by_gen = np.zeros((self.num_envs, g))
-        np.add.at(by_gen, (np.repeat(rows, t_max), gen.ravel()), alive.ravel())
+        building = p.building.observe(installed_w, q, s.building)
         newest_cap = per_server[rows, np.maximum(newest, 0)]
         rel_cap = np.where(released, per_server / np.maximum(newest_cap, 1e-300)[:, None], 0.0)
-        behind = np.where(released, (newest[:, None] - np.arange(g)[None, :]) / 5.0, 0.0)
+        behind = np.where(released, (newest[:, None] - np.arange(p.roadmap.size)[None, :]) / 5.0, 0.0)
         head = np.stack(
             [
                 q / t_max,
@@ -1069,7 +1110,7 @@ class DCLifecycleCore(LegacyBatchedCore[DCLifecycleConfig, DCLifecycleState]):
                 np.log10(s.primary_params[rows, q]) / 12,
                 np.log10(s.secondary_params[rows, q]) / 12,
                 cap_alive / demand,
-                s.last_unserved,
+                s.counters.last_unserved,
                 *building.T,
                 np.log10(1 + servers) / 6,
                 mean_age / 10,
@@ -1080,10 +1121,10 @@ class DCLifecycleCore(LegacyBatchedCore[DCLifecycleConfig, DCLifecycleState]):
             [
                 head,
                 released.astype(np.float64),
-                np.log10(1 + by_gen) / 6,
+                np.log10(1 + self.servers_by_generation()) / 6,
                 rel_cap,
                 np.where(released, s.price / 1e6, 0.0),
-                np.where(released, self.server_w[None, :] / 20e3, 0.0),
+                np.where(released, p.server_w[None, :] / 20e3, 0.0),
                 behind,
                 np.log10(1 + alive) / 6,
                 np.where(alive > 0, age_q / 40.0, 0.0),
@@ -1093,20 +1134,18 @@ class DCLifecycleCore(LegacyBatchedCore[DCLifecycleConfig, DCLifecycleState]):
         return np.clip(obs, -OBS_BOUND, OBS_BOUND).astype(np.float32)
 
     def _episode_metrics(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
-        s, c = self.state, self.config
+        s, k = self.state, self.state.counters
         total = s.ledger.total[env_ids]
-        tco = total[:, : len(TCO_CATEGORIES)].sum(axis=1)
-        out = {
-            "tco_usd": tco,
-            "unserved_share": s.unserved_total[env_ids] / np.maximum(s.demand_total[env_ids], 1e-300),
+        return {
+            "tco_usd": total[:, : len(TCO_CATEGORIES)].sum(axis=1),
+            "unserved_share": k.unserved_total[env_ids] / np.maximum(k.demand_total[env_ids], 1e-300),
             **{f"cost_{name}_usd": total[:, i] for i, name in enumerate(COST_CATEGORIES)},
-            "servers_bought": s.servers_bought[env_ids].copy(),
-            "blocked_servers": s.blocked_servers[env_ids].copy(),
-            "mean_stranded_mw": s.stranded_w_quarters[env_ids] / c.horizon_quarters / 1e6,
-            "mean_fleet_age_years": s.age_server_quarters[env_ids] / np.maximum(s.server_quarters[env_ids], 1.0) / 4,
-            "built_mw": s.built_w[env_ids] / 1e6,
+            "servers_bought": k.servers_bought[env_ids].copy(),
+            "blocked_servers": k.blocked_servers[env_ids].copy(),
+            "mean_stranded_mw": k.stranded_w_quarters[env_ids] / self.config.horizon_quarters / 1e6,
+            "mean_fleet_age_years": k.age_server_quarters[env_ids] / np.maximum(k.server_quarters[env_ids], 1.0) / 4,
+            "built_mw": k.built_w[env_ids] / 1e6,
         }
-        return out
 
 
 @functools.lru_cache(maxsize=8192)

@@ -24,6 +24,7 @@ GPUs at about half of the ~6.5 kW server peak, as DOMAIN.md says.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -181,3 +182,45 @@ class LLMPhaseActivity:
         total = c + m
         compute_share = np.divide(c, total, out=np.zeros_like(total), where=total > 0)
         return busy * (self.decode + (self.prefill - self.decode) * compute_share)
+
+
+# ----------------------------------------------------------------------------- a fleet under a power budget
+
+
+def budget_capped_operation(
+    *,
+    oversubscription_levels: Sequence[float],
+    frequency_levels: Sequence[float],
+    peak_draw_fraction: float,
+    gpu_share_of_server_power: float,
+    gpu_idle_fraction: float,
+    freq_power_exponent: float,
+    freq_throughput_exponent: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(throughput, energy) multipliers (O, F) of a fleet per (oversubscription, clock cap) level.
+
+    A server's draw relative to nameplate at clock share x is d(x) (GPUs at
+    ``gpu_share_of_server_power`` of nameplate, idle floor, dynamic part ~
+    x^alpha; the rest of the server follows GPU activity). With
+    oversubscription o the fleet's peak draw ``peak_draw_fraction x o x
+    d(x)`` of the provisioned budget must stay <= 1: above it, POLCA-style
+    capping lowers the clock to x' with that draw exactly at budget.
+    Throughput scales as (clock)^beta and energy as d(clock).
+    """
+    gpu = GpuPowerModel(
+        tdp_w=1000.0,
+        idle_fraction=gpu_idle_fraction,
+        max_freq_mhz=1000.0,
+        min_freq_mhz=1.0,
+        freq_exponent=freq_power_exponent,
+    )
+    other = 8000.0 * (1 - gpu_share_of_server_power) / gpu_share_of_server_power
+    server = ServerPowerModel(gpu=gpu, gpus=8, other_idle_w=0.4 * other, other_peak_w=other)
+    grid = np.linspace(0.001, 1.0, 4000)
+    draw = server.power_w(np.ones_like(grid), grid * 1000.0) / server.peak_w  # d(x), increasing in x
+    levels_o = np.asarray(oversubscription_levels)
+    levels_f = np.asarray(frequency_levels)
+    target = 1.0 / (peak_draw_fraction * levels_o)  # (O,) largest draw share the budget allows
+    capped = np.interp(target, draw, grid, right=1.0)  # (O,) clock where d(x) hits the budget
+    clock = np.minimum(levels_f[None, :], capped[:, None])  # (O, F)
+    return clock**freq_throughput_exponent, np.interp(clock, grid, draw)

@@ -24,12 +24,12 @@ numbers are its published defaults:
 * **Shocks** (the simulator's scenario switches): demand x3, model size x0.8,
   hardware capability x3 and GPU price x0.6 from a shock year on. The
   ``compass`` preset places a switched-on shock at year 5 as the simulator
-  does; :func:`sample_fleet_instance` with ``shock_probability > 0`` draws
+  does; :class:`FleetGenerator` with ``shock_probability > 0`` draws
   whether each shock happens and in which quarter, per episode.
 
-A generator call returns a :class:`FleetInstance`: frozen arrays the env
-replays; everything random about an episode is drawn here from the sub-env's
-own generator.
+:meth:`FleetGenerator.sample` returns a :class:`FleetInstance`: frozen arrays
+the env replays; everything random about an episode is drawn there from the
+sub-env's own generator.
 """
 
 from __future__ import annotations
@@ -226,23 +226,9 @@ class FleetInstance:
 SHOCK_NAMES = ("demand", "model_size", "hardware", "price")
 
 
-def sample_fleet_instance(
-    rng: np.random.Generator,
-    *,
-    roadmap: GpuRoadmap,
-    horizon_quarters: int,
-    base_year: int,
-    initial_demand: float,
-    growth_per_quarter: float,
-    growth_noise: float,
-    migration_fraction: float,
-    distilled_fraction: float,
-    shocks: ShockSpec,
-    shock_probability: tuple[float, float, float, float],
-    shock_window: tuple[int, int],
-    fixed_shock_quarter: tuple[int, int, int, int] = (-1, -1, -1, -1),
-) -> FleetInstance:
-    """Draw one episode.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FleetGenerator:
+    """Draws one episode of an AI datacenter: demand path, served models, shocks and this episode's roadmap.
 
     ``growth_noise`` is the standard deviation of a log-normal factor on each
     quarter's growth (0 gives the simulator's deterministic curve).
@@ -252,63 +238,107 @@ def sample_fleet_instance(
     Draws are made in a fixed order whatever the switches, so one seed gives
     one demand path under every shock setting.
     """
-    t = horizon_quarters
-    noise = rng.normal(0.0, 1.0, size=t)
-    happens = rng.random(4)
-    when = rng.integers(shock_window[0], shock_window[1] + 1, size=4)
-    shock_q = np.full(4, -1, np.int64)
-    for k in range(4):
-        if fixed_shock_quarter[k] >= 0:
-            shock_q[k] = fixed_shock_quarter[k]
-        elif happens[k] < shock_probability[k]:
-            shock_q[k] = when[k]
 
-    steps = np.full(t, np.log(growth_per_quarter))
-    steps[1:] += growth_noise * noise[1:]
-    steps[0] = 0.0
-    demand = initial_demand * np.exp(np.cumsum(steps))
-    if shock_q[0] >= 0 and shock_q[0] < t:
-        demand[shock_q[0] :] = shocks.demand_factor * demand[shock_q[0]]
+    roadmap: GpuRoadmap
+    """Every generation the horizon can see (:func:`gpu_roadmap`)."""
+    horizon_quarters: int
+    """Quarters per episode."""
+    base_year: int
+    """Calendar year of quarter 0."""
+    initial_demand: float
+    """Demand in quarter 0."""
+    growth_per_quarter: float
+    """Trend growth factor per quarter."""
+    growth_noise: float
+    """Std of the log-normal noise on each quarter's growth."""
+    migration_fraction: float
+    """Share of demand on the new full-size model in the first two quarters of a year."""
+    distilled_fraction: float
+    """Size of a distilled model relative to its full-size model."""
+    shocks: ShockSpec
+    """Magnitudes of the four shocks."""
+    shock_probability: tuple[float, float, float, float]
+    """Per-episode probability of each shock (:data:`SHOCK_NAMES` order)."""
+    shock_window: tuple[int, int]
+    """Quarters between which a drawn shock happens (uniform, inclusive)."""
+    fixed_shock_quarter: tuple[int, int, int, int] = (-1, -1, -1, -1)
+    """Force a shock at this quarter (>= 0), -1 = drawn or none."""
 
-    yearly = yearly_model_params(base_year, (t + 3) // 4)
-    share, primary, secondary = model_schedule(
-        yearly, t, migration_fraction=migration_fraction, distilled_fraction=distilled_fraction
-    )
-    if shock_q[1] >= 0 and shock_q[1] < t:
+    def sample(self, rng: np.random.Generator) -> FleetInstance:
+        t = self.horizon_quarters
+        noise = rng.normal(0.0, 1.0, size=t)
+        happens = rng.random(4)
+        when = rng.integers(self.shock_window[0], self.shock_window[1] + 1, size=4)
+        shock_q = np.full(4, -1, np.int64)
+        for k in range(4):
+            if self.fixed_shock_quarter[k] >= 0:
+                shock_q[k] = self.fixed_shock_quarter[k]
+            elif happens[k] < self.shock_probability[k]:
+                shock_q[k] = when[k]
+        share, primary, secondary = self._models(int(shock_q[1]))
+        return FleetInstance(
+            demand=self._demand(noise, int(shock_q[0])),
+            primary_share=share,
+            primary_params=primary,
+            secondary_params=secondary,
+            price_usd=self._prices(int(shock_q[3])),
+            **self._specs(int(shock_q[2])),
+            shock_quarter=shock_q,
+        )
+
+    def _demand(self, noise: np.ndarray, shock_q: int) -> np.ndarray:
+        """(T,) the trend with noisy growth, jumping to ``demand_factor`` x its level at the demand shock."""
+        t = self.horizon_quarters
+        steps = np.full(t, np.log(self.growth_per_quarter))
+        steps[1:] += self.growth_noise * noise[1:]
+        steps[0] = 0.0
+        demand = self.initial_demand * np.exp(np.cumsum(steps))
+        if shock_q >= 0 and shock_q < t:
+            demand[shock_q:] = self.shocks.demand_factor * demand[shock_q]
+        return demand
+
+    def _models(self, shock_q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per quarter: (primary share, primary params, secondary params), capped from the model-size shock on."""
+        t, distilled = self.horizon_quarters, self.distilled_fraction
+        yearly = yearly_model_params(self.base_year, (t + 3) // 4)
+        schedule = model_schedule(yearly, t, migration_fraction=self.migration_fraction, distilled_fraction=distilled)
+        if not (shock_q >= 0 and shock_q < t):
+            return schedule
         # The simulator caps the per-quarter size series, then derives the schedule from it.
         per_quarter = np.repeat(yearly, 4)[:t]
-        cap = shocks.model_size_factor * per_quarter[shock_q[1]]
+        cap = self.shocks.model_size_factor * per_quarter[shock_q]
         per_quarter = per_quarter.copy()
-        per_quarter[shock_q[1] :] = cap
+        per_quarter[shock_q:] = cap
         q = np.arange(t)
         prev = per_quarter[np.maximum(q // 4 - 1, 0) * 4]
         early = (q % 4) < 2
-        primary = np.where(early, per_quarter, per_quarter * distilled_fraction)
-        secondary = np.where(early, prev * distilled_fraction, per_quarter * distilled_fraction)
+        primary = np.where(early, per_quarter, per_quarter * distilled)
+        secondary = np.where(early, prev * distilled, per_quarter * distilled)
+        return schedule[0], primary, secondary
 
-    price = roadmap.price_usd.copy()
-    specs = {name: getattr(roadmap, name).copy() for name in ("hbm_tb_s", "hbm_gb", "server_tflops", "fp16_tflops")}
-    rel = roadmap.release_quarter
-    if shock_q[2] >= 0:
-        # Generations released from the shock on: gamma x the last earlier generation's capability, then slow growth.
-        before = np.flatnonzero(rel < shock_q[2])
+    def _specs(self, shock_q: int) -> dict[str, np.ndarray]:
+        """(G,) capabilities this episode: from the hardware shock on, gamma x the last earlier generation's."""
+        roadmap = self.roadmap
+        specs = {name: getattr(roadmap, name).copy() for name in ("hbm_tb_s", "hbm_gb", "server_tflops", "fp16_tflops")}
+        if shock_q < 0:
+            return specs
+        rel = roadmap.release_quarter
+        before = np.flatnonzero(rel < shock_q)
         base = before[-1] if before.size else 0
-        after = rel >= shock_q[2]
-        growth = shocks.hardware_factor * (1 + shocks.hardware_growth_per_year) ** ((rel - shock_q[2]) / 4.0)
-        for name, values in specs.items():
-            specs[name] = np.where(after, values[base] * growth, values)
-    if shock_q[3] >= 0:
-        before = np.flatnonzero(rel < shock_q[3])
+        after = rel >= shock_q
+        growth = self.shocks.hardware_factor * (1 + self.shocks.hardware_growth_per_year) ** ((rel - shock_q) / 4.0)
+        return {name: np.where(after, values[base] * growth, values) for name, values in specs.items()}
+
+    def _prices(self, shock_q: int) -> np.ndarray:
+        """(G,) $ per GPU this episode: from the price shock on, delta x the last earlier price, recovering."""
+        roadmap = self.roadmap
+        price = roadmap.price_usd.copy()
+        if shock_q < 0:
+            return price
+        rel = roadmap.release_quarter
+        before = np.flatnonzero(rel < shock_q)
         base_cost = roadmap.price_usd[before[-1] if before.size else 0]
-        years_after = (rel - shock_q[3]) / 4.0
+        years_after = (rel - shock_q) / 4.0
+        shocks = self.shocks
         shocked = base_cost * shocks.price_factor * (1 + shocks.price_recovery_per_year * years_after)
-        price = np.where(rel >= shock_q[3], np.minimum(shocked, price), price)
-    return FleetInstance(
-        demand=demand,
-        primary_share=share,
-        primary_params=primary,
-        secondary_params=secondary,
-        price_usd=price,
-        **specs,
-        shock_quarter=shock_q,
-    )
+        return np.where(rel >= shock_q, np.minimum(shocked, price), price)

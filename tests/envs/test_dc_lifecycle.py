@@ -12,7 +12,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import cloudgym
 from cloudgym.envs.core import checks
-from cloudgym.envs.dc_lifecycle import COST_CATEGORIES, NEVER, DCLifecycleCore, DCLifecycleVectorEnv
+from cloudgym.envs.dc_lifecycle import COST_CATEGORIES, NEVER, CompassRoofline, DCLifecycleCore, DCLifecycleVectorEnv
 from cloudgym.evaluation import evaluate, held_out_seeds
 
 ENV_ID = "DCLifecycle-v0"
@@ -203,7 +203,7 @@ def test_stranded_power_is_never_negative_and_capacity_counts_only_alive_servers
         np.testing.assert_array_equal(s.cohort_alive, alive_ref)
         assert np.all(s.cohort_alive[:, q + 1 :] == 0)
         by_gen = np.array(
-            [[alive_ref[i, s.cohort_gen[i] == g].sum() for g in range(core.num_generations)] for i in range(3)]
+            [[alive_ref[i, s.cohort_gen[i] == g].sum() for g in range(core.params.roadmap.size)] for i in range(3)]
         )
         np.testing.assert_array_equal(info["servers_by_gen"], by_gen)
         mixed = actions[:, 7] == 0
@@ -212,7 +212,7 @@ def test_stranded_power_is_never_negative_and_capacity_counts_only_alive_servers
             # The env may raise oversubscription to fit the building, so any level's factor may apply.
             gen = np.maximum(s.cohort_gen[i], 0)
             per = s.capacity[i, q, gen] * alive_ref[i]
-            factors = core.throughput_factor[:, freq[i]]
+            factors = core.params.throughput_factor[:, freq[i]]
             assert np.any(np.isclose(info["capacity"][i], per.sum() * factors, rtol=1e-9, atol=1e-9))
         assert np.all(np.isfinite(obs))
 
@@ -223,12 +223,12 @@ def test_no_generation_is_bought_before_its_release() -> None:
         s = core.state
         bought = s.cohort_gen >= 0
         quarters = np.broadcast_to(np.arange(s.cohort_gen.shape[1]), s.cohort_gen.shape)
-        assert np.all(core.release_quarter[s.cohort_gen[bought]] <= quarters[bought])
+        assert np.all(core.params.roadmap.release_quarter[s.cohort_gen[bought]] <= quarters[bought])
         # And the observation shows nothing of a generation not yet released.
         obs = venv.core.observe()
-        released = obs[:, core.obs_slices["released"]] > 0.5
+        released = obs[:, core.params.obs_slices["released"]] > 0.5
         for block in ("relative_capacity", "price_musd", "server_w_20kw"):
-            assert np.all(obs[:, core.obs_slices[block]][~released] == 0)
+            assert np.all(obs[:, core.params.obs_slices[block]][~released] == 0)
 
 
 def test_lagging_retirement_and_never_marker() -> None:
@@ -248,10 +248,10 @@ def test_sunk_building_limits_purchases_and_counts_what_it_blocks() -> None:
         a[0, 1] = 1
         venv.step(a)
         gen = np.maximum(core.state.cohort_gen, 0)
-        installed = (core.state.cohort_alive * core.server_w[gen]).sum()
-        assert installed <= core.state.provisioned_w[0] * 1.0 + 1e-6  # oversubscription level 0 = 1.0
-    assert core.state.blocked_servers[0] > 0
-    assert core.state.unserved_total[0] > 0
+        installed = (core.state.cohort_alive * core.params.server_w[gen]).sum()
+        assert installed <= core.state.building.provisioned_w[0] * 1.0 + 1e-6  # oversubscription level 0 = 1.0
+    assert core.state.counters.blocked_servers[0] > 0
+    assert core.state.counters.unserved_total[0] > 0
 
 
 # ----------------------------------------------------------------------------- the perfect-foresight planner
@@ -293,7 +293,7 @@ def test_llm_capacity_grows_with_generation_and_shrinks_with_model_size() -> Non
     from cloudgym.envs.dc_lifecycle import llm_server_rates
 
     venv = DCLifecycleVectorEnv(num_envs=1, scenario="realistic")
-    r = venv.core.roadmap  # type: ignore[attr-defined]
+    r = venv.core.params.roadmap
 
     def rates(g: int, params: float) -> tuple[float, float, float]:
         spec = (r.fp16_tflops[g], r.hbm_tb_s[g], r.hbm_gb[g], r.nvlink_gb_s[g], r.tdp_w[g])
@@ -326,12 +326,26 @@ def test_disaggregation_never_lowers_capacity_and_is_neutral_on_one_generation()
             np.testing.assert_allclose(split, mixed)
 
 
+def test_the_core_replays_the_generators_instance() -> None:
+    venv = DCLifecycleVectorEnv(num_envs=3, **REALISTIC_SMALL)
+    core: DCLifecycleCore = venv.core  # type: ignore[assignment]
+    venv.reset(seed=12)
+    for i in range(3):
+        inst = core.instance_for_seed(12, index=i, num_envs=3)  # the episode sub-env i draws
+        np.testing.assert_array_equal(core.state.demand[i], inst.demand)
+        np.testing.assert_array_equal(core.state.shock_quarter[i], inst.shock_quarter)
+        np.testing.assert_array_equal(core.state.price[i], inst.price_usd * core.config.gpus_per_server)
+        np.testing.assert_array_equal(core.state.capacity[i], core.params.capacity.tables(inst).capacity)
+
+
 def test_compass_roofline_gives_the_simulators_h100_figure() -> None:
     venv = DCLifecycleVectorEnv(num_envs=1)
     core: DCLifecycleCore = venv.core  # type: ignore[assignment]
-    inst = core.sample(np.random.default_rng(0))
-    per_server = core._compass_roofline(inst, np.full(core.config.horizon_quarters, 70e9))
-    h100 = core.roadmap.names.index("H100")
+    inst = core.instance_for_seed(0)
+    roofline = core.params.capacity
+    assert isinstance(roofline, CompassRoofline)
+    per_server = roofline.roofline(inst, np.full(core.config.horizon_quarters, 70e9))
+    h100 = core.params.roadmap.names.index("H100")
     assert per_server[0, h100] == pytest.approx(8 * 3440 / 140, rel=1e-9)  # DOMAIN.md: ~197 tokens/s
 
 
