@@ -147,7 +147,6 @@ any field of :class:`DCLifecycleConfig`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Sequence
 from typing import ClassVar, Literal
 
@@ -156,6 +155,7 @@ from gymnasium import spaces
 
 from cloudgym.envs.core.accounting import Ledger
 from cloudgym.envs.core.batch import Info, LegacyBatchedCore, MetricSpec, check_config
+from cloudgym.envs.core.llm.capacity import llm_server_rates
 from cloudgym.envs.core.power import GpuPowerModel, ServerPowerModel
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
 from cloudgym.envs.workloads.fleet import (
@@ -1107,51 +1107,6 @@ class DCLifecycleCore(LegacyBatchedCore[DCLifecycleConfig, DCLifecycleState]):
             "built_mw": s.built_w[env_ids] / 1e6,
         }
         return out
-
-
-@functools.lru_cache(maxsize=8192)
-def llm_server_rates(
-    gpu: tuple[float, float, float, float, float],
-    params: float,
-    gpus_per_server: int,
-    prompt_tokens: int,
-    output_tokens: int,
-    ttft_slo_s: float,
-    tbt_slo_s: float,
-) -> tuple[float, float, float]:
-    """(mixed, prefill-only, decode-only) output tokens/s of one server serving a Llama-like model of ``params``.
-
-    ``gpu`` is (dense FP16 TFLOPS, HBM TB/s, HBM GB, NVLink GB/s both ways, TDP W). Mixed is the LLM model's
-    SLO throughput; prefill-only packs as many prompts into one iteration as the TTFT SLO allows; decode-only
-    runs the largest batch the TBT SLO and the KV cache allow. Zero when the model cannot meet the SLOs.
-    """
-    from cloudgym.envs.core import llm
-
-    tflops, hbm, mem, nvlink, tdp = gpu
-    spec_gpu = llm.GpuSpec(
-        name="dc-gen", peak_tflops=tflops, hbm_tbps=hbm, memory_gb=mem, link_gbps=nvlink / 2, tdp_w=tdp
-    )
-    try:
-        spec = llm.instance(llm.ModelSpec.llama_like(params), spec_gpu, None)
-    except ValueError:
-        return 0.0, 0.0, 0.0
-    per_server = gpus_per_server / spec.num_gpus
-    mixed = llm.slo_throughput(
-        spec, prompt_tokens=prompt_tokens, output_tokens=output_tokens, ttft_slo_s=ttft_slo_s, tbt_slo_s=tbt_slo_s
-    ).tokens_per_s
-    p, o = float(prompt_tokens), float(output_tokens)
-    limit = max(int(spec.scheduler.max_batch_requests), 1)
-    k = np.arange(1, limit + 1, dtype=np.float64)
-    prefill_s = np.asarray(spec.prefill_time(k * p))
-    ok = prefill_s <= ttft_slo_s
-    prefill = float(np.max(np.where(ok, k / prefill_s, 0.0))) * o
-    context = p + o / 2
-    b = k[k * context <= spec.kv_capacity_tokens]
-    decode = 0.0
-    if b.size:
-        decode_s = np.asarray(spec.decode_time(b, b * context))
-        decode = float(np.max(np.where(decode_s <= tbt_slo_s, b / decode_s, 0.0)))
-    return mixed * per_server, prefill * per_server, decode * per_server
 
 
 class DCLifecycleVectorEnv(CloudGymVectorEnv):
