@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import sys
@@ -180,7 +181,11 @@ def test_flat_views_are_the_state_arrays_without_copies() -> None:
     # The simulator runs on the state with its (B, N) axes merged: every field must be a view of the original.
     cluster = LLMCluster([preset("llama2-7b-a100")] * 3, slots=5)
     state = cluster.new_state(4)
-    flat = tree.merge_leading(state, 2)
+    flat = state.flat()
+    assert state.flat() is flat  # made once, kept
+    copied = copy.deepcopy(state)  # a copy's views are made afresh, over the copy's arrays
+    assert np.shares_memory(copied.flat().queue, copied.queue)
+    assert not np.shares_memory(copied.flat().queue, state.queue)
     for original, view in zip(tree.arrays(state), tree.arrays(flat), strict=True):
         assert view.base is not None
         assert np.shares_memory(original, view)

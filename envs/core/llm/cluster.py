@@ -23,7 +23,6 @@ from typing import Any
 
 import numpy as np
 
-from cloudgym.envs.core import tree
 from cloudgym.envs.core.llm.batching import BatchingLimits, run_iteration
 from cloudgym.envs.core.llm.specs import InstanceSpec
 from cloudgym.envs.core.llm.state import (
@@ -139,7 +138,7 @@ class LLMCluster:
         sorted_flat = flat[order]
         rank = np.empty(m, np.int64)
         rank[order] = np.arange(m) - np.searchsorted(sorted_flat, sorted_flat, side="left")
-        views = tree.merge_leading(state, 2)
+        views = state.flat()
         for r in range(int(rank.max()) + 1):
             sel = np.flatnonzero((rank == r) & possible)
             if sel.size == 0:
@@ -179,7 +178,7 @@ class LLMCluster:
         requests that have not arrived yet) idles forward. Returns the
         requests that completed.
         """
-        views = tree.merge_leading(state, 2)
+        views = state.flat()
         target = np.repeat(np.asarray(until, np.float64), self.num_instances)
         records: list[Completions] = []
         while True:

@@ -5,7 +5,7 @@ env nests an :class:`LLMClusterState` in its own state and the base core
 snapshots and resets its rows like any other. The simulator itself
 (:mod:`~cloudgym.envs.core.llm.batching`) works on flat views of the same
 arrays, the (B, N) axes merged into one instance axis
-(:func:`cloudgym.envs.core.tree.merge_leading`).
+(:meth:`LLMClusterState.flat`, :func:`cloudgym.envs.core.tree.merge_leading`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ EMPTY, WAITING, RUNNING = 0, 1, 2
 """Slot status codes."""
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class InstanceActivity:
     """What each instance did since the activity was last taken (for power models and utilisation)."""
 
@@ -50,9 +50,12 @@ class InstanceActivity:
         return taken
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(frozen=True)
 class LLMClusterState:
-    """B clusters of N instances with S request slots each (B-first arrays; see :class:`LLMCluster`)."""
+    """B clusters of N instances with S request slots each (B-first arrays; see :class:`LLMCluster`).
+
+    Frozen: the arrays change in place, never get replaced, so the flat views of :meth:`flat` stay valid.
+    """
 
     # per instance
     clock: np.ndarray  # (B, N) float64, end of the instance's last iteration (or the time it idled until), s
@@ -119,6 +122,17 @@ class LLMClusterState:
             estimate=per_slot(np.float64),
             activity=InstanceActivity.zeros(b, n),
         )
+
+    def flat(self) -> LLMClusterState:
+        """The same arrays with the (B, N) axes merged into one instance axis: views, made once and kept.
+
+        The simulator runs on these every step; merging afresh each call would cost a walk of the tree.
+        """
+        flat = self.__dict__.get("_flat")
+        if flat is None or not np.may_share_memory(flat.clock, self.clock):  # a copied state carries copied views
+            flat = tree.merge_leading(self, 2)
+            object.__setattr__(self, "_flat", flat)
+        return flat
 
     def reset_envs(self, env_ids: np.ndarray, start_time: Any = 0.0) -> None:
         """Empty the listed sub-envs' instances, as :meth:`zeros` does; their clocks start at ``start_time``."""
