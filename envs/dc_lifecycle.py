@@ -146,7 +146,6 @@ any field of :class:`DCLifecycleConfig`.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -156,6 +155,7 @@ from gymnasium import spaces
 from cloudgym.envs.core.accounting import Ledger
 from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, ScenarioPresets, check_config
 from cloudgym.envs.core.building import BuildingModel, BuildingPower, RentedBuilding, SunkBuilding
+from cloudgym.envs.core.llm.capacity import llm_server_rates
 from cloudgym.envs.core.power import budget_capped_operation
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
 from cloudgym.envs.workloads.fleet import (
@@ -1146,51 +1146,6 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
             "mean_fleet_age_years": k.age_server_quarters[env_ids] / np.maximum(k.server_quarters[env_ids], 1.0) / 4,
             "built_mw": k.built_w[env_ids] / 1e6,
         }
-
-
-@functools.lru_cache(maxsize=8192)
-def llm_server_rates(
-    gpu: tuple[float, float, float, float, float],
-    params: float,
-    gpus_per_server: int,
-    prompt_tokens: int,
-    output_tokens: int,
-    ttft_slo_s: float,
-    tbt_slo_s: float,
-) -> tuple[float, float, float]:
-    """(mixed, prefill-only, decode-only) output tokens/s of one server serving a Llama-like model of ``params``.
-
-    ``gpu`` is (dense FP16 TFLOPS, HBM TB/s, HBM GB, NVLink GB/s both ways, TDP W). Mixed is the LLM model's
-    SLO throughput; prefill-only packs as many prompts into one iteration as the TTFT SLO allows; decode-only
-    runs the largest batch the TBT SLO and the KV cache allow. Zero when the model cannot meet the SLOs.
-    """
-    from cloudgym.envs.core import llm
-
-    tflops, hbm, mem, nvlink, tdp = gpu
-    spec_gpu = llm.GpuSpec(
-        name="dc-gen", peak_tflops=tflops, hbm_tbps=hbm, memory_gb=mem, link_gbps=nvlink / 2, tdp_w=tdp
-    )
-    try:
-        spec = llm.instance(llm.ModelSpec.llama_like(params), spec_gpu, None)
-    except ValueError:
-        return 0.0, 0.0, 0.0
-    per_server = gpus_per_server / spec.num_gpus
-    mixed = llm.slo_throughput(
-        spec, prompt_tokens=prompt_tokens, output_tokens=output_tokens, ttft_slo_s=ttft_slo_s, tbt_slo_s=tbt_slo_s
-    ).tokens_per_s
-    p, o = float(prompt_tokens), float(output_tokens)
-    limit = max(int(spec.scheduler.max_batch_requests), 1)
-    k = np.arange(1, limit + 1, dtype=np.float64)
-    prefill_s = np.asarray(spec.prefill_time(k * p))
-    ok = prefill_s <= ttft_slo_s
-    prefill = float(np.max(np.where(ok, k / prefill_s, 0.0))) * o
-    context = p + o / 2
-    b = k[k * context <= spec.kv_capacity_tokens]
-    decode = 0.0
-    if b.size:
-        decode_s = np.asarray(spec.decode_time(b, b * context))
-        decode = float(np.max(np.where(decode_s <= tbt_slo_s, b / decode_s, 0.0)))
-    return mixed * per_server, prefill * per_server, decode * per_server
 
 
 class DCLifecycleVectorEnv(CloudGymVectorEnv):

@@ -21,7 +21,8 @@ decode) can spread prompts and long decodes so they hurt each other less.
 Each step is one routing decision: the request that has just arrived goes to
 the chosen instance; the cluster then runs until the next request arrives.
 After the last request, the cluster drains (up to ``drain_timeout_s``) so
-every accepted request's latency is measured.
+every accepted request's latency is measured. Measured results (the paper's
+comparison reproduced, benchmarks) are in ``docs/llm_router.md``.
 
 ## Action Space
 ``Discrete(N)``: the instance for the arriving request. ``action_masks()``
@@ -91,16 +92,7 @@ SLOs), throughput, rejections.
 ## Arguments
 ``gym.make("LLMRouter-v0", target_load=0.9, ...)``: any field of
 :class:`LLMRouterConfig`; ``scenario="trace"`` etc. for presets (see
-:meth:`LLMRouterConfig.scenario`).
-
-## Reproduction
-The paper reports about 11% lower mean end-to-end latency than the best
-existing router on public-data mixes (7.8% on production data), its
-headline bar chart. On the default scenario (32 held-out episodes) the
-paper's heuristic is 10.7% below least-outstanding-tokens, the best existing
-router here, and the shipped heuristic-guided MaskablePPO agent 10.8%; the
-agent is only 0.1% below the heuristic itself (a hindsight one-step
-lookahead bounds that gain near 3%). Details in ``docs/llm_router.md``.
+:attr:`LLMRouterConfig.SCENARIOS`).
 
 ## Version History
 * v0: initial version.
@@ -110,18 +102,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 
-from cloudgym.envs.core.batch import Info, LegacyBatchedCore, MetricSpec, check_config
+from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, ScenarioPresets, check_config
 from cloudgym.envs.core.llm import (
     EMPTY,
     PRESETS,
     RUNNING,
+    Completions,
     InstanceSpec,
     LLMCluster,
     LLMClusterState,
@@ -129,8 +122,21 @@ from cloudgym.envs.core.llm import (
     max_throughput,
 )
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
-from cloudgym.envs.workloads import llm as workloads
-from cloudgym.envs.workloads.llm import NUM_BUCKETS, WORKLOADS, BucketPredictor, LLMRequests
+from cloudgym.envs.workloads.generator import Generator
+from cloudgym.envs.workloads.llm import (
+    NUM_BUCKETS,
+    REQUEST_CLASSES,
+    BucketPredictor,
+    ClassPrior,
+    LengthPredictor,
+    LLMRequests,
+    LLMTrace,
+    OracleLengths,
+    SyntheticRequestGenerator,
+    TraceRequestGenerator,
+    load_azure_llm_trace,
+    mean_lengths,
+)
 
 DEFAULT_TRACE = "../shared/traces/AzureLLMInferenceTrace_code.csv"
 """The shared Azure 2023 coding trace, relative to the repository root (tests and the trace scenario read it)."""
@@ -145,6 +151,9 @@ DEFAULT_PREDICTOR = (
 )
 """Weights of the shipped output-length predictor (trained by ``python -m cloudgym.agents.length_predictor``)."""
 
+WORKLOADS = ("mix", "coding", "conversation", "trace")
+"""Kinds of request generator: a synthetic class mix, one class alone, or windows of the Azure coding trace."""
+
 INSTANCE_FEATURES = 7
 REQUEST_FEATURES = 12
 TOKEN_SCALE = 1e-4
@@ -158,8 +167,23 @@ PENDING, IN_FLIGHT, DONE, REJECTED = 0, 1, 2, 3
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class LLMRouterConfig:
+class LLMRouterConfig(ScenarioPresets):
     """Configuration of LLMRouter-v0."""
+
+    SCENARIOS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "default": {},
+        "coding": {"workload": "coding"},
+        "conversation": {"workload": "conversation"},
+        "high_load": {"target_load": 0.95},
+        "chunked": {"chunked_prefill": True, "max_batched_tokens": 2048},
+        "heterogeneous": {"instances": ("llama2-7b-a100",) * 3 + ("llama2-7b-h100",)},
+        "trace": {"workload": "trace", "target_load": 0.3},
+        "oracle_lengths": {"length_predictor": "oracle"},
+        "llama70b": {"instances": ("llama2-70b-4xa100",) * 4},
+        "small": {"instances": ("llama2-7b-a100",) * 3, "slots": 24, "requests_per_episode": 48},
+    }
+    """Named presets; ``trace`` is the coding trace with windows scaled to 30% mean load (its bursts reach
+    3-5x the mean), ``small`` a reduced size for tests."""
 
     instances: tuple[str, ...] = ("llama2-7b-a100",) * 4
     """Instance presets of the cluster, one name per instance (cloudgym.envs.core.llm.PRESETS); may differ."""
@@ -223,14 +247,14 @@ class LLMRouterConfig:
         )
         check_config(self.requests_per_episode >= 2, self, "requests_per_episode must be >= 2")
         check_config(
-            self.workload in ("mix", "coding", "conversation", "trace"),
+            self.workload in WORKLOADS,
             self,
             f"workload must be mix, coding, conversation or trace, got {self.workload!r}",
         )
         check_config(
-            len(self.mix) == len(WORKLOADS) and min(self.mix) >= 0 and sum(self.mix) > 0,
+            len(self.mix) == len(REQUEST_CLASSES) and min(self.mix) >= 0 and sum(self.mix) > 0,
             self,
-            f"mix must be {len(WORKLOADS)} non-negative shares, got {self.mix}",
+            f"mix must be {len(REQUEST_CLASSES)} non-negative shares, got {self.mix}",
         )
         check_config(0 < self.target_load <= 5, self, f"target_load must be in (0, 5], got {self.target_load}")
         check_config(
@@ -267,26 +291,47 @@ class LLMRouterConfig:
             specs.append(dataclasses.replace(spec, scheduler=sched))
         return specs
 
-    @classmethod
-    def scenario(cls, name: str) -> LLMRouterConfig:
-        """Named presets: default, coding, conversation, high_load, chunked, heterogeneous, trace (the coding trace,
-        windows scaled to 30% mean load: its bursts reach 3-5x the mean), oracle_lengths, llama70b, small (a
-        reduced size for tests)."""
-        presets: dict[str, dict[str, Any]] = {
-            "default": {},
-            "coding": {"workload": "coding"},
-            "conversation": {"workload": "conversation"},
-            "high_load": {"target_load": 0.95},
-            "chunked": {"chunked_prefill": True, "max_batched_tokens": 2048},
-            "heterogeneous": {"instances": ("llama2-7b-a100",) * 3 + ("llama2-7b-h100",)},
-            "trace": {"workload": "trace", "target_load": 0.3},
-            "oracle_lengths": {"length_predictor": "oracle"},
-            "llama70b": {"instances": ("llama2-70b-4xa100",) * 4},
-            "small": {"instances": ("llama2-7b-a100",) * 3, "slots": 24, "requests_per_episode": 48},
-        }
-        if name not in presets:
-            raise ValueError(f"unknown LLMRouter-v0 scenario {name!r}; known: {', '.join(presets)}")
-        return cls(**presets[name])
+
+def request_generator(config: LLMRouterConfig, trace: LLMTrace | None, rate_per_s: float) -> Generator[LLMRequests]:
+    """The episode generator of the config's workload: synthetic requests, or windows of the loaded trace."""
+    n = config.requests_per_episode
+    if trace is None:
+        return SyntheticRequestGenerator(
+            n=n,
+            rate_per_s=rate_per_s,
+            mix=config.mix_shares,
+            arrival_cv=config.arrival_cv,
+            hint_r2=config.hint_r2,
+            max_context_tokens=config.max_context_tokens,
+        )
+    if config.trace_time_scale is not None:
+        return TraceRequestGenerator(trace=trace, n=n, time_scale=config.trace_time_scale)
+    return TraceRequestGenerator(trace=trace, n=n, rate_per_s=rate_per_s)
+
+
+def length_predictor(name: str) -> LengthPredictor:
+    """The configured output-length predictor: the shipped weights, a .npz path, the class prior or the truth."""
+    if name == "oracle":
+        return OracleLengths()
+    if name == "prior":
+        return ClassPrior()
+    return BucketPredictor.load(DEFAULT_PREDICTOR if name == "learned" else name)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class LLMRouterParams(CoreParams):
+    """What LLMRouter-v0 derives once from its config."""
+
+    specs: tuple[InstanceSpec, ...]
+    """The instances, with the config's batching knobs."""
+    cluster: LLMCluster
+    """The cluster model (constants only: its state is :attr:`LLMRouterState.cluster`)."""
+    capacity_rps: float
+    """Sum over instances of the saturation request rate for the workload's mean request, req/s."""
+    arrival_rate: float
+    """Mean arrival rate of the episodes' requests, req/s."""
+    predictor: LengthPredictor
+    """What the router knows of each request's output length."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,6 +343,82 @@ class InstanceSummary:
     remaining: np.ndarray  # (B, N, S') float64, predicted remaining output tokens per request (>= 1; 0 if empty)
     remaining_running: np.ndarray  # (B, N, S') float64, the same for running requests only (S' <= S slots in use)
 
+    @classmethod
+    def of(cls, cs: LLMClusterState) -> InstanceSummary:
+        """Per-instance aggregates a router can observe, computed once from the slot table."""
+        used = slice(0, max(int(cs.slot_high.max()), 1))  # slots above every instance's highest in use are empty
+        status, computed = cs.status[:, :, used], cs.computed[:, :, used]
+        live = status != EMPTY
+        running = status == RUNNING
+        remaining = np.where(live, np.maximum(cs.estimate[:, :, used] - cs.generated[:, :, used], 1.0), 0.0)
+        return cls(
+            queued_prefill=np.where(live, np.maximum(cs.target[:, :, used] - computed, 0), 0).sum(
+                axis=2, dtype=np.float64
+            ),
+            context=np.where(running, computed, 0).sum(axis=2, dtype=np.float64),
+            remaining=remaining,
+            remaining_running=np.where(running, remaining, 0.0),
+        )
+
+
+def impact_estimates(
+    cluster: LLMCluster,
+    cs: LLMClusterState,
+    now: np.ndarray,
+    prompt: np.ndarray,
+    predicted_output: np.ndarray,
+    summary: InstanceSummary,
+) -> np.ndarray:
+    """(B, N) the paper's heuristic: estimated added latency (s) of sending a request to each instance.
+
+    The new request's own latency (the current iteration's remainder, the
+    prompts queued ahead of it, its prefill mixed into the running batch,
+    then its predicted decode at the batch it joins) plus what it adds to
+    the requests already running (its prefill stretches their next token;
+    its presence slows each later decode iteration, for as many tokens as
+    each of them and it still have, by the predicted lengths).
+    """
+    coef = cluster.coef
+    freq = cs.freq_scale
+    running = cs.running.astype(np.float64)
+    waiting = cs.waiting.astype(np.float64)
+    ctx = summary.context
+    queued = summary.queued_prefill
+    p = prompt.astype(np.float64)[:, None]
+    o = np.maximum(predicted_output, 1.0)[:, None]
+    it = _iteration_time
+    lag = np.maximum(cs.clock - now[:, None], 0.0)
+    t_queue = np.where(
+        queued > 0, it(coef, queued, 0.0, queued * queued / (2 * np.maximum(waiting, 1)), queued, freq), 0.0
+    )
+    t_decode_now = it(coef, 0.0, running, ctx + running, ctx + running, freq)
+    t_prefill = it(coef, p, running, ctx + running + p * (p + 1) / 2, ctx + running + p, freq)
+    later = ctx + queued + running + waiting
+    t_without = it(coef, 0.0, running + waiting, later, later, freq)
+    t_with = it(coef, 0.0, running + waiting + 1, later + p + o / 2, later + p + o / 2, freq)
+    shared = np.minimum(summary.remaining_running, o[:, :, None]).sum(axis=2)
+    own = lag + t_queue + t_prefill + (o - 1.0) * t_with
+    added = running * np.maximum(t_prefill - t_decode_now, 0.0) + shared * (t_with - t_without)
+    return own + added
+
+
+def _iteration_time(coef: Any, prefill: Any, decode: Any, pairs: Any, kv: Any, freq: Any) -> np.ndarray:
+    return iteration_time(coef, prefill, decode, pairs, kv, freq).total_s
+
+
+@dataclasses.dataclass
+class LLMRouterCounters:
+    """Per-episode sums and counts (the base zeroes them at every reset)."""
+
+    accepted: np.ndarray  # (B,) int64, requests queued on an instance this episode
+    arrival_sum: np.ndarray  # (B,) float64, sum of their arrival times, s
+    done_count: np.ndarray  # (B,) int64, requests completed
+    done_finish_sum: np.ndarray  # (B,) float64, sum of their finish times, s
+    done_tokens: np.ndarray  # (B,) float64, output tokens of completed requests
+    latency_prev: np.ndarray  # (B,) float64, latency accrued by all requests up to `now`, s
+    rejected: np.ndarray  # (B,) int64, requests rejected this episode
+    rejected_context: np.ndarray  # (B,) int64, of which longer than the context window
+
 
 @dataclasses.dataclass
 class LLMRouterState:
@@ -307,7 +428,7 @@ class LLMRouterState:
     arrival: np.ndarray  # (B, R) float64, arrival time of each request, s
     prompt: np.ndarray  # (B, R) int64, prompt tokens
     output: np.ndarray  # (B, R) int64, output tokens the model will generate (hidden from the router)
-    workload: np.ndarray  # (B, R) int64, request class (index into WORKLOADS)
+    request_class: np.ndarray  # (B, R) int64, index into REQUEST_CLASSES
     pred_probs: np.ndarray  # (B, R, K) float32, predicted output-bucket probabilities
     pred_tokens: np.ndarray  # (B, R) float64, predicted output tokens
     status: np.ndarray  # (B, R) int8, PENDING / IN_FLIGHT / DONE / REJECTED
@@ -316,96 +437,82 @@ class LLMRouterState:
     e2e: np.ndarray  # (B, R) float64, end-to-end latency, s (NaN until done)
     tbt: np.ndarray  # (B, R) float64, mean time between tokens, s (NaN for one-token outputs)
     max_gap: np.ndarray  # (B, R) float64, longest time between two tokens, s
-    accepted: np.ndarray  # (B,) int64, requests queued on an instance this episode
-    arrival_sum: np.ndarray  # (B,) float64, sum of their arrival times, s
-    done_count: np.ndarray  # (B,) int64, requests completed
-    done_finish_sum: np.ndarray  # (B,) float64, sum of their finish times, s
-    done_tokens: np.ndarray  # (B,) float64, output tokens of completed requests
-    last_finish: np.ndarray  # (B,) float64, latest finish time, s
-    latency_prev: np.ndarray  # (B,) float64, latency accrued by all requests up to `now`, s
     now: np.ndarray  # (B,) float64, current time (arrival of the request to route), s
+    last_finish: np.ndarray  # (B,) float64, latest finish time, s
     gap_ewma: np.ndarray  # (B,) float64, smoothed inter-arrival gap, s
-    rejected: np.ndarray  # (B,) int64, requests rejected this episode
-    rejected_context: np.ndarray  # (B,) int64, of which longer than the context window
+    counters: LLMRouterCounters
 
 
-class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(name="e2e_mean_s", unit="s", higher_is_better=False, description="mean end-to-end latency"),
+    MetricSpec(name="e2e_p50_s", unit="s", higher_is_better=False, description="median end-to-end latency"),
+    MetricSpec(name="e2e_p99_s", unit="s", higher_is_better=False, description="99th percentile end-to-end latency"),
+    MetricSpec(name="ttft_p50_s", unit="s", higher_is_better=False, description="median time to first token"),
+    MetricSpec(name="ttft_p99_s", unit="s", higher_is_better=False, description="99th percentile time to first token"),
+    MetricSpec(
+        name="tbt_p50_s", unit="s", higher_is_better=False, description="median of per-request mean time between tokens"
+    ),
+    MetricSpec(
+        name="tbt_p99_s", unit="s", higher_is_better=False, description="99th percentile of per-request mean TBT"
+    ),
+    MetricSpec(
+        name="slo_attainment_pct",
+        unit="%",
+        higher_is_better=True,
+        description="requests with TTFT <= 0.4 s and mean TBT <= 0.1 s (rejected and unfinished count as misses)",
+    ),
+    MetricSpec(
+        name="throughput_tokens_per_s",
+        unit="tokens/s",
+        higher_is_better=True,
+        description="output tokens of completed requests per second of the episode",
+    ),
+    MetricSpec(name="throughput_rps", unit="req/s", higher_is_better=True, description="completed requests per second"),
+    MetricSpec(name="rejected", unit="requests", higher_is_better=False, description="requests rejected"),
+    MetricSpec(
+        name="in_flight", unit="requests", higher_is_better=False, description="requests unfinished after the drain"
+    ),
+    MetricSpec(name="preemptions", unit="requests", higher_is_better=False, description="KV-cache preemptions"),
+)
+"""The episode metrics of LLMRouter-v0."""
+
+
+class LLMRouterCore(BatchedCore[LLMRouterConfig, LLMRouterParams, LLMRouterState]):
     config_cls = LLMRouterConfig
     has_action_masks = True
-    metrics: ClassVar[tuple[MetricSpec, ...]] = (
-        MetricSpec(name="e2e_mean_s", unit="s", higher_is_better=False, description="mean end-to-end latency"),
-        MetricSpec(name="e2e_p50_s", unit="s", higher_is_better=False, description="median end-to-end latency"),
-        MetricSpec(
-            name="e2e_p99_s", unit="s", higher_is_better=False, description="99th percentile end-to-end latency"
-        ),
-        MetricSpec(name="ttft_p50_s", unit="s", higher_is_better=False, description="median time to first token"),
-        MetricSpec(
-            name="ttft_p99_s", unit="s", higher_is_better=False, description="99th percentile time to first token"
-        ),
-        MetricSpec(
-            name="tbt_p50_s",
-            unit="s",
-            higher_is_better=False,
-            description="median of per-request mean time between tokens",
-        ),
-        MetricSpec(
-            name="tbt_p99_s", unit="s", higher_is_better=False, description="99th percentile of per-request mean TBT"
-        ),
-        MetricSpec(
-            name="slo_attainment_pct",
-            unit="%",
-            higher_is_better=True,
-            description="requests with TTFT <= 0.4 s and mean TBT <= 0.1 s (rejected and unfinished count as misses)",
-        ),
-        MetricSpec(
-            name="throughput_tokens_per_s",
-            unit="tokens/s",
-            higher_is_better=True,
-            description="output tokens of completed requests per second of the episode",
-        ),
-        MetricSpec(
-            name="throughput_rps", unit="req/s", higher_is_better=True, description="completed requests per second"
-        ),
-        MetricSpec(name="rejected", unit="requests", higher_is_better=False, description="requests rejected"),
-        MetricSpec(
-            name="in_flight", unit="requests", higher_is_better=False, description="requests unfinished after the drain"
-        ),
-        MetricSpec(name="preemptions", unit="requests", higher_is_better=False, description="KV-cache preemptions"),
-    )
+    metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
 
     # ------------------------------------------------------------------ construction
-    def _init_state(self) -> LLMRouterState:
-        c, b = self.config, self.num_envs
-        self.specs = c.instance_specs()
-        n = len(self.specs)
-        self.num_instances = n
-        self.cluster = LLMCluster(self.specs, slots=c.slots)
-        self.trace = workloads.load_azure_llm_trace(c.trace_path) if c.workload == "trace" else None
-        if self.trace is not None:
-            mean_prompt = float(self.trace.prompt_tokens.mean())
-            mean_output = float(self.trace.output_tokens.mean())
-        else:
-            mean_prompt, mean_output = workloads.mean_lengths(c.mix_shares)
-        self.capacity_rps = float(
-            sum(
-                max_throughput(s, prompt_tokens=mean_prompt, output_tokens=mean_output).requests_per_s
-                for s in self.specs
-            )
+    def _derive(self, config: LLMRouterConfig) -> LLMRouterParams:
+        c = config
+        specs = tuple(c.instance_specs())
+        n = len(specs)
+        cluster = LLMCluster(specs, slots=c.slots)
+        trace = load_azure_llm_trace(c.trace_path) if c.workload == "trace" else None
+        mean_prompt, mean_output = trace.mean_lengths if trace is not None else mean_lengths(c.mix_shares)
+        capacity_rps = float(
+            sum(max_throughput(s, prompt_tokens=mean_prompt, output_tokens=mean_output).requests_per_s for s in specs)
         )
-        """Sum over instances of the saturation request rate for the workload's mean request, req/s."""
-        self.arrival_rate = (
-            c.arrival_rate_per_s if c.arrival_rate_per_s is not None else c.target_load * self.capacity_rps
+        arrival_rate = c.arrival_rate_per_s if c.arrival_rate_per_s is not None else c.target_load * capacity_rps
+        return LLMRouterParams(
+            action_space=spaces.Discrete(n),
+            observation_space=spaces.Box(0.0, np.inf, (INSTANCE_FEATURES * n + REQUEST_FEATURES,), np.float32),
+            generator=request_generator(c, trace, arrival_rate),
+            specs=specs,
+            cluster=cluster,
+            capacity_rps=capacity_rps,
+            arrival_rate=arrival_rate,
+            predictor=length_predictor(c.length_predictor),
         )
-        self.predictor = self._load_predictor()
-        self.single_action_space = spaces.Discrete(n)
-        self.single_observation_space = spaces.Box(0.0, np.inf, (INSTANCE_FEATURES * n + REQUEST_FEATURES,), np.float32)
-        r = c.requests_per_episode
+
+    def _init_state(self, params: LLMRouterParams) -> LLMRouterState:
+        b, r = self.num_envs, self.config.requests_per_episode
         return LLMRouterState(
-            cluster=self.cluster.new_state(b),
+            cluster=params.cluster.new_state(b),
             arrival=np.zeros((b, r)),
             prompt=np.ones((b, r), np.int64),
             output=np.ones((b, r), np.int64),
-            workload=np.zeros((b, r), np.int64),
+            request_class=np.zeros((b, r), np.int64),
             pred_probs=np.zeros((b, r, NUM_BUCKETS), np.float32),
             pred_tokens=np.ones((b, r)),
             status=np.zeros((b, r), np.int8),
@@ -414,76 +521,39 @@ class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
             e2e=np.full((b, r), np.nan),
             tbt=np.full((b, r), np.nan),
             max_gap=np.full((b, r), np.nan),
-            accepted=np.zeros(b, np.int64),
-            arrival_sum=np.zeros(b),
-            done_count=np.zeros(b, np.int64),
-            done_finish_sum=np.zeros(b),
-            done_tokens=np.zeros(b),
-            last_finish=np.zeros(b),
-            latency_prev=np.zeros(b),
             now=np.zeros(b),
+            last_finish=np.zeros(b),
             gap_ewma=np.ones(b),
-            rejected=np.zeros(b, np.int64),
-            rejected_context=np.zeros(b, np.int64),
+            counters=LLMRouterCounters(
+                accepted=np.zeros(b, np.int64),
+                arrival_sum=np.zeros(b),
+                done_count=np.zeros(b, np.int64),
+                done_finish_sum=np.zeros(b),
+                done_tokens=np.zeros(b),
+                latency_prev=np.zeros(b),
+                rejected=np.zeros(b, np.int64),
+                rejected_context=np.zeros(b, np.int64),
+            ),
         )
 
-    def _load_predictor(self) -> BucketPredictor | None:
-        name = self.config.length_predictor
-        if name in ("prior", "oracle"):
-            return None
-        return BucketPredictor.load(DEFAULT_PREDICTOR if name == "learned" else name)
-
-    def sample(self, rng: np.random.Generator) -> LLMRequests:
-        """One episode's requests, drawn from the sub-env's own generator."""
-        c = self.config
-        n = c.requests_per_episode
-        if self.trace is not None:
-            if c.trace_time_scale is not None:
-                return workloads.trace_requests(self.trace, rng, n=n, time_scale=c.trace_time_scale)
-            return workloads.trace_requests(self.trace, rng, n=n, rate_per_s=self.arrival_rate)
-        return workloads.sample_requests(
-            rng,
-            n=n,
-            rate_per_s=self.arrival_rate,
-            mix=c.mix_shares,
-            arrival_cv=c.arrival_cv,
-            hint_r2=c.hint_r2,
-            max_context_tokens=c.max_context_tokens,
-        )
-
-    def predict(self, requests: LLMRequests) -> tuple[np.ndarray, np.ndarray]:
-        """(T, K) bucket probabilities and (T,) predicted output tokens under the configured predictor."""
-        name = self.config.length_predictor
-        if name == "oracle":
-            return workloads.oracle_probabilities(requests)
-        if name == "prior" or self.predictor is None:
-            return workloads.prior_probabilities(requests)
-        probs = self.predictor.probabilities(workloads.predictor_features(requests))
-        return probs, probs @ self.predictor.bucket_tokens
-
-    def _reset_envs(self, env_ids: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
-        s = self.state
-        for i, rng in zip(env_ids, rngs):
-            req = self.sample(rng)
-            probs, tokens = self.predict(req)
+    def _load(self, env_ids: np.ndarray, instances: Sequence[LLMRequests]) -> None:
+        s, p = self.state, self.params
+        for i, req in zip(env_ids, instances):
+            probs, tokens = p.predictor.predict(req)
             s.arrival[i] = req.arrival_s
             s.prompt[i] = req.prompt_tokens
             s.output[i] = req.output_tokens
-            s.workload[i] = req.workload
+            s.request_class[i] = req.request_class
             s.pred_probs[i] = probs
             s.pred_tokens[i] = tokens
-        self.cluster.reset_envs(s.cluster, env_ids, start_time=s.arrival[env_ids, 0])
+        p.cluster.reset_envs(s.cluster, env_ids, start_time=s.arrival[env_ids, 0])
         s.status[env_ids] = PENDING
         s.routed_to[env_ids] = -1
-        for name in ("ttft", "e2e", "tbt", "max_gap"):
-            getattr(s, name)[env_ids] = np.nan
-        for name in ("accepted", "done_count", "rejected", "rejected_context"):
-            getattr(s, name)[env_ids] = 0
-        for name in ("arrival_sum", "done_finish_sum", "done_tokens", "latency_prev"):
-            getattr(s, name)[env_ids] = 0.0
+        for table in (s.ttft, s.e2e, s.tbt, s.max_gap):
+            table[env_ids] = np.nan
         s.now[env_ids] = s.arrival[env_ids, 0]
         s.last_finish[env_ids] = s.arrival[env_ids, 0]
-        s.gap_ewma[env_ids] = 1.0 / self.arrival_rate
+        s.gap_ewma[env_ids] = 1.0 / p.arrival_rate
 
     # ------------------------------------------------------------------ the request being routed
     def _request_index(self) -> np.ndarray:
@@ -492,65 +562,10 @@ class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
     def action_masks(self) -> np.ndarray:
         r = self._request_index()
         prompt = self.state.prompt[self._env_index, r]
-        masks = self.cluster.can_admit(self.state.cluster, prompt)
+        masks = self.params.cluster.can_admit(self.state.cluster, prompt)
         none = ~masks.any(axis=1)
         masks[none] = True  # nothing can take it: any choice rejects it (counted); masks must allow an action
         return masks
-
-    def instance_summary(self) -> InstanceSummary:
-        """Per-instance aggregates a router can observe, computed once from the slot table."""
-        cs = self.state.cluster
-        used = slice(0, max(int(cs.slot_high.max()), 1))  # slots above every instance's highest in use are empty
-        status, computed = cs.status[:, :, used], cs.computed[:, :, used]
-        live = status != EMPTY
-        running = status == RUNNING
-        remaining = np.where(live, np.maximum(cs.estimate[:, :, used] - cs.generated[:, :, used], 1.0), 0.0)
-        return InstanceSummary(
-            queued_prefill=np.where(live, np.maximum(cs.target[:, :, used] - computed, 0), 0).sum(
-                axis=2, dtype=np.float64
-            ),
-            context=np.where(running, computed, 0).sum(axis=2, dtype=np.float64),
-            remaining=remaining,
-            remaining_running=np.where(running, remaining, 0.0),
-        )
-
-    def impact_estimates(
-        self, prompt: np.ndarray, predicted_output: np.ndarray, summary: InstanceSummary | None = None
-    ) -> np.ndarray:
-        """(B, N) the paper's heuristic: estimated added latency (s) of sending a request to each instance.
-
-        The new request's own latency (the current iteration's remainder, the
-        prompts queued ahead of it, its prefill mixed into the running batch,
-        then its predicted decode at the batch it joins) plus what it adds to
-        the requests already running (its prefill stretches their next token;
-        its presence slows each later decode iteration, for as many tokens as
-        each of them and it still have, by the predicted lengths).
-        """
-        s, cl = self.state, self.cluster
-        cs = s.cluster
-        summary = summary or self.instance_summary()
-        coef = cl.coef
-        freq = cs.freq_scale
-        running = cs.running.astype(np.float64)
-        waiting = cs.waiting.astype(np.float64)
-        ctx = summary.context
-        queued = summary.queued_prefill
-        p = prompt.astype(np.float64)[:, None]
-        o = np.maximum(predicted_output, 1.0)[:, None]
-        it = _iteration_time
-        lag = np.maximum(cs.clock - s.now[:, None], 0.0)
-        t_queue = np.where(
-            queued > 0, it(coef, queued, 0.0, queued * queued / (2 * np.maximum(waiting, 1)), queued, freq), 0.0
-        )
-        t_decode_now = it(coef, 0.0, running, ctx + running, ctx + running, freq)
-        t_prefill = it(coef, p, running, ctx + running + p * (p + 1) / 2, ctx + running + p, freq)
-        later = ctx + queued + running + waiting
-        t_without = it(coef, 0.0, running + waiting, later, later, freq)
-        t_with = it(coef, 0.0, running + waiting + 1, later + p + o / 2, later + p + o / 2, freq)
-        shared = np.minimum(summary.remaining_running, o[:, :, None]).sum(axis=2)
-        own = lag + t_queue + t_prefill + (o - 1.0) * t_with
-        added = running * np.maximum(t_prefill - t_decode_now, 0.0) + shared * (t_with - t_without)
-        return own + added
 
     def _current_request(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         s, rows, r = self.state, self._env_index, self._request_index()
@@ -559,25 +574,29 @@ class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
     # ------------------------------------------------------------------ dynamics
     def _latency_integral(self, t: np.ndarray) -> np.ndarray:
         """(B,) latency accrued by every accepted request up to time t: sum of (min(finish, t) - arrival)."""
-        s = self.state
+        s, n = self.state, self.state.counters
         cs = s.cluster
         # Only an instance's last iteration can have ended after t (it started before t): its completions pend.
         late = np.where(cs.clock > t[:, None], cs.last_done, 0)
-        done_by_t = s.done_count - late.sum(axis=1)
-        finish_by_t = s.done_finish_sum - (late * cs.clock).sum(axis=1)
-        return (s.accepted - done_by_t) * t - s.arrival_sum + finish_by_t
+        done_by_t = n.done_count - late.sum(axis=1)
+        finish_by_t = n.done_finish_sum - (late * cs.clock).sum(axis=1)
+        return (n.accepted - done_by_t) * t - n.arrival_sum + finish_by_t
+
+    def _guidance(self, actions: np.ndarray, prompt: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """(B,) how much more added latency the heuristic estimates for the chosen instance than for its best."""
+        s = self.state
+        impact = impact_estimates(
+            self.params.cluster, s.cluster, s.now, prompt, predicted, InstanceSummary.of(s.cluster)
+        )
+        best = np.where(self.action_masks(), impact, np.inf).min(axis=1)
+        return self.config.guidance_weight * np.maximum(impact[self._env_index, actions] - best, 0.0)
 
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
-        s, c, cl = self.state, self.config, self.cluster
+        s, c, cl, n = self.state, self.config, self.params.cluster, self.state.counters
         rows = self._env_index
         r = self._request_index()
         prompt, output, predicted, now = self._current_request()
-        guidance = np.zeros(self.num_envs)
-        if c.guidance_weight > 0:
-            impact = self.impact_estimates(prompt, predicted)
-            allowed = self.action_masks()
-            best = np.where(allowed, impact, np.inf).min(axis=1)
-            guidance = c.guidance_weight * np.maximum(impact[rows, actions] - best, 0.0)
+        guidance = self._guidance(actions, prompt, predicted) if c.guidance_weight > 0 else np.zeros(self.num_envs)
         in_window = prompt + output <= c.max_context_tokens
         admissible = cl.can_admit(s.cluster, prompt)[rows, actions] & in_window
         ids = np.flatnonzero(admissible)
@@ -590,26 +609,25 @@ class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
             prompt[ids],
             output[ids],
             now[ids],
-            tag=s.workload[ids, r[ids]],
+            tag=s.request_class[ids, r[ids]],
             estimate=predicted[ids],
         )
         rejected = ~accepted
         s.status[rows, r] = np.where(accepted, IN_FLIGHT, REJECTED)
         s.routed_to[rows, r] = np.where(accepted, actions, -1)
-        s.accepted += accepted
-        s.arrival_sum += np.where(accepted, now, 0.0)
-        s.rejected += rejected
-        s.rejected_context += ~in_window
+        n.accepted += accepted
+        n.arrival_sum += np.where(accepted, now, 0.0)
+        n.rejected += rejected
+        n.rejected_context += ~in_window
 
         last = r + 1 >= c.requests_per_episode
         following = s.arrival[rows, np.minimum(r + 1, c.requests_per_episode - 1)]
         until = np.where(last, now + c.drain_timeout_s, following)
         s.gap_ewma = np.where(last, s.gap_ewma, (1 - RATE_EWMA) * s.gap_ewma + RATE_EWMA * (following - now))
-        done = cl.advance(s.cluster, until)
-        info = self._record(done)
+        info = self._record(cl.advance(s.cluster, until))
         latency = self._latency_integral(until)
-        accrued = latency - s.latency_prev
-        s.latency_prev = latency
+        accrued = latency - n.latency_prev
+        n.latency_prev = latency
         s.now = until
         reward = -(accrued + c.reject_penalty_s * rejected + guidance)
         info["rejected"] = rejected
@@ -620,9 +638,9 @@ class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
             info.update(self._request_table(last))
         return reward, last, np.zeros(self.num_envs, bool), info
 
-    def _record(self, done: Any) -> Info:
+    def _record(self, done: Completions) -> Info:
         """Write completions into the per-request table; the step's completion count for info."""
-        s, b = self.state, self.num_envs
+        s, n, b = self.state, self.state.counters, self.num_envs
         counts = np.bincount(done.env, minlength=b)
         if len(done):
             e, q = done.env, done.request
@@ -631,9 +649,9 @@ class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
             s.e2e[e, q] = done.e2e_s
             s.tbt[e, q] = done.tbt_s
             s.max_gap[e, q] = done.max_gap
-            s.done_count += counts
-            s.done_finish_sum += np.bincount(e, weights=done.finish, minlength=b)
-            s.done_tokens += np.bincount(e, weights=done.output, minlength=b)
+            n.done_count += counts
+            n.done_finish_sum += np.bincount(e, weights=done.finish, minlength=b)
+            n.done_tokens += np.bincount(e, weights=done.output, minlength=b)
             np.maximum.at(s.last_finish, e, done.finish)
         return {"completed": counts}
 
@@ -657,27 +675,28 @@ class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
 
     # ------------------------------------------------------------------ observation
     def observe(self) -> np.ndarray:
-        s, c, cl = self.state, self.config, self.cluster
+        s, c, p = self.state, self.config, self.params
         cs = s.cluster
         rows = self._env_index
         r = self._request_index()
         live = (self.stats.length < c.requests_per_episode).astype(np.float64)
         prompt, _, predicted, _ = self._current_request()
-        summary = self.instance_summary()
+        summary = InstanceSummary.of(cs)
+        impact = impact_estimates(p.cluster, cs, s.now, prompt, predicted, summary)
         per_instance = np.stack(
             [
                 cs.waiting / c.slots,
                 cs.running / c.slots,
                 summary.queued_prefill * TOKEN_SCALE,
-                cl.kv_fraction(cs),
+                p.cluster.kv_fraction(cs),
                 summary.remaining.sum(axis=2) * TOKEN_SCALE,
                 np.maximum(cs.clock - s.now[:, None], 0.0) / LAG_SCALE_S,
-                self.impact_estimates(prompt, predicted, summary) * live[:, None] / IMPACT_SCALE_S,
+                impact * live[:, None] / IMPACT_SCALE_S,
             ],
             axis=2,
         ).reshape(self.num_envs, -1)
-        one_hot = np.zeros((self.num_envs, len(WORKLOADS)))
-        one_hot[rows, s.workload[rows, r]] = 1.0
+        one_hot = np.zeros((self.num_envs, len(REQUEST_CLASSES)))
+        one_hot[rows, s.request_class[rows, r]] = 1.0
         log_scale = math.log1p(8192)
         request = (
             np.concatenate(
@@ -686,7 +705,7 @@ class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
                     s.pred_probs[rows, r],
                     one_hot,
                     (np.log1p(predicted) / log_scale)[:, None],
-                    np.minimum(1.0 / (s.gap_ewma * self.capacity_rps), 10.0)[:, None],
+                    np.minimum(1.0 / (s.gap_ewma * p.capacity_rps), 10.0)[:, None],
                 ],
                 axis=1,
             )
@@ -696,7 +715,7 @@ class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
 
     # ------------------------------------------------------------------ metrics
     def _episode_metrics(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
-        s, c = self.state, self.config
+        s, c, n = self.state, self.config, self.state.counters
         done = s.status[env_ids] == DONE
         fallback = c.drain_timeout_s  # latency metrics of an episode where nothing completed (never by design)
 
@@ -726,16 +745,12 @@ class LLMRouterCore(LegacyBatchedCore[LLMRouterConfig, LLMRouterState]):
             "tbt_p50_s": pct(tbt, 50),
             "tbt_p99_s": pct(tbt, 99),
             "slo_attainment_pct": 100.0 * meets.sum(axis=1) / c.requests_per_episode,
-            "throughput_tokens_per_s": s.done_tokens[env_ids] / span,
+            "throughput_tokens_per_s": n.done_tokens[env_ids] / span,
             "throughput_rps": count / span,
-            "rejected": s.rejected[env_ids].astype(np.float64),
+            "rejected": n.rejected[env_ids].astype(np.float64),
             "in_flight": in_flight.astype(np.float64),
             "preemptions": s.cluster.activity.preemptions[env_ids].sum(axis=1),
         }
-
-
-def _iteration_time(coef: Any, prefill: Any, decode: Any, pairs: Any, kv: Any, freq: Any) -> np.ndarray:
-    return iteration_time(coef, prefill, decode, pairs, kv, freq).total_s
 
 
 class LLMRouterVectorEnv(CloudGymVectorEnv):

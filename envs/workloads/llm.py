@@ -31,8 +31,12 @@ variance, on top of the request's class. That share is a modelling choice
 assumed. Trace requests have no hint (``hint_known`` 0): a predictor then has
 only the prompt length, which says nothing about the output here.
 
-Nothing here knows an environment; generators take the caller's
-``np.random.Generator`` and return frozen arrays.
+Episode generators (:class:`SyntheticRequestGenerator`,
+:class:`TraceRequestGenerator`) make one episode's :class:`LLMRequests`, the
+same type from both; length predictors (:class:`BucketPredictor`,
+:class:`ClassPrior`, :class:`OracleLengths`) give what a router knows of each
+request's output length. Nothing here knows an environment; generators take
+the caller's ``np.random.Generator`` and return frozen arrays.
 """
 
 from __future__ import annotations
@@ -44,11 +48,11 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-WORKLOADS: tuple[str, ...] = ("coding", "conversation")
+REQUEST_CLASSES: tuple[str, ...] = ("coding", "conversation")
 """Request classes, in the order of the one-hot encoding and of mix shares."""
 
 BUCKET_EDGES: tuple[int, ...] = (16, 32, 64, 128, 256, 512)
@@ -73,7 +77,7 @@ class LLMRequests:
     arrival_s: np.ndarray  # (T,) float64, arrival time from the episode start, s (non-decreasing)
     prompt_tokens: np.ndarray  # (T,) int64, >= 1
     output_tokens: np.ndarray  # (T,) int64, >= 1, tokens the model generates for it
-    workload: np.ndarray  # (T,) int64, index into WORKLOADS
+    request_class: np.ndarray  # (T,) int64, index into REQUEST_CLASSES
     hint: np.ndarray  # (T, HINT_DIM) float32, text-proxy features (zeros when unknown)
     hint_known: np.ndarray  # (T,) bool, whether the hint carries information
 
@@ -202,18 +206,18 @@ def _grid(n: int = 20_000) -> np.ndarray:
 
 @functools.lru_cache(maxsize=32)
 def mean_lengths(mix: tuple[float, ...]) -> tuple[float, float]:
-    """(mean prompt, mean output) tokens of a mix (shares per WORKLOADS), by quadrature of the quantiles."""
+    """(mean prompt, mean output) tokens of a mix (shares per REQUEST_CLASSES), by quadrature of the quantiles."""
     shares = np.asarray(mix, np.float64) / np.sum(mix)
     u = _grid()
-    prompt = sum(s * float(np.mean(np.round(SHAPES[w].prompt.quantile(u)))) for s, w in zip(shares, WORKLOADS))
-    output = sum(s * float(np.mean(np.round(SHAPES[w].output.quantile(u)))) for s, w in zip(shares, WORKLOADS))
+    prompt = sum(s * float(np.mean(np.round(SHAPES[w].prompt.quantile(u)))) for s, w in zip(shares, REQUEST_CLASSES))
+    output = sum(s * float(np.mean(np.round(SHAPES[w].output.quantile(u)))) for s, w in zip(shares, REQUEST_CLASSES))
     return prompt, output
 
 
 @functools.lru_cache(maxsize=32)
-def bucket_priors(workload: int) -> tuple[np.ndarray, np.ndarray]:
+def bucket_priors(request_class: int) -> tuple[np.ndarray, np.ndarray]:
     """(bucket probabilities, mean output tokens per bucket) of a class, by quadrature."""
-    out = np.maximum(np.round(SHAPES[WORKLOADS[workload]].output.quantile(_grid())), 1)
+    out = np.maximum(np.round(SHAPES[REQUEST_CLASSES[request_class]].output.quantile(_grid())), 1)
     buckets = output_bucket(out)
     probs = np.bincount(buckets, minlength=NUM_BUCKETS) / out.size
     means = np.array(
@@ -257,13 +261,15 @@ def sample_requests(
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
-    if len(mix) != len(WORKLOADS) or min(mix) < 0 or sum(mix) <= 0:
-        raise ValueError(f"mix must give {len(WORKLOADS)} non-negative shares ({', '.join(WORKLOADS)}), got {mix}")
+    if len(mix) != len(REQUEST_CLASSES) or min(mix) < 0 or sum(mix) <= 0:
+        raise ValueError(
+            f"mix must give {len(REQUEST_CLASSES)} non-negative shares ({', '.join(REQUEST_CLASSES)}), got {mix}"
+        )
     if not 0 <= hint_r2 <= 1:
         raise ValueError(f"hint_r2 must be in [0, 1], got {hint_r2}")
     arrival = gamma_arrivals(rng, n, rate_per_s, arrival_cv)
     shares = np.asarray(mix, np.float64) / np.sum(mix)
-    workload = rng.choice(len(WORKLOADS), size=n, p=shares)
+    request_class = rng.choice(len(REQUEST_CLASSES), size=n, p=shares)
     z_prompt = rng.standard_normal(n)
     latent = rng.standard_normal(n)
     noise = rng.standard_normal(n)
@@ -271,8 +277,8 @@ def sample_requests(
     z_output = math.sqrt(hint_r2) * latent + math.sqrt(1.0 - hint_r2) * noise
     prompt = np.zeros(n, np.int64)
     output = np.zeros(n, np.int64)
-    for k, name in enumerate(WORKLOADS):
-        sel = workload == k
+    for k, name in enumerate(REQUEST_CLASSES):
+        sel = request_class == k
         shape = SHAPES[name]
         prompt[sel] = np.round(shape.prompt.from_normal(z_prompt[sel]))
         output[sel] = np.round(shape.output.from_normal(z_output[sel]))
@@ -283,7 +289,7 @@ def sample_requests(
         arrival_s=arrival,
         prompt_tokens=prompt,
         output_tokens=output,
-        workload=workload.astype(np.int64),
+        request_class=request_class.astype(np.int64),
         hint=hint,
         hint_known=np.ones(n, bool),
     )
@@ -308,6 +314,11 @@ class LLMTrace:
     def mean_rate_per_s(self) -> float:
         span = float(self.arrival_s[-1] - self.arrival_s[0])
         return (len(self) - 1) / span if span > 0 else math.inf
+
+    @property
+    def mean_lengths(self) -> tuple[float, float]:
+        """(mean prompt, mean output) tokens of the whole trace."""
+        return float(self.prompt_tokens.mean()), float(self.output_tokens.mean())
 
 
 class TraceFormatError(ValueError):
@@ -410,20 +421,70 @@ def trace_requests(
         arrival_s=arrival * scale,
         prompt_tokens=trace.prompt_tokens[window].copy(),
         output_tokens=trace.output_tokens[window].copy(),
-        workload=np.zeros(n, np.int64),
+        request_class=np.zeros(n, np.int64),
         hint=np.zeros((n, HINT_DIM), np.float32),
         hint_known=np.zeros(n, bool),
     )
 
 
+# ----------------------------------------------------------------------------- episode generators
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SyntheticRequestGenerator:
+    """Episodes of ``n`` synthetic requests of a coding/conversation mix (:func:`sample_requests`)."""
+
+    n: int
+    rate_per_s: float
+    mix: tuple[float, ...]
+    arrival_cv: float
+    hint_r2: float
+    max_context_tokens: int
+
+    def sample(self, rng: np.random.Generator) -> LLMRequests:
+        return sample_requests(
+            rng,
+            n=self.n,
+            rate_per_s=self.rate_per_s,
+            mix=self.mix,
+            arrival_cv=self.arrival_cv,
+            hint_r2=self.hint_r2,
+            max_context_tokens=self.max_context_tokens,
+        )
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class TraceRequestGenerator:
+    """Episodes of ``n`` consecutive requests of a loaded trace from a random start (:func:`trace_requests`).
+
+    The window's clock is scaled to ``rate_per_s`` when it is set, otherwise multiplied by ``time_scale``.
+    """
+
+    trace: LLMTrace
+    n: int
+    rate_per_s: float | None = None
+    time_scale: float = 1.0
+
+    def sample(self, rng: np.random.Generator) -> LLMRequests:
+        return trace_requests(self.trace, rng, n=self.n, rate_per_s=self.rate_per_s, time_scale=self.time_scale)
+
+
 # ----------------------------------------------------------------------------- length prediction (numpy inference)
+
+
+class LengthPredictor(Protocol):
+    """What a router knows of each request's output length: bucket probabilities and an expected length."""
+
+    def predict(self, requests: LLMRequests) -> tuple[np.ndarray, np.ndarray]:
+        """(T, K) output-bucket probabilities and (T,) predicted output tokens."""
+        ...
 
 
 def predictor_features(requests: LLMRequests) -> np.ndarray:
     """(T, F) float32 features a router has: log prompt length, class one-hot, hint and whether it is known."""
     n = len(requests)
-    one_hot = np.zeros((n, len(WORKLOADS)), np.float32)
-    one_hot[np.arange(n), requests.workload] = 1.0
+    one_hot = np.zeros((n, len(REQUEST_CLASSES)), np.float32)
+    one_hot[np.arange(n), requests.request_class] = 1.0
     known = requests.hint_known.astype(np.float32)[:, None]
     return np.concatenate(
         [
@@ -436,7 +497,7 @@ def predictor_features(requests: LLMRequests) -> np.ndarray:
     )
 
 
-NUM_FEATURES = 1 + len(WORKLOADS) + HINT_DIM + 1
+NUM_FEATURES = 1 + len(REQUEST_CLASSES) + HINT_DIM + 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -461,6 +522,11 @@ class BucketPredictor:
         x = x - x.max(axis=1, keepdims=True)
         e = np.exp(x)
         return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, requests: LLMRequests) -> tuple[np.ndarray, np.ndarray]:
+        """(T, K) bucket probabilities and (T,) expected output tokens (probability-weighted bucket means)."""
+        probs = self.probabilities(predictor_features(requests))
+        return probs, probs @ self.bucket_tokens
 
     def save(self, path: str | Path) -> None:
         arrays: dict[str, Any] = {f"w{i}": w for i, w in enumerate(self.weights)}
@@ -491,8 +557,8 @@ def prior_probabilities(requests: LLMRequests) -> tuple[np.ndarray, np.ndarray]:
     """(T, K) bucket probabilities and (T,) expected tokens knowing only each request's class."""
     probs = np.zeros((len(requests), NUM_BUCKETS))
     tokens = np.zeros(len(requests))
-    for k in range(len(WORKLOADS)):
-        sel = requests.workload == k
+    for k in range(len(REQUEST_CLASSES)):
+        sel = requests.request_class == k
         p, means = bucket_priors(k)
         probs[sel] = p
         tokens[sel] = float(p @ means)
@@ -504,3 +570,19 @@ def oracle_probabilities(requests: LLMRequests) -> tuple[np.ndarray, np.ndarray]
     probs = np.zeros((len(requests), NUM_BUCKETS))
     probs[np.arange(len(requests)), output_bucket(requests.output_tokens)] = 1.0
     return probs, requests.output_tokens.astype(np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassPrior:
+    """Predicts from the request's class alone (:func:`prior_probabilities`)."""
+
+    def predict(self, requests: LLMRequests) -> tuple[np.ndarray, np.ndarray]:
+        return prior_probabilities(requests)
+
+
+@dataclasses.dataclass(frozen=True)
+class OracleLengths:
+    """Knows the true output lengths (:func:`oracle_probabilities`): the upper bound of any predictor."""
+
+    def predict(self, requests: LLMRequests) -> tuple[np.ndarray, np.ndarray]:
+        return oracle_probabilities(requests)

@@ -35,7 +35,7 @@ def test_untrained_policy_is_the_heuristic_and_equivariant() -> None:
     model = MaskablePPO(run["policy"], SB3VecEnv(env), device="cpu", seed=0, **kwargs)
     agent = SB3Policy(env, model.policy)
     heuristic_obs, _ = env.reset(seed=3)
-    n = env.core.num_instances
+    n = env.core.params.cluster.num_instances
     for _ in range(30):
         mask = env.action_masks()
         f = heuristic_obs[:, : INSTANCE_FEATURES * n].reshape(8, n, INSTANCE_FEATURES)
@@ -67,7 +67,7 @@ def test_length_predictor_trains_and_reports_honestly(tmp_path: Path) -> None:
     # The env runs the saved weights.
     env = LLMRouterVectorEnv(num_envs=2, length_predictor=str(out / "predictor.npz"), requests_per_episode=10)
     obs, _ = env.reset(seed=0)
-    n = env.core.num_instances
+    n = env.core.params.cluster.num_instances
     np.testing.assert_allclose(
         obs[:, INSTANCE_FEATURES * n + 1 : INSTANCE_FEATURES * n + 8].sum(axis=1), 1.0, rtol=1e-5
     )

@@ -1,4 +1,4 @@
-"""A slow, obviously-correct per-request simulator of one LLM instance (the reference for envs/core/llm.py).
+"""A slow, obviously-correct per-request simulator of one LLM instance (the reference for envs/core/llm/).
 
 One Python object per request, a deque for the waiting queue and a list for
 the running batch, one iteration at a time, the scheduling rules written out

@@ -290,7 +290,7 @@ def test_realistic_preset_contracts() -> None:
 
 
 def test_llm_capacity_grows_with_generation_and_shrinks_with_model_size() -> None:
-    from cloudgym.envs.dc_lifecycle import llm_server_rates
+    from cloudgym.envs.core.llm import llm_server_rates
 
     venv = DCLifecycleVectorEnv(num_envs=1, scenario="realistic")
     r = venv.core.params.roadmap

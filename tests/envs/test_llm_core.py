@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from cloudgym.envs.core import llm
+from cloudgym.envs.core import llm, tree
 from cloudgym.envs.core.llm import (
     EMPTY,
     RUNNING,
@@ -23,6 +28,8 @@ from cloudgym.envs.core.llm import (
 )
 
 from .llm_reference import as_arrays, reference_run
+
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 # A GPU with just enough memory for Llama-2-7B plus ~4,100 KV tokens: preemption happens.
 TIGHT_GPU = GpuSpec(name="tight", peak_tflops=312.0, hbm_tbps=2.039, memory_gb=19.6, link_gbps=300.0)
@@ -150,13 +157,46 @@ def test_invariants_hold_for_any_workload(seed: int, chunked: bool, slots: int, 
     assert np.all(state.kv_used == 0)
 
 
+def calibration_script() -> ModuleType:
+    """scripts/llm_calibration.py, which holds the published measurements and compares the model with them."""
+    spec = importlib.util.spec_from_file_location("_script_llm_calibration", SCRIPTS / "llm_calibration.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_latency_model_matches_published_measurements() -> None:
-    rows = llm.compare_with_published()
+    rows = calibration_script().compare_with_published()
     assert len(rows) >= 12
     errors = np.array([r["error"] for r in rows])
     worst = rows[int(np.argmax(np.abs(errors)))]
     assert np.all(np.abs(errors) < 0.2), f"worst: {worst}"
     assert np.mean(np.abs(errors)) < 0.1
+
+
+def test_flat_views_are_the_state_arrays_without_copies() -> None:
+    # The simulator runs on the state with its (B, N) axes merged: every field must be a view of the original.
+    cluster = LLMCluster([preset("llama2-7b-a100")] * 3, slots=5)
+    state = cluster.new_state(4)
+    flat = state.flat()
+    assert state.flat() is flat  # made once, kept
+    copied = copy.deepcopy(state)  # a copy's views are made afresh, over the copy's arrays
+    assert np.shares_memory(copied.flat().queue, copied.queue)
+    assert not np.shares_memory(copied.flat().queue, state.queue)
+    for original, view in zip(tree.arrays(state), tree.arrays(flat), strict=True):
+        assert view.base is not None
+        assert np.shares_memory(original, view)
+        assert view.shape == (12, *original.shape[2:])
+        np.testing.assert_array_equal(view.reshape(original.shape), original)
+    flat.clock[7] = 2.5
+    flat.activity.busy_s[7] = 1.5
+    flat.status[7, 4] = RUNNING
+    assert state.clock[2, 1] == 2.5
+    assert state.activity.busy_s[2, 1] == 1.5
+    assert state.status[2, 1, 4] == RUNNING
 
 
 def test_preset_constants_are_derived_from_the_model_shape() -> None:

@@ -89,7 +89,7 @@ def test_impossible_config_is_named(kwargs: dict, message: str) -> None:
 def test_misspelt_config_field_and_unknown_scenario_are_named() -> None:
     with pytest.raises(TypeError, match="did you mean 'target_load'"):
         gym.make(ENV_ID, target_lod=0.5)
-    with pytest.raises(ValueError, match="unknown LLMRouter-v0 scenario"):
+    with pytest.raises(ValueError, match="unknown LLMRouterConfig scenario"):
         LLMRouterConfig.scenario("busy")
     with pytest.raises(FileNotFoundError, match="no such trace file"):
         gym.make(ENV_ID, workload="trace", trace_path="/nonexistent/trace.csv")
@@ -115,7 +115,7 @@ def run_episode_checked(venv: LLMRouterVectorEnv, actions: str, seed: int) -> di
         mask = venv.action_masks()
         assert mask.any(axis=1).all(), "masks must allow an action"
         if actions == "any":  # ignores the mask: rejections follow
-            a = rng.integers(0, core.num_instances, b)
+            a = rng.integers(0, core.params.cluster.num_instances, b)
         else:
             a = policy.act(obs, mask)
         obs, reward, terminated, _, info = venv.step(a)
@@ -123,14 +123,14 @@ def run_episode_checked(venv: LLMRouterVectorEnv, actions: str, seed: int) -> di
         assert np.all(np.isfinite(obs))
         s = core.state
         cs = s.cluster
-        assert np.all(cs.kv_used <= core.cluster.capacity_blocks[None, :]), "KV use above capacity"
+        assert np.all(cs.kv_used <= core.params.cluster.capacity_blocks[None, :]), "KV use above capacity"
         assert np.all(cs.running + cs.waiting <= c.slots)
         # Every request is pending, in flight, done or rejected; in-flight ones are exactly those in the cluster.
         counts = [(s.status == k).sum(axis=1) for k in (PENDING, IN_FLIGHT, DONE, REJECTED)]
         assert np.all(sum(counts) == c.requests_per_episode)
         live = ~finished
-        np.testing.assert_array_equal(counts[1][live], core.cluster.in_system(cs)[live])
-        np.testing.assert_array_equal(counts[3][live], s.rejected[live])
+        np.testing.assert_array_equal(counts[1][live], core.params.cluster.in_system(cs)[live])
+        np.testing.assert_array_equal(counts[3][live], s.counters.rejected[live])
         completed += np.where(live, info["completed"], 0)
         np.testing.assert_array_equal(completed[live], counts[2][live])
         returns += np.where(live, reward, 0.0)
@@ -189,14 +189,14 @@ def test_generated_tokens_equal_requested_for_completed_requests() -> None:
     cluster_seen = []
     venv = LLMRouterVectorEnv(num_envs=2, instances=("llama2-7b-a100",) * 2, requests_per_episode=60)
     core = venv.core
-    advance = core.cluster.advance
+    advance = core.params.cluster.advance
 
     def spy(state, until):  # type: ignore[no-untyped-def]
         done = advance(state, until)
         cluster_seen.append(done)
         return done
 
-    core.cluster.advance = spy  # type: ignore[method-assign]
+    core.params.cluster.advance = spy  # type: ignore[method-assign]
     venv.reset(seed=3)
     for _ in range(60):
         venv.step(np.zeros(2, np.int64))
@@ -224,7 +224,7 @@ def test_masks_mark_full_instances_and_full_clusters_reject() -> None:
         _, _, _, _, info = venv.step(np.array([int(np.argmax(mask[0]))]))
         rejected += int(info["rejected"][0])
     assert rejected > 0
-    assert core.state.rejected[0] == rejected
+    assert core.state.counters.rejected[0] == rejected
 
 
 @needs_trace
@@ -237,8 +237,8 @@ def test_requests_beyond_the_context_window_are_rejected_and_counted() -> None:
     assert too_long.sum() > 0
     for _ in range(80):
         venv.step(np.zeros(2, np.int64))
-    np.testing.assert_array_equal(s.rejected_context, too_long)
-    assert np.all(s.rejected >= too_long)
+    np.testing.assert_array_equal(s.counters.rejected_context, too_long)
+    assert np.all(s.counters.rejected >= too_long)
 
 
 # ----------------------------------------------------------------------------- known optima
@@ -262,11 +262,12 @@ def test_sparse_arrivals_reach_the_closed_form_latency_and_the_fast_instance_win
     }
     seeds = held_out_seeds(3)
     rows = {p: evaluate(p, ENV_ID, seeds, env_kwargs=kwargs) for p in ("heuristic", "round_robin")}
+    core = LLMRouterVectorEnv(num_envs=1, **kwargs).core
     for i, seed in enumerate(seeds):
-        env = LLMRouterVectorEnv(num_envs=1, **kwargs)
-        env.reset(seed=[seed])
-        s = env.core.state
-        optimum = np.mean([isolated_latency("llama2-7b-h100", p, o) for p, o in zip(s.prompt[0], s.output[0])])
+        req = core.instance_for_seed(seed)
+        optimum = np.mean(
+            [isolated_latency("llama2-7b-h100", p, o) for p, o in zip(req.prompt_tokens, req.output_tokens)]
+        )
         assert rows["heuristic"][i]["e2e_mean_s"] == pytest.approx(optimum, rel=1e-6)
         assert rows["round_robin"][i]["e2e_mean_s"] > optimum * 1.1  # half its requests run on the slower A100
 
@@ -340,7 +341,7 @@ def test_malformed_trace_rows_are_named(tmp_path: Path, text: str, message: str)
 def test_generators_match_their_calibration() -> None:
     rng = np.random.default_rng(0)
     req = workloads.sample_requests(rng, n=60_000, rate_per_s=5.0, mix=(0.3, 0.7), arrival_cv=2.0)
-    coding = req.workload == 0
+    coding = req.request_class == 0
     assert coding.mean() == pytest.approx(0.3, abs=0.01)
     assert np.median(req.prompt_tokens[coding]) == pytest.approx(1469, rel=0.04)
     assert np.median(req.output_tokens[coding]) == pytest.approx(13, abs=1)
@@ -360,8 +361,8 @@ def test_generators_match_their_calibration() -> None:
 
 def test_shipped_length_predictor_beats_the_prior_where_there_is_signal(tmp_path: Path) -> None:
     core = LLMRouterVectorEnv(num_envs=1).core
-    predictor = core.predictor
-    assert predictor is not None
+    predictor = core.params.predictor
+    assert isinstance(predictor, workloads.BucketPredictor)
     req = workloads.sample_requests(np.random.default_rng(99), n=20_000, rate_per_s=1.0)
     truth = workloads.output_bucket(req.output_tokens)
     learned = predictor.probabilities(workloads.predictor_features(req)).argmax(axis=1)
@@ -382,7 +383,7 @@ def test_oracle_predictor_shows_the_true_bucket() -> None:
     venv = LLMRouterVectorEnv(num_envs=2, length_predictor="oracle", requests_per_episode=20)
     obs, _ = venv.reset(seed=2)
     core = venv.core
-    n = core.num_instances
+    n = core.params.cluster.num_instances
     bucket = workloads.output_bucket(core.state.output[:, 0])
     probs = obs[:, 7 * n + 1 : 7 * n + 8]
     np.testing.assert_array_equal(probs.argmax(axis=1), bucket)
