@@ -11,6 +11,7 @@ merge leading axes (``(B, N, S)`` as ``(B * N, S)``) without copying.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
@@ -70,7 +71,7 @@ def nbytes(tree: Any) -> int:
 
 def _merged(a: np.ndarray, lead: int) -> np.ndarray:
     view = a.view()
-    view.shape = (int(np.prod(a.shape[:lead])), *a.shape[lead:])  # raises rather than copy
+    view.shape = (math.prod(a.shape[:lead]), *a.shape[lead:])  # raises rather than copy
     return view
 
 
