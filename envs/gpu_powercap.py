@@ -705,7 +705,7 @@ class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapParams, GPUPower
         clock = t + c.warmup_s  # this step covers cluster time [clock, clock + 1)
 
         # 1. Caps: this step's command enters the out-of-band pipeline, the one due lands; a due powerbrake engages.
-        p.caps.issue(s.caps, t, np.asarray(actions, np.int8))
+        p.caps.issue(s.caps, self._env_index, t, np.asarray(actions, np.int8))
         braked = p.brake.engage(s.brake)
         freq = self.server_freq_mhz()
         s.llm.freq_scale[:, : p.num_instances] = np.repeat(freq, p.instances_per_server, axis=1) / p.f_max
@@ -836,7 +836,7 @@ class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapParams, GPUPower
         def by_class(per_server: np.ndarray) -> np.ndarray:
             return per_server if not c.per_server_caps else (per_server @ p.server_onehot) / servers
 
-        ahead = [by_class(level_frac[p.caps.landing(s.caps, t, k)]) for k in OBS_PIPELINE_AHEAD]
+        ahead = [by_class(level_frac[p.caps.landing(s.caps, rows_b, t, k)]) for k in OBS_PIPELINE_AHEAD]
         in_flight = (s.llm.running + s.llm.waiting)[:, : p.num_instances]
         slots = c.slots_per_instance * p.instances_per_server
         parts = [
@@ -856,7 +856,7 @@ class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapParams, GPUPower
         if c.per_server_caps:
             parts += [
                 level_frac[s.caps.level],
-                level_frac[p.caps.landing(s.caps, t, c.cap_delay_s)],  # the last command
+                level_frac[p.caps.landing(s.caps, rows_b, t, c.cap_delay_s)],  # the last command
                 tel.power_last / p.server_model.peak_w,
                 in_flight.reshape(self.num_envs, p.num_servers, p.instances_per_server).sum(axis=2) / slots,
             ]

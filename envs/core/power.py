@@ -182,8 +182,11 @@ class OutOfBandCaps:
         state.pipeline[env_ids] = 0
         state.level[env_ids] = 0
 
-    def issue(self, state: CapPipelineState, t: np.ndarray, commands: np.ndarray) -> None:
-        """Put step ``t``'s (B,) commands (B, C) in the pipeline; the level in effect becomes the one landing at t."""
+    def issue(self, state: CapPipelineState, rows: np.ndarray, t: np.ndarray, commands: np.ndarray) -> None:
+        """Put the commands (B, C) of steps ``t`` (B,) in the pipeline; the level in effect becomes the one due at t.
+
+        ``rows`` is ``arange(B)`` (the caller's, so a step allocates nothing more).
+        """
         d = self.delay_s
         first = t == 0
         if first.any() and d > 0:
@@ -191,22 +194,21 @@ class OutOfBandCaps:
         if d == 0:
             state.level[...] = commands
         else:
-            rows = np.arange(t.size)
             slot = t % d
             state.level[...] = state.pipeline[rows, slot]
             state.pipeline[rows, slot] = commands
 
-    def landing(self, state: CapPipelineState, steps: np.ndarray, ahead: int) -> np.ndarray:
+    def landing(self, state: CapPipelineState, rows: np.ndarray, steps: np.ndarray, ahead: int) -> np.ndarray:
         """(B, C) levels that take effect ``ahead`` steps after the last command (``steps`` (B,) taken so far).
 
         ``ahead`` is clipped to the delay, so ``ahead >= delay_s`` gives the
-        last command itself; with no delay, the level in effect.
+        last command itself; with no delay, the level in effect. ``rows`` is ``arange(B)``.
         """
         d = self.delay_s
         if d == 0:
             return state.level
         # With delay D, slot (t + k) mod D holds the command that lands at step t + k (k < D).
-        return state.pipeline[np.arange(steps.size), (steps + min(ahead, d) - 1) % d]
+        return state.pipeline[rows, (steps + min(ahead, d) - 1) % d]
 
 
 @dataclasses.dataclass

@@ -25,7 +25,9 @@ row. The generator draws, from the caller's ``np.random.Generator``:
    instances.
 
 Instances ``0 .. n_hp - 1`` serve high priority (class 0), the rest low
-priority (class 1). Nothing here knows an environment.
+priority (class 1). :class:`RowLoadGenerator` draws 1 and 2 for one episode
+(the generator GPUPowerCap-v0 derives from its config). Nothing here knows
+an environment.
 """
 
 from __future__ import annotations
