@@ -665,7 +665,7 @@ class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapParams, GPUPower
         s, p, cnt = self.state, self.params, self.state.counters
         m = p.num_instances
         if p.rows == 2:
-            # Every instance array, its activity too (just taken: zero in both rows).
+            # Every instance array, its activity too (just taken or reset, so zero in both rows).
             for arr in tree.arrays(s.llm):
                 arr[env_ids, m:] = arr[env_ids, :m]
             cnt.rejected[env_ids, 1] = cnt.rejected[env_ids, 0]
