@@ -155,8 +155,8 @@ register_policy(ENV_ID, "static_lock", StaticLock, description="every GPU locked
 
 LEVELS = (0, 10, 20, 30, 40)
 """Oversubscription levels of the report, % extra servers."""
-SCENARIOS = {f"+{p}%": {"oversubscription": p / 100.0, "track_reference": True} for p in LEVELS}
-"""One scenario per level, each with the uncapped reference row for the relative metrics."""
+SCENARIOS = {f"+{p}%": dict(GPUPowerCapConfig.SCENARIOS[f"+{p}%"]) for p in LEVELS}
+"""The env's scenario per level (each with the uncapped reference row for the relative metrics)."""
 TRACE_SCENARIO = "+30%"
 """The level whose row power over time the report draws."""
 TABLE_COLUMNS = (
@@ -313,7 +313,7 @@ def power_calibration(episodes: int, env_kwargs: Mapping[str, Any] | None = None
 
 
 def print_calibration(episodes: int = 32) -> None:
-    """Print the calibration against POLCA's production figures (the numbers in the env's docstring).
+    """Print the calibration against POLCA's production figures (the numbers in docs/gpu_powercap.md).
 
     ``python -c "from cloudgym.baselines.gpu_powercap import print_calibration; print_calibration(32)"``
     """

@@ -46,26 +46,12 @@ later: every GPU of the row runs at 288 MHz for ``brake_hold_s`` (15)
 seconds. More than ``ups_ride_through_s`` (10) consecutive seconds over
 budget trips the breaker and ends the episode.
 
-**What it reproduces** (POLCA's figures, DOMAIN.md section 3; measured with
-``scripts/compare.py --env GPUPowerCap-v0`` and the calibration commands in
-``docs/gpu_powercap.md``):
-
-* production rows peak at ~79% of provisioned power: here the uncapped
-  +0% row peaks at 79.0% in the median episode (75.8-83.4% over 32
-  held-out episodes);
-* the largest inference rise is ~11.8% of provisioned power within 40 s:
-  here the largest over those 32 episodes is 12.7% (median per episode
-  8.3%), 1-s telemetry noise included;
-* 1410 -> 1110 MHz saves ~20% of a GPU's peak power (the shared model's
-  calibration), and idle draw is 20% of TDP;
-* the headline, at +30% servers (``compare.py``'s held-out episodes): POLCA
-  has **zero powerbrakes** and loses 0.06% of HP and 0.28% of LP
-  throughput against the uncapped row (the paper: within ~1% and ~2%), HP
-  median latency +0.5% and LP +6%, while no capping brakes 2.5 times per
-  150-s episode and loses ~7% of its throughput; over 48 more episodes
-  (two hours of the row) POLCA never brakes. At +40% POLCA brakes too (the
-  paper's safe limit is ~30%); a static 1110 MHz lock still holds there,
-  at ~6% latency on both classes at every level.
+**Calibration.** The load is calibrated to POLCA's production figures
+(DOMAIN.md section 3): rows peak at ~79% of provisioned power and rise by
+at most ~11.8% of it within 40 s. What the env measures against those
+figures and against POLCA's headline (zero powerbrakes at +30% servers,
+within ~1% and ~2% of HP and LP throughput), with the commands that
+measure it, is in ``docs/gpu_powercap.md``.
 
 Not modelled: sub-second power (telemetry here is 1-s averages, POLCA's
 100 ms), reactive power capping, temperature, and requests that time out.
@@ -135,35 +121,31 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 
-from cloudgym.envs.core.batch import Info, LegacyBatchedCore, MetricSpec, check_config
+from cloudgym.envs.core import tree
+from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, ScenarioPresets, check_config
+from cloudgym.envs.core.histogram import NUM_LATENCY_BINS, histogram_quantile, latency_bins
 from cloudgym.envs.core.llm import EMPTY, PRESETS, Completions, LLMCluster, LLMClusterState
-from cloudgym.envs.core.power import EnergyMeter, GpuPowerModel, LLMPhaseActivity, ServerPowerModel
-from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
-from cloudgym.envs.workloads.llm_row import (
-    HIGH,
-    LOW,
-    LengthSampler,
-    RowRequests,
-    azure_lengths,
-    sample_load_curve,
-    sample_row_requests,
+from cloudgym.envs.core.power import (
+    CapPipelineState,
+    EnergyMeter,
+    GpuPowerModel,
+    LLMPhaseActivity,
+    OutOfBandCaps,
+    PowerBrake,
+    PowerBrakeState,
+    ServerPowerModel,
 )
+from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.workloads.llm_row import HIGH, LOW, RowLoadGenerator, RowRequests, azure_lengths
 
 CLASSES = ("hp", "lp")
 """Priority classes in index order (HIGH = 0, LOW = 1)."""
-
-LATENCY_BIN_RATIO = 1.01
-"""Latency histograms use log-spaced bins this far apart (percentiles within ~0.5%)."""
-LATENCY_MIN_S = 0.01
-LATENCY_MAX_S = 1e4
-NUM_LATENCY_BINS = math.ceil(math.log(LATENCY_MAX_S / LATENCY_MIN_S) / math.log(LATENCY_BIN_RATIO)) + 2
-"""Bin 0 holds latencies below LATENCY_MIN_S, the last bin those above LATENCY_MAX_S."""
 
 OBS_HIGH = 10.0
 """Upper bound of every observation entry."""
@@ -173,11 +155,25 @@ OBS_POWER_LAGS = (5, 10, 20, 40)
 """Seconds back at which the observation shows the row's power."""
 OBS_PIPELINE_AHEAD = (10, 20, 30, 40)
 """Seconds ahead at which the observation shows the caps already commanded (clipped to the delay)."""
+OBS_BASE = 1 + len(OBS_POWER_LAGS) + 1 + 2 + 2 * len(OBS_PIPELINE_AHEAD) + 3 + 2 + 2 + 2 + 1
+"""Observation entries shared by both action modes (see the docstring's table)."""
+LOAD_CAP = 4.0
+"""The load curve is clipped at this multiple of the peak rate (it bounds the request arrays)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GPUPowerCapConfig:
+class GPUPowerCapConfig(ScenarioPresets):
     """Configuration of GPUPowerCap-v0 (every power in W, every time in s, every frequency in MHz)."""
+
+    SCENARIOS: ClassVar[Mapping[str, Mapping[str, Any]]] = {
+        "+0%": {"oversubscription": 0.0, "track_reference": True},
+        "+10%": {"oversubscription": 0.1, "track_reference": True},
+        "+20%": {"oversubscription": 0.2, "track_reference": True},
+        "+30%": {"oversubscription": 0.3, "track_reference": True},
+        "+40%": {"oversubscription": 0.4, "track_reference": True},
+        "+50%": {"oversubscription": 0.5, "track_reference": True},
+    }
+    """Extra servers under the same budget, each level with the uncapped reference row for the relative metrics."""
 
     base_servers: int = 40
     """Servers the row's power was provisioned for (POLCA: 40 DGX-A100); budget = base_servers x server peak."""
@@ -356,38 +352,69 @@ class GPUPowerCapConfig:
         mean = self.num_servers * self.peak_rate_per_server * self.horizon_s * LOAD_CAP
         return int(mean + 10.0 * math.sqrt(mean) * max(self.arrival_cv, 1.0) + 64)
 
+
+@dataclasses.dataclass
+class EpisodeRequests:
+    """The episode's requests of B rows, as the generator drew them (warm-up included), replayed second by second."""
+
+    arrival: np.ndarray  # (B, R) float32, arrival time of each request of the episode, s (inf past the last)
+    prompt: np.ndarray  # (B, R) int16, prompt tokens
+    output: np.ndarray  # (B, R) int16, output tokens
+    instance: np.ndarray  # (B, R) int16, model instance the round-robin balancer sends it to
+    step_first: np.ndarray  # (B, H + 1) int32, index of the first request arriving in each second (H = warm-up + T)
+    load: np.ndarray  # (B, H) float32, the load curve (share of the peak rate; hidden from the agent)
+
     @classmethod
-    def scenario(cls, name: str) -> GPUPowerCapConfig:
-        """Named presets: ``"+0%"``, ``"+10%"`` ... ``"+50%"`` extra servers (with the uncapped reference row)."""
-        if name.startswith("+") and name.endswith("%"):
-            try:
-                share = float(name[1:-1]) / 100.0
-            except ValueError:
-                share = -1.0
-            if 0.0 <= share <= 0.5:
-                return cls(oversubscription=share, track_reference=True)
-        raise ValueError(f"unknown GPUPowerCap-v0 scenario {name!r}; known: '+0%', '+10%', ..., '+50%'")
+    def zeros(cls, num_envs: int, max_requests: int, horizon_s: int) -> EpisodeRequests:
+        b, r, h = num_envs, max_requests, horizon_s
+        return cls(
+            arrival=np.zeros((b, r), np.float32),
+            prompt=np.zeros((b, r), np.int16),
+            output=np.zeros((b, r), np.int16),
+            instance=np.zeros((b, r), np.int16),
+            step_first=np.zeros((b, h + 1), np.int32),
+            load=np.zeros((b, h), np.float32),
+        )
 
-
-LOAD_CAP = 4.0
-"""The load curve is clipped at this multiple of the peak rate (it bounds the request arrays)."""
+    def write(self, env: int, req: RowRequests) -> None:
+        """Put one episode's requests in row ``env`` (arrivals in float32, kept inside the horizon)."""
+        m, capacity = len(req), self.arrival.shape[1]
+        if m > capacity:  # ~10 standard deviations above the most a capped load curve gives
+            raise RuntimeError(f"episode drew {m} requests, more than the {capacity} the state holds")
+        h = self.load.shape[1]
+        arrival = np.minimum(req.arrival_s.astype(np.float32), np.nextafter(np.float32(h), np.float32(0)))
+        self.arrival[env, :m] = arrival
+        self.arrival[env, m:] = np.inf
+        self.prompt[env, :m] = req.prompt_tokens
+        self.output[env, :m] = req.output_tokens
+        self.instance[env, :m] = req.instance
+        self.step_first[env] = np.searchsorted(arrival, np.arange(h + 1, dtype=np.float32), side="left")
+        self.load[env] = req.load
 
 
 @dataclasses.dataclass
-class ControlState:
-    """Caps in flight, the powerbrake and the UPS of B rows."""
+class RowTelemetry:
+    """What the row's sensors read over the last seconds (zeroed at reset, then filled by the warm-up)."""
 
-    pipeline: np.ndarray  # (B, D, C) int8, commanded cap levels; slot t mod D takes effect at step t (D >= 1)
-    level: np.ndarray  # (B, C) int8, cap level in effect this step (0 = f_max)
-    brake_countdown: np.ndarray  # (B,) int64, steps until a pending powerbrake engages (-1: none pending)
-    brake_left: np.ndarray  # (B,) int64, steps the engaged powerbrake still holds (0: not engaged)
-    over_run: np.ndarray  # (B,) int64, consecutive seconds the row has been over budget
-    power_history: np.ndarray  # (B, POWER_HISTORY_S) float64, row power / budget of the last seconds (ring)
+    power_history: np.ndarray  # (B, POWER_HISTORY_S) float64, row power / budget of the last seconds (ring by step)
+    power_last: np.ndarray  # (B, N) float64, draw of each server in the last step, W
+    activity_last: np.ndarray  # (B, N) float64, GPU activity of each server in the last step
+    arrivals_last: np.ndarray  # (B, 2) int64, requests that arrived in the last step per class
+
+    @classmethod
+    def zeros(cls, num_envs: int, num_servers: int) -> RowTelemetry:
+        b, n = num_envs, num_servers
+        return cls(
+            power_history=np.zeros((b, POWER_HISTORY_S)),
+            power_last=np.zeros((b, n)),
+            activity_last=np.zeros((b, n)),
+            arrivals_last=np.zeros((b, 2), np.int64),
+        )
 
 
 @dataclasses.dataclass
-class RowAccounts:
-    """What an episode did, for the policy's row (index 0) and the uncapped reference row (index 1)."""
+class GPUPowerCapCounters:
+    """What an episode did (the base zeroes it at every reset); row 0 is the policy's, row 1 the uncapped reference."""
 
     tokens: np.ndarray  # (B, 2, 2) float64, output tokens of completed requests per (row, class)
     completed: np.ndarray  # (B, 2, 2) int64, requests completed per (row, class)
@@ -395,146 +422,28 @@ class RowAccounts:
     latency_hist: np.ndarray  # (B, 2, 2, NUM_LATENCY_BINS) int32, end-to-end latencies of completed requests
     generated_start: np.ndarray  # (B, 2, 2) float64, tokens generated before the episode by requests still in flight
     generated_last: np.ndarray  # (B, 2, 2) float64, output tokens generated so far (completed + in flight)
-
-
-@dataclasses.dataclass
-class GPUPowerCapState:
-    """State of B rows (requests replayed from the episode's arrays)."""
-
-    arrival: np.ndarray  # (B, R) float32, arrival time of each request of the episode, s
-    prompt: np.ndarray  # (B, R) int16, prompt tokens
-    output: np.ndarray  # (B, R) int16, output tokens
-    instance: np.ndarray  # (B, R) int16, model instance the round-robin balancer sends it to
-    step_first: np.ndarray  # (B, H + 1) int32, index of the first request arriving in each second (H = warm-up + T)
-    load: np.ndarray  # (B, H) float32, the load curve (share of the peak rate; hidden from the agent)
-    llm: LLMClusterState  # (B, M or 2M, S): the row's M instances, then (track_reference) the reference row's
-    control: ControlState
-    energy: EnergyMeter  # (B, N) J per server of the policy's row
-    reference_energy: EnergyMeter  # (B, N) J per server of the uncapped reference row (zeros without it)
-    accounts: RowAccounts
     arrived: np.ndarray  # (B, 2) int64, requests that arrived per class
-    arrivals_last: np.ndarray  # (B, 2) int64, requests that arrived in the last step per class
-    activity_last: np.ndarray  # (B, N) float64, GPU activity of each server in the last step
-    power_last: np.ndarray  # (B, N) float64, draw of each server in the last step, W
-    brakes: np.ndarray  # (B,) int64, powerbrake engagements this episode
+    brakes: np.ndarray  # (B,) int64, powerbrake engagements
     braked_s: np.ndarray  # (B,) int64, seconds under the powerbrake
     over_budget_s: np.ndarray  # (B,) int64, seconds with row power over budget
     tripped: np.ndarray  # (B,) bool, the breaker tripped (the episode ended)
     capped_server_s: np.ndarray  # (B,) int64, server-seconds below f_max (caps or brake)
-    peak_power: np.ndarray  # (B,) float64, highest row power this episode / budget
+    peak_power: np.ndarray  # (B,) float64, highest row power / budget
     power_sum: np.ndarray  # (B,) float64, sum of row power / budget over the episode's steps
+    energy: EnergyMeter  # (B, N) J per server of the policy's row
+    reference_energy: EnergyMeter  # (B, N) J per server of the uncapped reference row (zeros without it)
 
-
-class GPUPowerCapCore(LegacyBatchedCore[GPUPowerCapConfig, GPUPowerCapState]):
-    config_cls = GPUPowerCapConfig
-    metrics: ClassVar[tuple[MetricSpec, ...]] = (
-        MetricSpec(name="powerbrakes", unit="events", higher_is_better=False, description="powerbrake engagements"),
-        MetricSpec(
-            name="breaker_trips", unit="trips", higher_is_better=False, description="UPS ride-through exceeded (0/1)"
-        ),
-        *(
-            MetricSpec(
-                name=f"{c}_throughput_loss_pct",
-                unit="%",
-                higher_is_better=False,
-                description=f"{c.upper()} output tokens served vs the uncapped row on the same requests",
-            )
-            for c in CLASSES
-        ),
-        *(
-            MetricSpec(
-                name=f"{c}_{q}_latency_change_pct",
-                unit="%",
-                higher_is_better=False,
-                description=f"{c.upper()} {q} end-to-end latency vs the uncapped row",
-            )
-            for c in CLASSES
-            for q in ("p50", "p99")
-        ),
-        *(
-            MetricSpec(
-                name=f"{c}_{q}_latency_s",
-                unit="s",
-                higher_is_better=False,
-                description=f"{c.upper()} {q} end-to-end latency (in-flight requests count their age at the end)",
-            )
-            for c in CLASSES
-            for q in ("p50", "p99")
-        ),
-        MetricSpec(name="peak_power_pct", unit="%", higher_is_better=None, description="highest row power / budget"),
-        MetricSpec(name="mean_power_pct", unit="%", higher_is_better=None, description="mean row power / budget"),
-        MetricSpec(name="energy_kwh", unit="kWh", higher_is_better=False, description="energy drawn by the row"),
-        MetricSpec(
-            name="served_ktokens", unit="k tokens", higher_is_better=True, description="output tokens served (both)"
-        ),
-        MetricSpec(
-            name="rejected_requests", unit="requests", higher_is_better=False, description="arrivals at a full server"
-        ),
-        MetricSpec(
-            name="capped_pct", unit="%", higher_is_better=False, description="server-seconds below f_max (cap/brake)"
-        ),
-        MetricSpec(name="braked_s", unit="s", higher_is_better=False, description="seconds under the powerbrake"),
-    )
-
-    # ------------------------------------------------------------------ setup
-    def _init_state(self) -> GPUPowerCapState:
-        c, b = self.config, self.num_envs
-        n = c.num_servers
-        ips = c.instances_per_server
-        m = n * ips
-        self.num_servers, self.instances_per_server, self.num_instances = n, ips, m
-        self.servers_per_class = c.servers_per_class
-        self.server_class = np.where(np.arange(n) < self.servers_per_class[0], HIGH, LOW)
-        self.instance_class = np.repeat(self.server_class, ips)
-        # (M, 2): which class each instance of a row serves (instances of server j are j*ips .. j*ips + ips - 1).
-        self.class_onehot = np.stack([self.instance_class == HIGH, self.instance_class == LOW], 1).astype(np.float64)
-        self.server_onehot = np.stack([self.server_class == HIGH, self.server_class == LOW], 1).astype(np.float64)
-        spec = PRESETS[c.instance]
-        self.instance_spec = spec
-        self.rows = 2 if c.track_reference else 1
-        self.cluster = LLMCluster([spec] * (m * self.rows), slots=c.slots_per_instance)
-        self.server_model = c.server_power
-        self.phase = LLMPhaseActivity(prefill=c.prefill_activity, decode=c.decode_activity)
-        self.levels_mhz = np.asarray(c.freq_levels_mhz, np.float64)
-        self.f_max = float(self.levels_mhz[0])
-        self.budget_w = c.budget_w
-        self.lengths: LengthSampler = self._length_sampler()
-        self.num_controls = n if c.per_server_caps else 2
-        self.single_action_space = spaces.MultiDiscrete(np.full(self.num_controls, len(self.levels_mhz)))
-        self.obs_size = OBS_BASE + (4 * n if c.per_server_caps else 0)
-        self.single_observation_space = spaces.Box(0.0, OBS_HIGH, (self.obs_size,), np.float32)
-        r, h = c.max_requests, c.horizon_s
-        d = max(c.cap_delay_s, 1)
-        return GPUPowerCapState(
-            arrival=np.zeros((b, r), np.float32),
-            prompt=np.zeros((b, r), np.int16),
-            output=np.zeros((b, r), np.int16),
-            instance=np.zeros((b, r), np.int16),
-            step_first=np.zeros((b, h + 1), np.int32),
-            load=np.zeros((b, h), np.float32),
-            llm=self.cluster.new_state(b),
-            control=ControlState(
-                pipeline=np.zeros((b, d, self.num_controls), np.int8),
-                level=np.zeros((b, self.num_controls), np.int8),
-                brake_countdown=np.full(b, -1, np.int64),
-                brake_left=np.zeros(b, np.int64),
-                over_run=np.zeros(b, np.int64),
-                power_history=np.zeros((b, POWER_HISTORY_S)),
-            ),
-            energy=EnergyMeter.zeros(b, n),
-            reference_energy=EnergyMeter.zeros(b, n),
-            accounts=RowAccounts(
-                tokens=np.zeros((b, 2, 2)),
-                completed=np.zeros((b, 2, 2), np.int64),
-                rejected=np.zeros((b, 2, 2), np.int64),
-                latency_hist=np.zeros((b, 2, 2, NUM_LATENCY_BINS), np.int32),
-                generated_start=np.zeros((b, 2, 2)),
-                generated_last=np.zeros((b, 2, 2)),
-            ),
+    @classmethod
+    def zeros(cls, num_envs: int, num_servers: int) -> GPUPowerCapCounters:
+        b, n = num_envs, num_servers
+        return cls(
+            tokens=np.zeros((b, 2, 2)),
+            completed=np.zeros((b, 2, 2), np.int64),
+            rejected=np.zeros((b, 2, 2), np.int64),
+            latency_hist=np.zeros((b, 2, 2, NUM_LATENCY_BINS), np.int32),
+            generated_start=np.zeros((b, 2, 2)),
+            generated_last=np.zeros((b, 2, 2)),
             arrived=np.zeros((b, 2), np.int64),
-            arrivals_last=np.zeros((b, 2), np.int64),
-            activity_last=np.zeros((b, n)),
-            power_last=np.zeros((b, n)),
             brakes=np.zeros(b, np.int64),
             braked_s=np.zeros(b, np.int64),
             over_budget_s=np.zeros(b, np.int64),
@@ -542,209 +451,284 @@ class GPUPowerCapCore(LegacyBatchedCore[GPUPowerCapConfig, GPUPowerCapState]):
             capped_server_s=np.zeros(b, np.int64),
             peak_power=np.zeros(b),
             power_sum=np.zeros(b),
+            energy=EnergyMeter.zeros(b, n),
+            reference_energy=EnergyMeter.zeros(b, n),
         )
 
-    def _length_sampler(self) -> LengthSampler:
-        return azure_lengths(self.config.workload_mix, self.instance_spec.model.max_context_tokens)
+
+@dataclasses.dataclass
+class GPUPowerCapState:
+    """State of B rows."""
+
+    requests: EpisodeRequests  # (B, R) and (B, H): the episode's instance
+    llm: LLMClusterState  # (B, M or 2M, S): the row's M instances, then (track_reference) the reference row's
+    caps: CapPipelineState  # (B, D, C): caps in effect and in flight
+    brake: PowerBrakeState  # (B,): the powerbrake and the UPS
+    telemetry: RowTelemetry
+    counters: GPUPowerCapCounters
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GPUPowerCapParams(CoreParams):
+    """What a config fixes: the row's layout, its models and the request generator."""
+
+    num_servers: int
+    """N, servers in the policy's row."""
+    instances_per_server: int
+    num_instances: int
+    """M = N x instances_per_server, model instances of one row."""
+    servers_per_class: tuple[int, int]
+    """(HP, LP) servers; HP servers come first."""
+    rows: int
+    """Rows simulated: 1, or 2 with the uncapped reference row (instances M .. 2M - 1)."""
+    server_class: np.ndarray  # (N,) int64, HIGH or LOW
+    instance_class: np.ndarray  # (M,) int64, HIGH or LOW (instances of server j are j*ips .. j*ips + ips - 1)
+    class_onehot: np.ndarray  # (M, 2) float64, which class each instance of a row serves
+    server_onehot: np.ndarray  # (N, 2) float64, which class each server serves
+    class_weights: np.ndarray  # (2,) float64, reward weight of (HP, LP) work and latency
+    levels_mhz: np.ndarray  # (L,) float64, cap levels, f_max first
+    f_max: float
+    budget_w: float
+    """Provisioned power of the row, W."""
+    cluster: LLMCluster
+    """Every instance of the simulated rows."""
+    server_model: ServerPowerModel
+    phase: LLMPhaseActivity
+    caps: OutOfBandCaps
+    brake: PowerBrake
+
+
+def derive_params(c: GPUPowerCapConfig) -> GPUPowerCapParams:
+    """The spaces, layout, models and generator of a config."""
+    n, ips = c.num_servers, c.instances_per_server
+    server_class = np.where(np.arange(n) < c.servers_per_class[0], HIGH, LOW)
+    instance_class = np.repeat(server_class, ips)
+    spec = PRESETS[c.instance]
+    rows = 2 if c.track_reference else 1
+    levels_mhz = np.asarray(c.freq_levels_mhz, np.float64)
+    num_controls = n if c.per_server_caps else 2
+    generator = RowLoadGenerator(
+        steps=c.horizon_s,
+        instances=(c.servers_per_class[0] * ips, c.servers_per_class[1] * ips),
+        peak_rate_per_instance=c.peak_rate_per_server / ips,
+        level_range=c.load_level,
+        volatility=c.load_volatility,
+        time_constant_s=c.load_time_constant_s,
+        ramp_from=c.load_ramp_from,
+        ramp_s=c.load_ramp_s,
+        load_cap=LOAD_CAP,
+        lengths=azure_lengths(c.workload_mix, spec.model.max_context_tokens),
+        arrival_cv=c.arrival_cv,
+    )
+    return GPUPowerCapParams(
+        action_space=spaces.MultiDiscrete(np.full(num_controls, len(levels_mhz))),
+        observation_space=spaces.Box(0.0, OBS_HIGH, (OBS_BASE + (4 * n if c.per_server_caps else 0),), np.float32),
+        generator=generator,
+        num_servers=n,
+        instances_per_server=ips,
+        num_instances=n * ips,
+        servers_per_class=c.servers_per_class,
+        rows=rows,
+        server_class=server_class,
+        instance_class=instance_class,
+        class_onehot=np.stack([instance_class == HIGH, instance_class == LOW], 1).astype(np.float64),
+        server_onehot=np.stack([server_class == HIGH, server_class == LOW], 1).astype(np.float64),
+        class_weights=np.array([c.hp_weight, 1.0]),
+        levels_mhz=levels_mhz,
+        f_max=float(levels_mhz[0]),
+        budget_w=c.budget_w,
+        cluster=LLMCluster([spec] * (n * ips * rows), slots=c.slots_per_instance),
+        server_model=c.server_power,
+        phase=LLMPhaseActivity(prefill=c.prefill_activity, decode=c.decode_activity),
+        caps=OutOfBandCaps(delay_s=c.cap_delay_s, controls=num_controls),
+        brake=PowerBrake(
+            threshold=c.brake_threshold,
+            delay_s=c.brake_delay_s,
+            hold_s=c.brake_hold_s,
+            ride_through_s=c.ups_ride_through_s,
+        ),
+    )
+
+
+METRICS: tuple[MetricSpec, ...] = (
+    MetricSpec(name="powerbrakes", unit="events", higher_is_better=False, description="powerbrake engagements"),
+    MetricSpec(
+        name="breaker_trips", unit="trips", higher_is_better=False, description="UPS ride-through exceeded (0/1)"
+    ),
+    *(
+        MetricSpec(
+            name=f"{c}_throughput_loss_pct",
+            unit="%",
+            higher_is_better=False,
+            description=f"{c.upper()} output tokens served vs the uncapped row on the same requests",
+        )
+        for c in CLASSES
+    ),
+    *(
+        MetricSpec(
+            name=f"{c}_{q}_latency_change_pct",
+            unit="%",
+            higher_is_better=False,
+            description=f"{c.upper()} {q} end-to-end latency vs the uncapped row",
+        )
+        for c in CLASSES
+        for q in ("p50", "p99")
+    ),
+    *(
+        MetricSpec(
+            name=f"{c}_{q}_latency_s",
+            unit="s",
+            higher_is_better=False,
+            description=f"{c.upper()} {q} end-to-end latency (in-flight requests count their age at the end)",
+        )
+        for c in CLASSES
+        for q in ("p50", "p99")
+    ),
+    MetricSpec(name="peak_power_pct", unit="%", higher_is_better=None, description="highest row power / budget"),
+    MetricSpec(name="mean_power_pct", unit="%", higher_is_better=None, description="mean row power / budget"),
+    MetricSpec(name="energy_kwh", unit="kWh", higher_is_better=False, description="energy drawn by the row"),
+    MetricSpec(
+        name="served_ktokens", unit="k tokens", higher_is_better=True, description="output tokens served (both)"
+    ),
+    MetricSpec(
+        name="rejected_requests", unit="requests", higher_is_better=False, description="arrivals at a full server"
+    ),
+    MetricSpec(
+        name="capped_pct", unit="%", higher_is_better=False, description="server-seconds below f_max (cap/brake)"
+    ),
+    MetricSpec(name="braked_s", unit="s", higher_is_better=False, description="seconds under the powerbrake"),
+)
+"""Episode metrics (``info["metrics"]``), relative ones against the uncapped reference row."""
+
+
+class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapParams, GPUPowerCapState]):
+    config_cls = GPUPowerCapConfig
+    metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
+
+    # ------------------------------------------------------------------ setup
+    def _derive(self, config: GPUPowerCapConfig) -> GPUPowerCapParams:
+        return derive_params(config)
+
+    def _init_state(self, params: GPUPowerCapParams) -> GPUPowerCapState:
+        c, p, b = self.config, params, self.num_envs
+        return GPUPowerCapState(
+            requests=EpisodeRequests.zeros(b, c.max_requests, c.horizon_s),
+            llm=p.cluster.new_state(b),
+            caps=p.caps.new_state(b),
+            brake=p.brake.new_state(b),
+            telemetry=RowTelemetry.zeros(b, p.num_servers),
+            counters=GPUPowerCapCounters.zeros(b, p.num_servers),
+        )
 
     @property
     def max_episode_steps(self) -> int:
         return self.config.steps_per_episode
 
     # ------------------------------------------------------------------ episodes
-    def sample(self, rng: np.random.Generator) -> RowRequests:
-        """One episode's requests (warm-up included) for this config, drawn from ``rng`` (what a reset replays)."""
-        c = self.config
-        load = sample_load_curve(
-            rng,
-            c.horizon_s,
-            level_range=c.load_level,
-            volatility=c.load_volatility,
-            time_constant_s=c.load_time_constant_s,
-            ramp_from=c.load_ramp_from,
-            ramp_s=c.load_ramp_s,
-        )
-        ips = self.instances_per_server
-        return sample_row_requests(
-            rng,
-            steps=c.horizon_s,
-            instances=(self.servers_per_class[0] * ips, self.servers_per_class[1] * ips),
-            peak_rate_per_instance=c.peak_rate_per_server / ips,
-            load=np.minimum(load, LOAD_CAP),
-            lengths=self.lengths,
-            arrival_cv=c.arrival_cv,
-        )
-
-    def _reset_envs(self, env_ids: np.ndarray, rngs: Sequence[np.random.Generator]) -> None:
-        s = self.state
-        h = self.config.horizon_s
-        limit = np.nextafter(np.float32(h), np.float32(0))
-        for i, rng in zip(env_ids, rngs):
-            req = self.sample(rng)
-            m = len(req)
-            if m > s.arrival.shape[1]:  # ~10 standard deviations above the most a capped load curve gives
-                raise RuntimeError(f"episode drew {m} requests, more than the {s.arrival.shape[1]} the state holds")
-            arrival = np.minimum(req.arrival_s.astype(np.float32), limit)
-            s.arrival[i, :m] = arrival
-            s.arrival[i, m:] = np.inf
-            s.prompt[i, :m] = req.prompt_tokens
-            s.output[i, :m] = req.output_tokens
-            s.instance[i, :m] = req.instance
-            s.step_first[i] = np.searchsorted(arrival, np.arange(h + 1, dtype=np.float32), side="left")
-            s.load[i] = req.load
-        self.cluster.reset_envs(s.llm, env_ids, 0.0)
-        ctl = s.control
-        ctl.pipeline[env_ids] = 0
-        ctl.level[env_ids] = 0
-        ctl.brake_countdown[env_ids] = -1
-        ctl.brake_left[env_ids] = 0
-        ctl.over_run[env_ids] = 0
-        s.energy.reset_envs(env_ids)
-        s.reference_energy.reset_envs(env_ids)
-        acc = s.accounts
-        for arr in (acc.tokens, acc.completed, acc.rejected, acc.latency_hist, acc.generated_start, acc.generated_last):
-            arr[env_ids] = 0
-        for arr in (
-            s.arrived, s.arrivals_last, s.activity_last, s.brakes, s.braked_s, s.over_budget_s, s.tripped,
-            s.capped_server_s, s.peak_power, s.power_sum,
-        ):  # fmt: skip
-            arr[env_ids] = 0
+    def _load(self, env_ids: np.ndarray, instances: Sequence[RowRequests]) -> None:
+        s, p = self.state, self.params
+        for i, req in zip(env_ids, instances):
+            s.requests.write(int(i), req)
+        p.cluster.reset_envs(s.llm, env_ids, 0.0)
+        p.caps.reset_envs(s.caps, env_ids)
+        p.brake.reset_envs(s.brake, env_ids)
+        tree.fill_rows(s.telemetry, self.num_envs, env_ids, 0)
         self._warm_up(env_ids)
+        self._open_episode(env_ids)
 
     def _warm_up(self, env_ids: np.ndarray) -> None:
-        """Serve the first warmup_s seconds of load uncapped on the listed rows; the reference row starts equal."""
-        s, c = self.state, self.config
-        n, m = self.num_servers, self.num_instances
-        ctl = s.control
+        """Serve the first warmup_s seconds of load uncapped on the listed rows (the policy's row only)."""
+        s, c, p = self.state, self.config, self.params
+        tel = s.telemetry
         # Seconds before the warm-up read the idle draw (the row was empty).
-        ctl.power_history[env_ids] = n * self.server_model.idle_w / self.budget_w
-        s.power_last[env_ids] = self.server_model.idle_w
+        tel.power_history[env_ids] = p.num_servers * p.server_model.idle_w / p.budget_w
+        tel.power_last[env_ids] = p.server_model.idle_w
         until = np.full(self.num_envs, -np.inf)
         for second in range(c.warmup_s):
             self._enqueue_arrivals(np.full(env_ids.size, second), env_ids, rows=1)
             until[env_ids] = second + 1.0
-            self._account_completions(self.cluster.advance(s.llm, until))
-            activity = self._server_activity(self._take_activity(env_ids)[:, :m])
-            power = self.server_model.power_w(activity, self.f_max)
-            s.power_last[env_ids] = power
-            s.activity_last[env_ids] = activity
-            ctl.power_history[env_ids, second % POWER_HISTORY_S] = power.sum(axis=1) / self.budget_w
+            self._account_completions(p.cluster.advance(s.llm, until))
+            activity = self._server_activity(self._take_activity(env_ids)[:, : p.num_instances])
+            power = p.server_model.power_w(activity, p.f_max)
+            tel.power_last[env_ids] = power
+            tel.activity_last[env_ids] = activity
+            tel.power_history[env_ids, second % POWER_HISTORY_S] = power.sum(axis=1) / p.budget_w
         if 0 < c.warmup_s < POWER_HISTORY_S:
             # Seconds before a short warm-up read what the row drew at its end (as if it had been that busy).
-            recent = ctl.power_history[env_ids, max(c.warmup_s - 10, 0) : c.warmup_s].mean(axis=1)
-            ctl.power_history[env_ids, c.warmup_s :] = recent[:, None]
+            recent = tel.power_history[env_ids, max(c.warmup_s - 10, 0) : c.warmup_s].mean(axis=1)
+            tel.power_history[env_ids, c.warmup_s :] = recent[:, None]
         # The history ring is indexed by episode step: rotate so the last warm-up second sits just before step 0.
-        ctl.power_history[env_ids] = np.roll(ctl.power_history[env_ids], -(c.warmup_s % POWER_HISTORY_S), axis=1)
-        if self.rows == 2:
-            llm = s.llm
-            for name in (f.name for f in dataclasses.fields(llm) if f.name != "activity"):
-                arr = getattr(llm, name)
+        tel.power_history[env_ids] = np.roll(tel.power_history[env_ids], -(c.warmup_s % POWER_HISTORY_S), axis=1)
+
+    def _open_episode(self, env_ids: np.ndarray) -> None:
+        """After the warm-up: the reference row starts equal to the row, and the episode's accounts start."""
+        s, p, cnt = self.state, self.params, self.state.counters
+        m = p.num_instances
+        if p.rows == 2:
+            # Every instance array, its activity too (just taken or reset, so zero in both rows).
+            for arr in tree.arrays(s.llm):
                 arr[env_ids, m:] = arr[env_ids, :m]
-            s.accounts.rejected[env_ids, 1] = s.accounts.rejected[env_ids, 0]
-        acc = s.accounts
+            cnt.rejected[env_ids, 1] = cnt.rejected[env_ids, 0]
         # The episode counts what completes from now on; tokens already generated by requests in flight are not its.
-        for arr in (acc.tokens, acc.completed, acc.latency_hist):
+        for arr in (cnt.tokens, cnt.completed, cnt.latency_hist):
             arr[env_ids] = 0
-        acc.generated_start[env_ids] = self._generated_tokens()[env_ids]
-        acc.generated_last[env_ids] = 0.0
+        cnt.generated_start[env_ids] = self._generated_tokens()[env_ids]
+        cnt.generated_last[env_ids] = 0.0
         # Requests still in flight, and those refused, count as the episode's arrivals: every arrival is then
         # completed, in flight or rejected from the first step on.
-        live = (s.llm.status[env_ids, :m] != EMPTY).sum(axis=2) @ self.class_onehot
-        s.arrived[env_ids] = live.astype(np.int64) + acc.rejected[env_ids, 0]
+        live = (s.llm.status[env_ids, :m] != EMPTY).sum(axis=2) @ p.class_onehot
+        cnt.arrived[env_ids] = live.astype(np.int64) + cnt.rejected[env_ids, 0]
 
     def _take_activity(self, env_ids: np.ndarray) -> np.ndarray:
         """(k, rows x M) GPU activity of every instance of the listed sub-envs since it was last taken (zeroes it)."""
         act = self.state.llm.activity
-        out = self.phase.activity(act.busy_s[env_ids], act.compute_s[env_ids], act.memory_s[env_ids], 1.0)
-        for f in dataclasses.fields(act):
-            getattr(act, f.name)[env_ids] = 0.0
+        out = self.params.phase.activity(act.busy_s[env_ids], act.compute_s[env_ids], act.memory_s[env_ids], 1.0)
+        tree.fill_rows(act, self.num_envs, env_ids, 0.0)
         return out
 
     def _server_activity(self, instance_activity: np.ndarray) -> np.ndarray:
         """(k, N) mean GPU activity of each server from its instances' (k, M) (instances have equal GPU counts)."""
-        k = instance_activity.shape[0]
-        return instance_activity.reshape(k, self.num_servers, self.instances_per_server).mean(axis=2)
+        k, p = instance_activity.shape[0], self.params
+        return instance_activity.reshape(k, p.num_servers, p.instances_per_server).mean(axis=2)
 
     # ------------------------------------------------------------------ dynamics
     def server_freq_mhz(self) -> np.ndarray:
         """(B, N) SM clock of each server of the policy's row this step (caps in effect, or the brake)."""
-        ctl = self.state.control
-        levels = ctl.level if self.config.per_server_caps else ctl.level[:, self.server_class]
-        freq = self.levels_mhz[levels]
-        return np.where((ctl.brake_left > 0)[:, None], self.config.brake_freq_mhz, freq)
+        s, p = self.state, self.params
+        levels = s.caps.level if self.config.per_server_caps else s.caps.level[:, p.server_class]
+        return np.where((s.brake.left > 0)[:, None], self.config.brake_freq_mhz, p.levels_mhz[levels])
 
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
-        s, c = self.state, self.config
-        ctl, acc = s.control, s.accounts
-        b, n, m = self.num_envs, self.num_servers, self.num_instances
-        rows_b = self._env_index
+        s, c, p = self.state, self.config, self.params
+        cnt = s.counters
         t = self.stats.length  # (B,) step index within each episode
         clock = t + c.warmup_s  # this step covers cluster time [clock, clock + 1)
-        commands = np.asarray(actions, np.int8)
 
-        # 1. Caps: the command of this step enters the out-of-band pipeline; the one issued cap_delay_s ago lands.
-        # The episode opens on a row that has been under the first command for a while: it fills the pipeline.
-        first = t == 0
-        if first.any() and c.cap_delay_s > 0:
-            ctl.pipeline[first] = commands[first, None, :]
-        if c.cap_delay_s == 0:
-            ctl.level[...] = commands
-        else:
-            slot = t % c.cap_delay_s
-            ctl.level[...] = ctl.pipeline[rows_b, slot]
-            ctl.pipeline[rows_b, slot] = commands
-        # 2. A pending powerbrake engages once its delay has run out.
-        engage = ctl.brake_countdown == 0
-        ctl.brake_left[engage] = c.brake_hold_s
-        ctl.brake_countdown[engage] = -1
-        braked = ctl.brake_left > 0
+        # 1. Caps: this step's command enters the out-of-band pipeline, the one due lands; a due powerbrake engages.
+        p.caps.issue(s.caps, self._env_index, t, np.asarray(actions, np.int8))
+        braked = p.brake.engage(s.brake)
         freq = self.server_freq_mhz()
-        s.llm.freq_scale[:, :m] = np.repeat(freq, self.instances_per_server, axis=1) / self.f_max
+        s.llm.freq_scale[:, : p.num_instances] = np.repeat(freq, p.instances_per_server, axis=1) / p.f_max
 
-        # 3. This step's arrivals go to their instances (and to the same instances of the reference row).
-        self._enqueue_arrivals(clock, rows_b, rows=self.rows)
-        # 4. Every instance runs its iterations up to the end of the step.
-        self._account_completions(self.cluster.advance(s.llm, (clock + 1).astype(np.float64)))
+        # 2. Serve: this step's arrivals go to their instances (and to the same instances of the reference row),
+        # then every instance runs its iterations up to the end of the step.
+        self._enqueue_arrivals(clock, self._env_index, rows=p.rows)
+        self._account_completions(p.cluster.advance(s.llm, (clock + 1).astype(np.float64)))
 
-        # 5. Power of every server from its instances' phase activity and its clock; energy.
-        instance_activity = self._take_activity(rows_b)
-        activity = self._server_activity(instance_activity[:, :m])
-        power = self.server_model.power_w(activity, freq)
-        s.energy.add(power, 1.0)
-        s.activity_last[...] = activity
-        s.power_last[...] = power
-        row_share = power.sum(axis=1) / self.budget_w
-        if self.rows == 2:
-            reference = self.server_model.power_w(self._server_activity(instance_activity[:, m:]), self.f_max)
-            s.reference_energy.add(reference, 1.0)
-        ctl.power_history[rows_b, t % POWER_HISTORY_S] = row_share
-        s.peak_power = np.maximum(s.peak_power, row_share)
-        s.power_sum += row_share
-        s.capped_server_s += (freq < self.f_max).sum(axis=1)
+        # 3. Power of every server from its instances' activity and its clock; then the brake and the UPS.
+        row_share = self._meter_power(t, freq)
+        over, start_brake, tripped = p.brake.measure(s.brake, row_share, braked)
+        cnt.over_budget_s += over
+        cnt.brakes += start_brake
+        cnt.braked_s += braked
+        cnt.tripped |= tripped
 
-        # 6. Powerbrake and UPS: over budget starts a brake (unless one is pending or holding); too long trips.
-        over = row_share > c.brake_threshold
-        s.over_budget_s += over
-        ctl.over_run = np.where(over, ctl.over_run + 1, 0)
-        tripped = ctl.over_run > c.ups_ride_through_s
-        start_brake = over & ~braked & (ctl.brake_countdown < 0)
-        s.brakes += start_brake
-        ctl.brake_countdown = np.where(start_brake, c.brake_delay_s, ctl.brake_countdown)
-        ctl.brake_countdown = np.where(ctl.brake_countdown > 0, ctl.brake_countdown - 1, ctl.brake_countdown)
-        s.braked_s += braked
-        ctl.brake_left = np.where(braked, ctl.brake_left - 1, ctl.brake_left)
-        s.tripped |= tripped
-
-        # 7. Reward: served work and time in system per class, weighted by priority, against brakes and trips.
-        generated = self._generated_tokens() - acc.generated_start
-        new_tokens = generated[:, 0] - acc.generated_last[:, 0]
-        acc.generated_last[...] = generated
-        in_system = (s.llm.running + s.llm.waiting)[:, :m] @ self.class_onehot
-        weights = np.array([c.hp_weight, 1.0])
-        work = (new_tokens * weights).sum(axis=1) * c.token_reward / n
-        latency = (in_system * weights).sum(axis=1) * c.latency_cost / n
-        reward = work - latency - c.brake_penalty * start_brake - c.braked_cost * braked - c.trip_penalty * tripped
-        n_hp = self.servers_per_class[0]
+        # 4. Reward: served work and time in system per class, weighted by priority, against brakes and trips.
+        new_tokens = self._new_tokens()
+        reward = (
+            self._reward(new_tokens) - c.brake_penalty * start_brake - c.braked_cost * braked - c.trip_penalty * tripped
+        )
+        n_hp = p.servers_per_class[0]
         info = {
             "row_power_pct": 100.0 * row_share,
             "braked": braked,
@@ -753,187 +737,174 @@ class GPUPowerCapCore(LegacyBatchedCore[GPUPowerCapConfig, GPUPowerCapState]):
             "lp_freq_mhz": freq[:, n_hp:].mean(axis=1),
             "tokens_served": new_tokens.sum(axis=1),
         }
-        return reward, tripped, np.zeros(b, bool), info
+        return reward, tripped, np.zeros(self.num_envs, bool), info
+
+    def _meter_power(self, t: np.ndarray, freq: np.ndarray) -> np.ndarray:
+        """Draw, energy and telemetry of this step at clocks ``freq`` (B, N); returns the row's draw / budget (B,)."""
+        s, p = self.state, self.params
+        tel, cnt = s.telemetry, s.counters
+        m = p.num_instances
+        instance_activity = self._take_activity(self._env_index)
+        activity = self._server_activity(instance_activity[:, :m])
+        power = p.server_model.power_w(activity, freq)
+        cnt.energy.add(power, 1.0)
+        tel.activity_last[...] = activity
+        tel.power_last[...] = power
+        row_share = power.sum(axis=1) / p.budget_w
+        if p.rows == 2:
+            reference = p.server_model.power_w(self._server_activity(instance_activity[:, m:]), p.f_max)
+            cnt.reference_energy.add(reference, 1.0)
+        tel.power_history[self._env_index, t % POWER_HISTORY_S] = row_share
+        cnt.peak_power[...] = np.maximum(cnt.peak_power, row_share)
+        cnt.power_sum += row_share
+        cnt.capped_server_s += (freq < p.f_max).sum(axis=1)
+        return row_share
+
+    def _new_tokens(self) -> np.ndarray:
+        """(B, 2) output tokens the policy's row generated this step per class."""
+        cnt = self.state.counters
+        generated = self._generated_tokens() - cnt.generated_start
+        new_tokens = generated[:, 0] - cnt.generated_last[:, 0]
+        cnt.generated_last[...] = generated
+        return new_tokens
+
+    def _reward(self, new_tokens: np.ndarray) -> np.ndarray:
+        """(B,) served work less time in the system, per server, each class weighted by its priority."""
+        s, c, p = self.state, self.config, self.params
+        in_system = (s.llm.running + s.llm.waiting)[:, : p.num_instances] @ p.class_onehot
+        work = (new_tokens * p.class_weights).sum(axis=1) * c.token_reward / p.num_servers
+        latency = (in_system * p.class_weights).sum(axis=1) * c.latency_cost / p.num_servers
+        return work - latency
 
     def _enqueue_arrivals(self, second: np.ndarray, env_ids: np.ndarray, rows: int) -> None:
         """Send the requests arriving in cluster second ``second`` (k,) of sub-envs ``env_ids`` (k,) to instances."""
-        s = self.state
-        first = s.step_first[env_ids, second]
-        counts = s.step_first[env_ids, second + 1] - first
+        s, p, cnt = self.state, self.params, self.state.counters
+        req, arrivals_last = s.requests, s.telemetry.arrivals_last
+        first = req.step_first[env_ids, second]
+        counts = req.step_first[env_ids, second + 1] - first
         total = int(counts.sum())
-        s.arrivals_last[env_ids] = 0
+        arrivals_last[env_ids] = 0
         if total == 0:
             return
         env = np.repeat(env_ids, counts)
         idx = np.repeat(first, counts) + np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
-        inst = s.instance[env, idx].astype(np.int64)
-        cls = self.instance_class[inst]
-        prompt = s.prompt[env, idx].astype(np.int64)
-        output = s.output[env, idx].astype(np.int64)
-        arrival = s.arrival[env, idx].astype(np.float64)
-        np.add.at(s.arrivals_last, (env, cls), 1)
-        s.arrived[env_ids] += s.arrivals_last[env_ids]
+        inst = req.instance[env, idx].astype(np.int64)
+        cls = p.instance_class[inst]
+        prompt = req.prompt[env, idx].astype(np.int64)
+        output = req.output[env, idx].astype(np.int64)
+        arrival = req.arrival[env, idx].astype(np.float64)
+        np.add.at(arrivals_last, (env, cls), 1)
+        cnt.arrived[env_ids] += arrivals_last[env_ids]
         for row in range(rows):
-            ok = self.cluster.enqueue(
-                s.llm, env, inst + row * self.num_instances, idx, prompt, output, arrival, tag=cls
-            )
+            ok = p.cluster.enqueue(s.llm, env, inst + row * p.num_instances, idx, prompt, output, arrival, tag=cls)
             refused = ~ok
             if refused.any():
-                np.add.at(s.accounts.rejected, (env[refused], row, cls[refused]), 1)
+                np.add.at(cnt.rejected, (env[refused], row, cls[refused]), 1)
 
     def _account_completions(self, done: Completions) -> None:
         if len(done) == 0:
             return
-        acc = self.state.accounts
-        row = (done.instance >= self.num_instances).astype(np.int64)
+        cnt = self.state.counters
+        row = (done.instance >= self.params.num_instances).astype(np.int64)
         cls = done.tag
-        np.add.at(acc.tokens, (done.env, row, cls), done.output.astype(np.float64))
-        np.add.at(acc.completed, (done.env, row, cls), 1)
+        np.add.at(cnt.tokens, (done.env, row, cls), done.output.astype(np.float64))
+        np.add.at(cnt.completed, (done.env, row, cls), 1)
         flat = ((done.env * 2 + row) * 2 + cls) * NUM_LATENCY_BINS + latency_bins(done.e2e_s)
-        counts = np.bincount(flat, minlength=acc.latency_hist.size).reshape(acc.latency_hist.shape)
-        acc.latency_hist += counts.astype(np.int32)
+        counts = np.bincount(flat, minlength=cnt.latency_hist.size).reshape(cnt.latency_hist.shape)
+        cnt.latency_hist += counts.astype(np.int32)
 
     def _generated_tokens(self) -> np.ndarray:
         """(B, 2, 2) output tokens generated so far per (row, class): completed requests plus those in flight."""
-        s = self.state
-        m = self.num_instances
+        s, p = self.state, self.params
+        m = p.num_instances
         live = np.where(s.llm.status != EMPTY, s.llm.generated, 0).sum(axis=2).astype(np.float64)  # (B, rows x M)
-        out = s.accounts.tokens.copy()
-        for row in range(self.rows):
-            out[:, row] += live[:, row * m : (row + 1) * m] @ self.class_onehot
+        out = s.counters.tokens.copy()
+        for row in range(p.rows):
+            out[:, row] += live[:, row * m : (row + 1) * m] @ p.class_onehot
         return out
 
     # ------------------------------------------------------------------ observation
     def observe(self) -> np.ndarray:
-        s, c = self.state, self.config
-        ctl = s.control
-        b, n, m = self.num_envs, self.num_servers, self.num_instances
-        rows_b = self._env_index
-        t = self.stats.length
-        now = ctl.power_history[rows_b, (t - 1) % POWER_HISTORY_S]
-        lags = [ctl.power_history[rows_b, (t - 1 - lag) % POWER_HISTORY_S] for lag in OBS_POWER_LAGS]
-        level_frac = self.levels_mhz / self.f_max
-        servers = np.array(self.servers_per_class, np.float64)
+        s, c, p = self.state, self.config, self.params
+        tel = s.telemetry
+        rows_b, t = self._env_index, self.stats.length
+        now = tel.power_history[rows_b, (t - 1) % POWER_HISTORY_S]
+        lags = [tel.power_history[rows_b, (t - 1 - lag) % POWER_HISTORY_S] for lag in OBS_POWER_LAGS]
+        level_frac = p.levels_mhz / p.f_max
+        servers = np.array(p.servers_per_class, np.float64)
 
         def by_class(per_server: np.ndarray) -> np.ndarray:
-            return per_server if not c.per_server_caps else (per_server @ self.server_onehot) / servers
+            return per_server if not c.per_server_caps else (per_server @ p.server_onehot) / servers
 
-        class_caps = by_class(level_frac[ctl.level])
-        # With delay D, slot (t + k) mod D holds the command that lands at step t + k (k < D).
-        ahead = []
-        for k in OBS_PIPELINE_AHEAD:
-            if c.cap_delay_s == 0:
-                ahead.append(class_caps)
-            else:
-                slot = (t + min(k, c.cap_delay_s) - 1) % c.cap_delay_s
-                ahead.append(by_class(level_frac[ctl.pipeline[rows_b, slot]]))
-        in_flight = (s.llm.running + s.llm.waiting)[:, :m]
-        slots = c.slots_per_instance * self.instances_per_server
+        ahead = [by_class(level_frac[p.caps.landing(s.caps, rows_b, t, k)]) for k in OBS_PIPELINE_AHEAD]
+        in_flight = (s.llm.running + s.llm.waiting)[:, : p.num_instances]
+        slots = c.slots_per_instance * p.instances_per_server
         parts = [
             now[:, None],
             np.stack(lags, axis=1),
-            ctl.power_history.max(axis=1)[:, None],
-            class_caps,
+            tel.power_history.max(axis=1)[:, None],
+            by_class(level_frac[s.caps.level]),
             *ahead,
-            (ctl.brake_left > 0)[:, None].astype(np.float64),
-            (ctl.brake_countdown >= 0)[:, None].astype(np.float64),
-            (ctl.over_run / max(c.ups_ride_through_s, 1))[:, None],
-            (in_flight @ self.class_onehot) / servers / slots,
-            s.arrivals_last / servers / c.peak_rate_per_server,
-            (s.activity_last @ self.server_onehot) / servers,
+            (s.brake.left > 0)[:, None].astype(np.float64),
+            (s.brake.countdown >= 0)[:, None].astype(np.float64),
+            (s.brake.over_run / max(c.ups_ride_through_s, 1))[:, None],
+            (in_flight @ p.class_onehot) / servers / slots,
+            tel.arrivals_last / servers / c.peak_rate_per_server,
+            (tel.activity_last @ p.server_onehot) / servers,
             (t / c.steps_per_episode)[:, None],
         ]
         if c.per_server_caps:
-            last_command = ctl.pipeline[rows_b, (t - 1) % c.cap_delay_s] if c.cap_delay_s else ctl.level
             parts += [
-                level_frac[ctl.level],
-                level_frac[last_command],
-                s.power_last / self.server_model.peak_w,
-                in_flight.reshape(b, n, self.instances_per_server).sum(axis=2) / slots,
+                level_frac[s.caps.level],
+                level_frac[p.caps.landing(s.caps, rows_b, t, c.cap_delay_s)],  # the last command
+                tel.power_last / p.server_model.peak_w,
+                in_flight.reshape(self.num_envs, p.num_servers, p.instances_per_server).sum(axis=2) / slots,
             ]
         # Every entry is a share or a ratio near 1; a burst of arrivals is the only one that could pass OBS_HIGH.
         return np.clip(np.concatenate(parts, axis=1), 0.0, OBS_HIGH).astype(np.float32)
 
     # ------------------------------------------------------------------ metrics
     def _episode_metrics(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
-        s, c = self.state, self.config
+        s, c, p = self.state, self.config, self.params
+        cnt = s.counters
         steps = np.maximum(self.stats.length[env_ids].astype(np.float64), 1.0)
         end = self.stats.length[env_ids] + float(c.warmup_s)
-        generated = (self._generated_tokens() - s.accounts.generated_start)[env_ids]
-        hist = s.accounts.latency_hist[env_ids].astype(np.int64) + self._in_flight_histogram(env_ids, end)
+        generated = (self._generated_tokens() - cnt.generated_start)[env_ids]
+        hist = cnt.latency_hist[env_ids].astype(np.int64) + self._in_flight_histogram(env_ids, end)
         nan = np.full(env_ids.size, np.nan)
         out: dict[str, np.ndarray] = {
-            "powerbrakes": s.brakes[env_ids].astype(np.float64),
-            "breaker_trips": s.tripped[env_ids].astype(np.float64),
+            "powerbrakes": cnt.brakes[env_ids].astype(np.float64),
+            "breaker_trips": cnt.tripped[env_ids].astype(np.float64),
         }
         for k, name in enumerate(CLASSES):
             reference = generated[:, 1, k]
             loss = np.divide(reference - generated[:, 0, k], reference, out=nan.copy(), where=reference > 0)
-            out[f"{name}_throughput_loss_pct"] = 100.0 * loss if self.rows == 2 else nan
-            for q, p in (("p50", 0.5), ("p99", 0.99)):
-                mine = histogram_quantile(hist[:, 0, k], p)
+            out[f"{name}_throughput_loss_pct"] = 100.0 * loss if p.rows == 2 else nan
+            for q, share in (("p50", 0.5), ("p99", 0.99)):
+                mine = histogram_quantile(hist[:, 0, k], share)
                 out[f"{name}_{q}_latency_s"] = mine
-                change = 100.0 * (mine / histogram_quantile(hist[:, 1, k], p) - 1.0)
-                out[f"{name}_{q}_latency_change_pct"] = change if self.rows == 2 else nan
-        out["peak_power_pct"] = 100.0 * s.peak_power[env_ids]
-        out["mean_power_pct"] = 100.0 * s.power_sum[env_ids] / steps
-        out["energy_kwh"] = s.energy.kwh()[env_ids]
+                change = 100.0 * (mine / histogram_quantile(hist[:, 1, k], share) - 1.0)
+                out[f"{name}_{q}_latency_change_pct"] = change if p.rows == 2 else nan
+        out["peak_power_pct"] = 100.0 * cnt.peak_power[env_ids]
+        out["mean_power_pct"] = 100.0 * cnt.power_sum[env_ids] / steps
+        out["energy_kwh"] = cnt.energy.kwh()[env_ids]
         out["served_ktokens"] = generated[:, 0].sum(axis=1) / 1e3
-        out["rejected_requests"] = s.accounts.rejected[env_ids, 0].sum(axis=1).astype(np.float64)
-        out["capped_pct"] = 100.0 * s.capped_server_s[env_ids] / (steps * self.num_servers)
-        out["braked_s"] = s.braked_s[env_ids].astype(np.float64)
+        out["rejected_requests"] = cnt.rejected[env_ids, 0].sum(axis=1).astype(np.float64)
+        out["capped_pct"] = 100.0 * cnt.capped_server_s[env_ids] / (steps * p.num_servers)
+        out["braked_s"] = cnt.braked_s[env_ids].astype(np.float64)
         return out
 
     def _in_flight_histogram(self, env_ids: np.ndarray, end: np.ndarray) -> np.ndarray:
         """(k, 2, 2, bins) ages at the episode's end of requests still queued or running (censored latencies)."""
-        s = self.state
-        m = self.num_instances
+        s, p = self.state, self.params
+        m = p.num_instances
         live = s.llm.status[env_ids] != EMPTY
         age = end[:, None, None] - s.llm.arrival[env_ids]
         e, inst, _ = np.nonzero(live)
-        flat = ((e * 2 + inst // m) * 2 + self.instance_class[inst % m]) * NUM_LATENCY_BINS + latency_bins(age[live])
+        flat = ((e * 2 + inst // m) * 2 + p.instance_class[inst % m]) * NUM_LATENCY_BINS + latency_bins(age[live])
         return np.bincount(flat, minlength=env_ids.size * 4 * NUM_LATENCY_BINS).reshape(
             env_ids.size, 2, 2, NUM_LATENCY_BINS
         )
-
-    # ------------------------------------------------------------------ views for baselines and plots
-    def row_power_share(self) -> np.ndarray:
-        """(B,) row power of the last step / budget."""
-        return self.state.power_last.sum(axis=1) / self.budget_w
-
-
-OBS_BASE = 1 + len(OBS_POWER_LAGS) + 1 + 2 + 2 * len(OBS_PIPELINE_AHEAD) + 3 + 2 + 2 + 2 + 1
-"""Observation entries shared by both action modes (see the docstring's table)."""
-
-
-def latency_bins(latency_s: np.ndarray) -> np.ndarray:
-    """Histogram bin of each latency (log-spaced; 0 below LATENCY_MIN_S, the last bin above LATENCY_MAX_S)."""
-    x = np.maximum(np.asarray(latency_s, np.float64), 1e-12)
-    k = np.floor(np.log(x / LATENCY_MIN_S) / math.log(LATENCY_BIN_RATIO)).astype(np.int64) + 1
-    return np.clip(k, 0, NUM_LATENCY_BINS - 1)
-
-
-def bin_edges() -> np.ndarray:
-    """(NUM_LATENCY_BINS + 1,) lower edges of the latency bins, s (bin 0 starts at 0)."""
-    inner = LATENCY_MIN_S * LATENCY_BIN_RATIO ** np.arange(NUM_LATENCY_BINS)
-    return np.concatenate([[0.0], inner])
-
-
-def histogram_quantile(hist: np.ndarray, q: float) -> np.ndarray:
-    """Quantile q of each row of latency histograms (k, bins), geometric interpolation within a bin; NaN if empty."""
-    edges = bin_edges()
-    counts = hist.astype(np.float64)
-    total = counts.sum(axis=1)
-    cum = np.cumsum(counts, axis=1)
-    target = q * total
-    k = np.argmax(cum >= target[:, None], axis=1)
-    below = np.where(k > 0, cum[np.arange(len(k)), k - 1], 0.0)
-    inside = counts[np.arange(len(k)), k]
-    frac = np.divide(target - below, inside, out=np.zeros_like(target), where=inside > 0)
-    lo = np.maximum(edges[k], LATENCY_MIN_S / LATENCY_BIN_RATIO)
-    hi = edges[k + 1]
-    value = lo * (hi / lo) ** np.clip(frac, 0.0, 1.0)
-    return np.where(total > 0, value, np.nan)
 
 
 class GPUPowerCapVectorEnv(CloudGymVectorEnv):

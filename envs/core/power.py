@@ -19,6 +19,11 @@ measured.
 A server draws its GPUs plus the rest (CPUs, memory, fans, NICs): an idle
 floor and a part proportional to mean GPU activity. DGX-A100 defaults put
 GPUs at about half of the ~6.5 kW server peak, as DOMAIN.md says.
+
+A provisioned row of such servers is protected as POLCA describes: caps
+commanded out of band land after a delay (:class:`OutOfBandCaps`), and a
+powerbrake behind the budget with a UPS behind the brake
+(:class:`PowerBrake`).
 """
 
 from __future__ import annotations
@@ -138,6 +143,141 @@ class EnergyMeter:
     def kwh(self) -> np.ndarray:
         """(B,) energy of all units in kWh."""
         return self.joules.sum(axis=1) / 3.6e6
+
+
+# ----------------------------------------------------------------------------- power protection of a row
+# Out-of-band caps and the powerbrake/UPS of a provisioned power domain (POLCA, Patel et al. ASPLOS 2024).
+# Each is a frozen model (its constants) beside a state dataclass of B-first arrays, as LLMCluster is.
+
+
+@dataclasses.dataclass
+class CapPipelineState:
+    """Power caps of B sub-envs: the level in effect and the commands still in flight."""
+
+    pipeline: np.ndarray  # (B, D, C) int8, slot t mod D holds the command that takes effect at step t (D >= 1)
+    level: np.ndarray  # (B, C) int8, cap level in effect this step (0 = uncapped)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class OutOfBandCaps:
+    """Caps of ``controls`` units commanded out of band: the command of step t >= 1 takes effect at step t + delay_s.
+
+    The first command of an episode (step 0) is in effect from its start: the
+    unit was under its controller before the episode opened, so that command
+    fills the pipeline. With ``delay_s == 0`` a command takes effect at once.
+    """
+
+    delay_s: int
+    """Steps from a command to its effect (POLCA's out-of-band capping: up to 40 s)."""
+    controls: int
+    """Cap levels commanded per step (one per priority class, or per server)."""
+
+    def new_state(self, num_envs: int) -> CapPipelineState:
+        d = max(self.delay_s, 1)
+        return CapPipelineState(
+            pipeline=np.zeros((num_envs, d, self.controls), np.int8),
+            level=np.zeros((num_envs, self.controls), np.int8),
+        )
+
+    def reset_envs(self, state: CapPipelineState, env_ids: np.ndarray) -> None:
+        state.pipeline[env_ids] = 0
+        state.level[env_ids] = 0
+
+    def issue(self, state: CapPipelineState, rows: np.ndarray, t: np.ndarray, commands: np.ndarray) -> None:
+        """Put the commands (B, C) of steps ``t`` (B,) in the pipeline; the level in effect becomes the one due at t.
+
+        ``rows`` is ``arange(B)`` (the caller's, so a step allocates nothing more).
+        """
+        d = self.delay_s
+        first = t == 0
+        if first.any() and d > 0:
+            state.pipeline[first] = commands[first, None, :]
+        if d == 0:
+            state.level[...] = commands
+        else:
+            slot = t % d
+            state.level[...] = state.pipeline[rows, slot]
+            state.pipeline[rows, slot] = commands
+
+    def landing(self, state: CapPipelineState, rows: np.ndarray, steps: np.ndarray, ahead: int) -> np.ndarray:
+        """(B, C) levels that take effect ``ahead`` steps after the last command (``steps`` (B,) taken so far).
+
+        ``ahead`` is clipped to the delay, so ``ahead >= delay_s`` gives the
+        last command itself; with no delay, the level in effect. ``rows`` is ``arange(B)``.
+        """
+        d = self.delay_s
+        if d == 0:
+            return state.level
+        # With delay D, slot (t + k) mod D holds the command that lands at step t + k (k < D).
+        return state.pipeline[rows, (steps + min(ahead, d) - 1) % d]
+
+
+@dataclasses.dataclass
+class PowerBrakeState:
+    """The powerbrake and UPS of B power domains."""
+
+    countdown: np.ndarray  # (B,) int64, steps until a pending powerbrake engages (-1: none pending)
+    left: np.ndarray  # (B,) int64, steps the engaged powerbrake still holds (0: not engaged)
+    over_run: np.ndarray  # (B,) int64, consecutive steps the domain has been over budget
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PowerBrake:
+    """What protects a provisioned power domain (POLCA): a powerbrake behind the budget, a UPS behind the brake.
+
+    A step whose draw (as a share of the budget) exceeds ``threshold`` orders
+    the powerbrake unless one is pending or holding; it engages ``delay_s``
+    steps later and holds for ``hold_s`` steps (the env throttles every GPU
+    while it holds). More than ``ride_through_s`` consecutive steps over
+    budget exhaust the UPS and trip the breaker.
+    """
+
+    threshold: float
+    """Draw, as a share of the budget, above which the powerbrake is ordered."""
+    delay_s: int
+    """Steps from the over-budget measurement until the brake engages (>= 1)."""
+    hold_s: int
+    """Steps the engaged brake holds before it releases (>= 1)."""
+    ride_through_s: int
+    """Consecutive steps over budget the UPS rides through; one more trips the breaker."""
+
+    def new_state(self, num_envs: int) -> PowerBrakeState:
+        return PowerBrakeState(
+            countdown=np.full(num_envs, -1, np.int64),
+            left=np.zeros(num_envs, np.int64),
+            over_run=np.zeros(num_envs, np.int64),
+        )
+
+    def reset_envs(self, state: PowerBrakeState, env_ids: np.ndarray) -> None:
+        state.countdown[env_ids] = -1
+        state.left[env_ids] = 0
+        state.over_run[env_ids] = 0
+
+    def engage(self, state: PowerBrakeState) -> np.ndarray:
+        """Engage the pending brakes whose delay has run out; (B,) bool, the brake holds this step."""
+        due = state.countdown == 0
+        state.left[due] = self.hold_s
+        state.countdown[due] = -1
+        return state.left > 0
+
+    def measure(
+        self, state: PowerBrakeState, draw: np.ndarray, braked: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Account a step's draw (B,) (share of the budget) with ``braked`` from :meth:`engage`.
+
+        Returns (B,) bools: over budget, brake ordered this step, breaker tripped.
+        """
+        over = draw > self.threshold
+        state.over_run[...] = np.where(over, state.over_run + 1, 0)
+        tripped = state.over_run > self.ride_through_s
+        ordered = over & ~braked & (state.countdown < 0)
+        state.countdown[...] = np.where(ordered, self.delay_s, state.countdown)
+        state.countdown[...] = np.where(state.countdown > 0, state.countdown - 1, state.countdown)
+        state.left[...] = np.where(braked, state.left - 1, state.left)
+        return over, ordered, tripped
+
+
+# ----------------------------------------------------------------------------- GPU activity of LLM phases
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -25,12 +25,15 @@ row. The generator draws, from the caller's ``np.random.Generator``:
    instances.
 
 Instances ``0 .. n_hp - 1`` serve high priority (class 0), the rest low
-priority (class 1). Nothing here knows an environment.
+priority (class 1). :class:`RowLoadGenerator` draws 1 and 2 for one episode
+(the generator GPUPowerCap-v0 derives from its config). Nothing here knows
+an environment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -195,3 +198,56 @@ def azure_lengths(mix: Sequence[float], max_context_tokens: int) -> LengthSample
         return requests.prompt_tokens, requests.output_tokens
 
     return sample
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RowLoadGenerator:
+    """One episode of a row's requests: a load curve (:func:`sample_load_curve`), then its requests per class.
+
+    ``sample`` draws the curve, clips it at ``load_cap`` (which bounds how
+    many requests an episode can hold) and draws the requests along it
+    (:func:`sample_row_requests`), all from the one ``rng`` in that order.
+    """
+
+    steps: int
+    """Seconds of load an episode draws."""
+    instances: tuple[int, int]
+    """Model instances of the (HP, LP) classes."""
+    peak_rate_per_instance: float
+    """Request rate per instance at load 1, requests/s."""
+    level_range: tuple[float, float]
+    """Range of the episode's mean load (share of the peak rate), drawn uniformly."""
+    volatility: float
+    """Stationary standard deviation of the log load."""
+    time_constant_s: float
+    """Time constant of the load's swings, s."""
+    ramp_from: float = 1.0
+    """The level climbs from this share of itself..."""
+    ramp_s: float = 0.0
+    """...to itself over this many seconds."""
+    load_cap: float = math.inf
+    """The curve is clipped at this share of the peak rate."""
+    lengths: LengthSampler
+    """Prompt and output lengths of n requests."""
+    arrival_cv: float = 1.0
+    """Coefficient of variation of the gaps between arrivals of a class (1: Poisson)."""
+
+    def sample(self, rng: np.random.Generator) -> RowRequests:
+        load = sample_load_curve(
+            rng,
+            self.steps,
+            level_range=self.level_range,
+            volatility=self.volatility,
+            time_constant_s=self.time_constant_s,
+            ramp_from=self.ramp_from,
+            ramp_s=self.ramp_s,
+        )
+        return sample_row_requests(
+            rng,
+            steps=self.steps,
+            instances=self.instances,
+            peak_rate_per_instance=self.peak_rate_per_instance,
+            load=np.minimum(load, self.load_cap),
+            lengths=self.lengths,
+            arrival_cv=self.arrival_cv,
+        )

@@ -15,6 +15,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import cloudgym
 from cloudgym.baselines import gpu_powercap as baselines
 from cloudgym.envs.core import checks
+from cloudgym.envs.core.histogram import histogram_quantile, latency_bins
 from cloudgym.envs.core.llm import EMPTY
 from cloudgym.envs.gpu_powercap import (
     OBS_BASE,
@@ -22,8 +23,6 @@ from cloudgym.envs.gpu_powercap import (
     GPUPowerCapCore,
     GPUPowerCapEnv,
     GPUPowerCapVectorEnv,
-    histogram_quantile,
-    latency_bins,
 )
 from cloudgym.evaluation import evaluate, held_out_seeds
 
@@ -115,11 +114,31 @@ def test_misspelt_field_and_scenarios() -> None:
     assert config.oversubscription == pytest.approx(0.3)
     assert config.track_reference
     assert config.num_servers == 52
-    with pytest.raises(ValueError, match="unknown GPUPowerCap-v0 scenario"):
+    assert [GPUPowerCapConfig.scenario(f"+{p}%").oversubscription for p in range(0, 60, 10)] == pytest.approx(
+        [0.0, 0.1, 0.2, 0.3, 0.4, 0.5]
+    )
+    with pytest.raises(ValueError, match="unknown GPUPowerCapConfig scenario"):
         GPUPowerCapConfig.scenario("+70%")
 
 
 # ----------------------------------------------------------------------------- accounting
+
+
+def test_a_reset_replays_the_generators_instance() -> None:
+    env = small_env(2)
+    env.reset(seed=9)
+    core = core_of(env)
+    req = core.instance_for_seed(9, index=1, num_envs=2)
+    m = len(req)
+    rows = core.state.requests
+    np.testing.assert_array_equal(rows.prompt[1, :m], req.prompt_tokens)
+    np.testing.assert_array_equal(rows.output[1, :m], req.output_tokens)
+    np.testing.assert_array_equal(rows.instance[1, :m], req.instance)
+    np.testing.assert_allclose(rows.arrival[1, :m], req.arrival_s, rtol=1e-6)
+    assert np.all(np.isinf(rows.arrival[1, m:]))
+    assert rows.step_first[1, 0] == 0
+    assert rows.step_first[1, -1] == m  # every request arrives within the warm-up and the episode
+    np.testing.assert_allclose(rows.load[1], req.load, rtol=1e-6)
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -133,7 +152,7 @@ def test_power_energy_and_requests_add_up(seed: int, levels: list[int], warmup: 
     # run over one episode, and the info of a row that autoresets is masked).
     env = small_env(2, warmup_s=warmup, cap_delay_s=0, brake_threshold=0.8, ups_ride_through_s=1000)
     core = core_of(env)
-    s = core.state
+    s, p = core.state, core.params
     env.reset(seed=seed)
     rng = np.random.default_rng(seed)
     row_energy = np.zeros(2)
@@ -142,20 +161,20 @@ def test_power_energy_and_requests_add_up(seed: int, levels: list[int], warmup: 
         _, _, terminated, truncated, info = env.step(action)
         assert not terminated.any()
         assert not truncated.any()
-        power = s.power_last
-        assert np.all(power >= core.server_model.idle_w - 1e-9)  # never negative, never below idle
-        np.testing.assert_allclose(info["row_power_pct"], 100 * power.sum(axis=1) / core.budget_w)
+        power = s.telemetry.power_last
+        assert np.all(power >= p.server_model.idle_w - 1e-9)  # never negative, never below idle
+        np.testing.assert_allclose(info["row_power_pct"], 100 * power.sum(axis=1) / p.budget_w)
         row_energy += power.sum(axis=1)
         # Row energy == the sum of its servers' meters == the integral of row power.
-        np.testing.assert_allclose(s.energy.joules.sum(axis=1), row_energy)
+        np.testing.assert_allclose(s.counters.energy.joules.sum(axis=1), row_energy)
         # Every request that arrived is completed, queued or running, or rejected, in both rows.
-        acc = s.accounts
+        acc = s.counters
         for row in range(2):
-            part = slice(row * core.num_instances, (row + 1) * core.num_instances)
-            live = (s.llm.status[:, part] != EMPTY).sum(axis=2) @ core.class_onehot
-            np.testing.assert_array_equal(acc.completed[:, row] + live + acc.rejected[:, row], s.arrived)
-    np.testing.assert_allclose(s.energy.kwh(), row_energy / 3.6e6)
-    assert s.brakes.sum() > 0  # the brake's throttled seconds were accounted too
+            part = slice(row * p.num_instances, (row + 1) * p.num_instances)
+            live = (s.llm.status[:, part] != EMPTY).sum(axis=2) @ p.class_onehot
+            np.testing.assert_array_equal(acc.completed[:, row] + live + acc.rejected[:, row], acc.arrived)
+    np.testing.assert_allclose(s.counters.energy.kwh(), row_energy / 3.6e6)
+    assert s.counters.brakes.sum() > 0  # the brake's throttled seconds were accounted too
 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -171,7 +190,7 @@ def test_a_cap_never_raises_power(seed: int, warm: int, level: int) -> None:
         capped.step(np.zeros((1, 2), np.int64))
     free.step(np.zeros((1, 2), np.int64))
     capped.step(np.full((1, 2), level))
-    assert np.all(core_of(capped).state.power_last <= core_of(free).state.power_last + 1e-9)
+    assert np.all(core_of(capped).state.telemetry.power_last <= core_of(free).state.telemetry.power_last + 1e-9)
     assert np.all(core_of(capped).server_freq_mhz() < 1410.0)
 
 
@@ -184,8 +203,8 @@ def test_reference_row_equals_the_row_when_nothing_is_capped() -> None:
     metrics = info["metrics"]
     for name in ("hp_throughput_loss_pct", "lp_throughput_loss_pct", "hp_p99_latency_change_pct"):
         np.testing.assert_array_equal(metrics[name], 0.0)
-    s = core_of(env).state
-    np.testing.assert_allclose(s.energy.joules, s.reference_energy.joules)
+    counters = core_of(env).state.counters
+    np.testing.assert_allclose(counters.energy.joules, counters.reference_energy.joules)
 
 
 def test_caps_slow_the_row_but_not_the_reference() -> None:
@@ -194,7 +213,7 @@ def test_caps_slow_the_row_but_not_the_reference() -> None:
         env.reset(seed=5)
         for _ in range(SMALL["steps_per_episode"]):
             _, _, _, _, info = env.step(np.full((1, 2), level))
-    f, c = core_of(free).state.accounts, core_of(capped).state.accounts
+    f, c = core_of(free).state.counters, core_of(capped).state.counters
     np.testing.assert_array_equal(f.tokens[:, 1], c.tokens[:, 1])  # the reference row never sees the caps
     assert c.latency_hist[:, 0].sum() <= f.latency_hist[:, 0].sum()
     assert info["metrics"]["lp_p50_latency_change_pct"][0] > 0  # 900 MHz stretches prefill by ~57%
@@ -245,7 +264,7 @@ def test_powerbrake_engages_after_its_delay_holds_and_repeats() -> None:
     expected = [1410.0] * delay + [288.0] * hold + [1410.0] * delay + [288.0] * hold + [1410.0]
     assert freq == expected
     assert [i for i, s in enumerate(started) if s] == [0, delay + hold, 2 * (delay + hold)]
-    assert core_of(env).state.brakes[0] == 3
+    assert core_of(env).state.counters.brakes[0] == 3
 
 
 def test_the_breaker_trips_after_the_ups_ride_through() -> None:

@@ -11,6 +11,7 @@ from cloudgym.envs.workloads.llm import sample_requests
 from cloudgym.envs.workloads.llm_row import (
     HIGH,
     LOW,
+    RowLoadGenerator,
     azure_lengths,
     sample_load_curve,
     sample_row_requests,
@@ -143,3 +144,19 @@ def test_azure_lengths_use_the_shared_generator_and_fit_the_context() -> None:
     mine = sample(np.random.default_rng(4), 500)
     np.testing.assert_array_equal(mine[0], shared.prompt_tokens)
     np.testing.assert_array_equal(mine[1], shared.output_tokens)
+
+
+def test_the_row_generator_draws_the_curve_then_the_requests_from_one_rng() -> None:
+    kwargs = {"level_range": (0.6, 0.8), "volatility": 0.3, "time_constant_s": 20.0, "ramp_from": 0.5, "ramp_s": 50.0}
+    generator = RowLoadGenerator(
+        steps=120, instances=(2, 3), peak_rate_per_instance=1.5, load_cap=0.7, lengths=fixed_lengths, **kwargs
+    )
+    req = generator.sample(np.random.default_rng(5))
+    rng = np.random.default_rng(5)
+    load = np.minimum(sample_load_curve(rng, 120, **kwargs), 0.7)  # type: ignore[arg-type]
+    expected = sample_row_requests(
+        rng, steps=120, instances=(2, 3), peak_rate_per_instance=1.5, load=load, lengths=fixed_lengths
+    )
+    assert load.max() == 0.7  # the cap bites on this curve
+    for field in ("arrival_s", "prompt_tokens", "output_tokens", "priority", "instance", "load"):
+        np.testing.assert_array_equal(getattr(req, field), getattr(expected, field))
