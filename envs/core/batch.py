@@ -392,4 +392,3 @@ class BatchedCore(ABC, Generic[ConfigT, ParamsT, StateT]):
     def validate_actions(self, actions: Any) -> Any:
         """Validate a batch of actions at the edge (shape, dtype, range), naming any problem."""
         return validate_actions(self.single_action_space, actions, self.num_envs)
-
