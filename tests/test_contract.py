@@ -169,18 +169,18 @@ def test_registered_both_ways(env_id: str) -> None:
 
 @pytest.mark.parametrize("env_id", cloudgym.ALL_ENV_IDS)
 def test_misspelt_config_fields_are_named(env_id: str) -> None:
-    config = gym.make(env_id, **MAIN_CASES[env_id].kwargs).unwrapped.config
+    config = checks.make_single(env_id, **MAIN_CASES[env_id].kwargs).config
     for field in dataclasses.fields(config):
-        typo = f"{field.name}x"
-        with pytest.raises(TypeError, match=f"no field '{typo}'; did you mean '{field.name}'"):
-            gym.make(env_id, **{typo: 1})
-    with pytest.raises(TypeError, match="did you mean"):
-        gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **{typo: 1})
+        typo: dict[str, Any] = {f"{field.name}x": 1}
+        with pytest.raises(TypeError, match=f"no field '{field.name}x'; did you mean '{field.name}'"):
+            gym.make(env_id, **typo)
+        with pytest.raises(TypeError, match=f"no field '{field.name}x'; did you mean '{field.name}'"):
+            gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **typo)
 
 
 @pytest.mark.parametrize("env_id", cloudgym.ALL_ENV_IDS)
 def test_unknown_scenario_and_wrong_config_type_are_named(env_id: str) -> None:
-    config = gym.make(env_id, **MAIN_CASES[env_id].kwargs).unwrapped.config
+    config = checks.make_single(env_id, **MAIN_CASES[env_id].kwargs).config
     if hasattr(type(config), "scenario"):
         with pytest.raises(ValueError, match=r"unknown (\S+ )?scenario 'no-such-scenario'"):
             gym.make(env_id, scenario="no-such-scenario")
