@@ -81,7 +81,7 @@ class CloudGymVectorEnv(VectorEnv):
     misspelt field raises a TypeError naming it.
     """
 
-    core_cls: ClassVar[type[BatchedCore[Any, Any]]]
+    core_cls: ClassVar[type[BatchedCore[Any, Any, Any]]]
     metadata = {"autoreset_mode": NEXT_STEP, "render_modes": []}  # noqa: RUF012 (Gymnasium declares it so)
 
     def __init__(self, num_envs: int = 1, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
@@ -176,7 +176,7 @@ class CloudGymEnv(gym.Env[Any, Any]):
     reset with a seed list whose *i*-th entry is ``s``.
     """
 
-    core_cls: ClassVar[type[BatchedCore[Any, Any]]]
+    core_cls: ClassVar[type[BatchedCore[Any, Any, Any]]]
     metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium declares it so)
 
     def __init__(self, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
