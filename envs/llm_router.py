@@ -143,7 +143,7 @@ DEFAULT_PREDICTOR = (
     / "length_predictor"
     / "predictor.npz"
 )
-"""Weights of the shipped output-length predictor (trained by ``python -m cloudgym.agents.length_predictor``)."""
+"""Weights of the shipped output-length predictor (trained by ``python scripts/train_length_predictor.py``)."""
 
 INSTANCE_FEATURES = 7
 REQUEST_FEATURES = 12
