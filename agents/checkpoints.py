@@ -135,7 +135,7 @@ def reproduce_command(program: str, argv: Sequence[str] | None = None) -> str:
     """The command line that reproduces a run: ``program`` and the arguments (``sys.argv[1:]`` if none), quoted.
 
     ``program`` is how the run was started, e.g. ``"python scripts/train.py"`` or
-    ``"python -m cloudgym.agents.faas_keepalive"``; checkpoint.yaml records the result.
+    ``"python scripts/train_faas_keepalive_agent.py"``; checkpoint.yaml records the result.
     """
     args = list(argv) if argv is not None else sys.argv[1:]
     return " ".join([program, *(shlex.quote(a) for a in args)])

@@ -1,6 +1,6 @@
 """A learned keep-alive agent for FaaSKeepAlive-v0: cost-sensitive learning of the keep-or-unload decision.
 
-    python -m cloudgym.agents.faas_keepalive --name hazard_mlp --ship
+Trained and shipped by ``python scripts/train_faas_keepalive_agent.py --name hazard_mlp --ship``.
 
 Why this agent: the workload does not react to the policy, so the windows
 chosen for a minute change only that minute's reward (a contextual bandit),
@@ -28,9 +28,7 @@ The checkpoint (``model.pt``, ~20 KB) ships in
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +37,7 @@ import torch
 import yaml
 from torch import nn
 
-import cloudgym
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, CheckpointInfo, reproduce_command, write_metadata
+from cloudgym.agents.checkpoints import CheckpointInfo
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.faas_keepalive import (
     MINUTE_CODES,
@@ -52,7 +49,6 @@ from cloudgym.envs.faas_keepalive import (
     decode_minutes,
 )
 from cloudgym.envs.workloads.faas import MAX_MEMORY_MB
-from cloudgym.evaluation import evaluate, held_out_seeds, summarise
 from cloudgym.policy import BatchedPolicy
 
 ENV_ID = "FaaSKeepAlive-v0"
@@ -206,79 +202,3 @@ def fit(
             total += float(loss.detach()) * idx.numel()
         losses.append(total / xt.shape[0])
     return model, losses
-
-
-@dataclasses.dataclass
-class Args:
-    name: str
-    seed: int
-    out: Path
-    ship: bool
-
-
-def main(argv: list[str] | None = None) -> Path:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--name", default="hazard_mlp", help="run name")
-    p.add_argument("--seed", type=int, default=0, help="training seed (evaluation uses held-out seeds)")
-    p.add_argument("--out", type=Path, default=Path("runs"), help="runs folder")
-    p.add_argument("--ship", action="store_true", help="copy to agents/checkpoints/FaaSKeepAlive-v0/<name>")
-    args = Args(**vars(p.parse_args(argv)))
-    hp = load_section()
-    torch.set_num_threads(2)
-    started = time.time()
-    x, y, w = collect(hp, args.seed)
-    model, losses = fit(hp, x, y, w, args.seed)
-    elapsed = time.time() - started
-    run_dir = args.out / ENV_ID / args.name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), run_dir / "model.pt")  # saved before evaluation, so a failure there loses nothing
-    env = FaaSKeepAliveVectorEnv(num_envs=1, **hp.env_kwargs)
-    # The weights the agent was trained at go into the checkpoint's env_kwargs (compare.py runs it there).
-    env_kwargs = {
-        **hp.env_kwargs,
-        "cold_start_weight": env.config.cold_start_weight,
-        "memory_weight": env.config.memory_weight,
-    }
-
-    def factory(venv: CloudGymVectorEnv) -> HazardPolicy:
-        return HazardPolicy(venv, model)
-
-    rows = evaluate(factory, ENV_ID, held_out_seeds(hp.eval_episodes), env_kwargs=env_kwargs, policy_name="agent")
-    final = {c: summarise(rows, c)[0] for c in rows[0] if c not in ("env_id", "policy", "seed", "scenario")}
-    command = reproduce_command("python -m cloudgym.agents.faas_keepalive", argv)
-    write_metadata(
-        run_dir,
-        {
-            "env_id": ENV_ID,
-            "name": args.name,
-            "loader": LOADER,
-            "algo": "HazardMLP",
-            "command": command,
-            "seed": args.seed,
-            "timesteps": int(x.shape[0]),
-            "env_kwargs": env_kwargs,
-            "hyperparams_file": HYPERPARAMS.name,
-            "hyperparams": {**dataclasses.asdict(hp), "hidden": list(hp.hidden)},
-            "eval_episodes": hp.eval_episodes,
-            "train_seconds": round(elapsed, 1),
-            "train_loss": [round(v, 6) for v in losses],
-            "positive_share": float(y.mean()),
-            "final_metrics": {k: float(v) for k, v in final.items()},
-            "eval_history": [{"step": float(x.shape[0]), **{k: float(v) for k, v in final.items()}}],
-            "versions": {"cloudgym": cloudgym.__version__, "numpy": np.__version__, "torch": str(torch.__version__)},
-        },
-    )
-    env.close()
-    print(f"{ENV_ID} HazardMLP on {x.shape[0]} minutes ({y.mean():.3f} invoked) in {elapsed:.0f}s -> {run_dir}")
-    print(f"loss per epoch {losses}; held-out return {final['return']:.4g}")
-    if args.ship:
-        target = CHECKPOINT_ROOT / ENV_ID / args.name
-        target.mkdir(parents=True, exist_ok=True)
-        for f in ("model.pt", "checkpoint.yaml"):
-            (target / f).write_bytes((run_dir / f).read_bytes())
-        print(f"shipped to {target}")
-    return run_dir
-
-
-if __name__ == "__main__":
-    main()

@@ -18,16 +18,13 @@ Accuracy is reported honestly on held-out data (``predictor.yaml`` beside the
 weights): top-1 and within-one-bucket accuracy against the majority bucket
 and the class prior, on synthetic requests with and without hints and on the
 real Azure coding trace (whose prompt length carries no information on its
-output length, so nothing beats the prior there).
-
-    python -m cloudgym.agents.length_predictor --ship
+output length, so nothing beats the prior there). Train and ship it with
+``python scripts/train_length_predictor.py --ship``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, reproduce_command
+from cloudgym.agents.checkpoints import CHECKPOINT_ROOT
 from cloudgym.envs.workloads import llm as workloads
 from cloudgym.envs.workloads.llm import NUM_BUCKETS, NUM_FEATURES, BucketPredictor, LLMRequests
 
@@ -137,52 +134,3 @@ def evaluate_predictor(predictor: BucketPredictor, args: Args) -> dict[str, Any]
         real = workloads.trace_requests(trace, np.random.default_rng(0), n=len(trace), time_scale=1.0)
         report["azure_coding_trace"] = accuracy_report(predictor, real)
     return report
-
-
-def parse_args(argv: list[str] | None = None) -> Args:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    defaults = Args()
-    for field in dataclasses.fields(Args):
-        if field.name == "ship":
-            continue
-        value = getattr(defaults, field.name)
-        kind = type(value) if value is not None and not isinstance(value, Path) else Path
-        p.add_argument("--" + field.name.replace("_", "-"), type=kind, default=value)
-    p.add_argument("--ship", action="store_true", help=f"also copy the weights and report to {SHIP_DIR}")
-    args = Args(**vars(p.parse_args(argv)))
-    if args.trace is not None and str(args.trace).lower() == "none":
-        args.trace = None  # skip the real-trace report
-    return args
-
-
-def main(argv: list[str] | None = None) -> Path:
-    import yaml
-
-    args = parse_args(argv)
-    started = time.time()
-    predictor, report = train(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    targets = [args.out] + ([SHIP_DIR] if args.ship else [])
-    command = reproduce_command("python -m cloudgym.agents.length_predictor", argv)
-    meta = {
-        "what": "output-length bucket predictor for LLMRouter-v0 (MLP, numpy inference in the env)",
-        "command": command.strip(),
-        "buckets_upper_edges_tokens": list(workloads.BUCKET_EDGES),
-        "bucket_mean_tokens": [round(float(t), 2) for t in predictor.bucket_tokens],
-        "train": {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(args).items()},
-        "train_seconds": round(time.time() - started, 1),
-        "held_out": report,
-        "versions": {"torch": str(torch.__version__), "numpy": str(np.__version__)},
-    }
-    for folder in targets:
-        folder.mkdir(parents=True, exist_ok=True)
-        predictor.save(folder / "predictor.npz")
-        (folder / "predictor.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
-    for name, rows in report.items():
-        print(f"{name}: " + ", ".join(f"{k}={v:.3f}" for k, v in rows.items()))
-    print(f"wrote {', '.join(str(t) for t in targets)}")
-    return targets[-1]
-
-
-if __name__ == "__main__":
-    main()

@@ -12,9 +12,10 @@ Ray rewrites 127.0.0.1 into the machine's network address (its
 ``resolve_ip_for_localhost``) unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0``,
 and with that switch ``ray start --address`` refuses to start a worker node.
 So every process here runs with the switch off (addresses stay on loopback),
-and the worker node's ``ray start`` runs through this module's ``__main__``,
-which lifts only the refusal and keeps loopback addresses as given, then
-calls Ray's own ``ray`` command. Token authentication stays on
+and the worker node's ``ray start`` runs through
+:func:`start_worker_node_on_loopback` (``python -c``, which finds it in the
+installed package), which lifts only the refusal and keeps loopback addresses
+as given, then calls Ray's own ``ray`` command. Token authentication stays on
 (``RAY_AUTH_MODE=token``, Ray's token file).
 
 Leaving the ``with`` block, however it is left (an error, a timeout, Ctrl-C),
@@ -59,6 +60,9 @@ def _port_open(port: int) -> bool:
         return s.connect_ex((LOOPBACK, port)) == 0
 
 
+WORKER_NODE_START = "import cloudgym.agents.loopback as m; m.start_worker_node_on_loopback()"
+"""``python -c`` program of the worker node's ``ray start`` (its arguments follow it on the command line)."""
+
 LOOPBACK_ENV = {
     "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # keep 127.0.0.1 as given (see the module docstring)
     "RAY_AUTH_MODE": "token",
@@ -73,7 +77,7 @@ def _ray_command(role: str) -> list[str]:
         if found is None:
             raise FileNotFoundError("the `ray` command is missing: pip install 'cloudgym[rllib]'")
         return [found]
-    return [sys.executable, "-m", "cloudgym.agents.loopback"]
+    return [sys.executable, "-c", WORKER_NODE_START]
 
 
 @contextlib.contextmanager
@@ -287,8 +291,8 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _start_worker_node_on_loopback() -> None:
-    """``ray start`` for a worker node with loopback addresses kept (run as ``python -m cloudgym.agents.loopback``)."""
+def start_worker_node_on_loopback() -> None:
+    """``ray start`` (arguments from ``sys.argv``) for a worker node, loopback addresses kept; see WORKER_NODE_START."""
     from ray._private import ray_constants, services
     from ray.scripts.scripts import main as ray_main
 
@@ -300,7 +304,3 @@ def _start_worker_node_on_loopback() -> None:
 
     services.resolve_ip_for_localhost = keep_loopback
     ray_main()
-
-
-if __name__ == "__main__":
-    _start_worker_node_on_loopback()

@@ -149,7 +149,7 @@ DEFAULT_PREDICTOR = (
     / "length_predictor"
     / "predictor.npz"
 )
-"""Weights of the shipped output-length predictor (trained by ``python -m cloudgym.agents.length_predictor``)."""
+"""Weights of the shipped output-length predictor (trained by ``python scripts/train_length_predictor.py``)."""
 
 WORKLOADS = ("mix", "coding", "conversation", "trace")
 """Kinds of request generator: a synthetic class mix, one class alone, or windows of the Azure coding trace."""

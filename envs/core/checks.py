@@ -12,6 +12,10 @@
   say what is wrong.
 * :func:`check_sb3_adapter`: the SB3 adapter's trajectories equal the native
   env's, with ``terminal_observation`` for finished sub-envs.
+* :func:`check_observations`: every observation lies in the single-env space
+  and is finite, and so is every reward, across autoresets.
+
+``tests/test_contract.py`` runs all of them on every registered env.
 
 Actions come from :func:`probe_actions`: random admissible actions drawn from
 a generator keyed by (sub-env seed, step), so that a sub-env receives the same
@@ -200,6 +204,33 @@ def check_autoreset(
             break
     assert ends > 0, f"no episode ended within {max_steps} steps; give a smaller config"
     return ends
+
+
+def check_observations(
+    env_id: str, *, seed: int, num_envs: int, steps: int, env_kwargs: Mapping[str, Any] | None = None
+) -> None:
+    """Every observation row (at reset, every step, after autoresets) is in the space and finite; rewards finite."""
+    env = make_native(env_id, num_envs, **dict(env_kwargs or {}))
+    space = env.single_observation_space
+    keys = [seed * 1000 + i for i in range(num_envs)]
+    obs, _ = env.reset(seed=seed)
+    for t in range(steps + 1):
+        for i in range(num_envs):
+            row = take_row(obs, i)
+            assert space.contains(row), f"step {t - 1}: sub-env {i} observation is outside {space}"
+            _assert_finite(row, f"step {t - 1}: sub-env {i} observation")
+        if t == steps:
+            break
+        obs, reward, _, _, _ = env.step(probe_actions(env.single_action_space, _masks(env), keys, t))
+        assert np.all(np.isfinite(reward)), f"step {t}: non-finite reward {reward}"
+
+
+def _assert_finite(value: Any, what: str) -> None:
+    if isinstance(value, Mapping):
+        for k, v in value.items():
+            _assert_finite(v, f"{what}[{k!r}]")
+        return
+    assert np.all(np.isfinite(value)), f"{what} is not finite"
 
 
 def check_bad_actions(env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> None:

@@ -539,7 +539,7 @@ class BucketPredictor:
         file = Path(path)
         if not file.exists():
             raise FileNotFoundError(
-                f"{file}: no length-predictor weights (train them: python -m cloudgym.agents.length_predictor)"
+                f"{file}: no length-predictor weights (train them: python scripts/train_length_predictor.py)"
             )
         with np.load(file) as data:
             if tuple(int(e) for e in data["edges"]) != BUCKET_EDGES:

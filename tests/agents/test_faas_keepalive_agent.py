@@ -75,7 +75,7 @@ def test_shipped_checkpoint_loads_beats_fixed_keepalive_on_a_few_apps() -> None:
         pytest.skip("no HazardMLP checkpoint shipped")
     ckpt = shipped[0]
     assert (ckpt.path / "model.pt").stat().st_size < 200_000
-    assert ckpt.command.startswith("python -m cloudgym.agents.faas_keepalive")
+    assert ckpt.command.startswith("python scripts/train_faas_keepalive_agent.py")
     seeds = held_out_seeds(16)
     kwargs = {**ckpt.env_kwargs, "warmup_minutes": 720, "episode_minutes": 720}
     agent = evaluate(ckpt.path, ENV_ID, seeds, env_kwargs=kwargs)

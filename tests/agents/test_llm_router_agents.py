@@ -9,12 +9,12 @@ import pytest
 import torch
 from sb3_contrib import MaskablePPO
 
-from cloudgym.agents import length_predictor
 from cloudgym.agents.llm_router_policy import IMPACT_COLUMN, INSTANCE_FEATURES, InstanceScorer, InstanceScoringPolicy
 from cloudgym.agents.sb3 import SB3Policy, load_hyperparams
 from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from cloudgym.envs.llm_router import LLMRouterVectorEnv
 from cloudgym.evaluation import evaluate, held_out_seeds
+from tests.scripts import load_script
 
 ENV_ID = "LLMRouter-v0"
 
@@ -55,7 +55,9 @@ def test_untrained_policy_is_the_heuristic_and_equivariant() -> None:
 
 
 def test_length_predictor_trains_and_reports_honestly(tmp_path: Path) -> None:
-    out = length_predictor.main(["--samples", "20000", "--epochs", "2", "--out", str(tmp_path), "--trace", "none"])
+    out = load_script("train_length_predictor").main(
+        ["--samples", "20000", "--epochs", "2", "--out", str(tmp_path), "--trace", "none"]
+    )
     assert (out / "predictor.npz").exists()
     import yaml
 

@@ -1,17 +1,13 @@
-"""DCLifecycle-v0: contracts, the public simulator's ratios, and the accounting invariants."""
+"""DCLifecycle-v0: config errors, the public simulator's ratios, the accounting invariants (+ test_contract.py)."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env as gym_check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import cloudgym
-from cloudgym.envs.core import checks
 from cloudgym.envs.dc_lifecycle import COST_CATEGORIES, NEVER, CompassRoofline, DCLifecycleCore, DCLifecycleVectorEnv
 from cloudgym.evaluation import evaluate, held_out_seeds
 
@@ -44,38 +40,6 @@ SIMULATOR_RATIOS = {
     "skip_b200": 1.0000,
 }
 SIMULATOR_BASELINE_TCO_USD = 4.898e9
-
-
-def test_registered_both_ways() -> None:
-    assert ENV_ID in cloudgym.ENV_IDS
-    venv = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point")
-    assert isinstance(venv, DCLifecycleVectorEnv)
-    assert isinstance(gym.make(ENV_ID).unwrapped, cloudgym.envs.dc_lifecycle.DCLifecycleEnv)
-
-
-def test_gymnasium_and_sb3_env_checkers() -> None:
-    gym_check_env(gym.make(ENV_ID, disable_env_checker=True, **SMALL).unwrapped, skip_render_check=True)
-    sb3_check_env(gym.make(ENV_ID, disable_env_checker=True, **SMALL).unwrapped)
-
-
-def test_batch_invariance() -> None:
-    checks.check_batch_invariance(ENV_ID, seeds=[3, 17, 5], steps=30, env_kwargs=SMALL)
-
-
-def test_determinism() -> None:
-    checks.check_determinism(ENV_ID, seed=7, num_envs=3, steps=30, env_kwargs=SMALL)
-
-
-def test_autoreset() -> None:
-    assert checks.check_autoreset(ENV_ID, seed=1, num_envs=2, max_steps=60, env_kwargs=SMALL) >= 2
-
-
-def test_sb3_adapter_matches_native() -> None:
-    checks.check_sb3_adapter(ENV_ID, seed=4, num_envs=2, steps=30, env_kwargs=SMALL)
-
-
-def test_bad_actions() -> None:
-    checks.check_bad_actions(ENV_ID, env_kwargs=SMALL)
 
 
 @pytest.mark.parametrize(
@@ -282,11 +246,6 @@ def test_perfect_foresight_lp_is_a_lower_bound_of_every_baseline(building: str) 
 # ----------------------------------------------------------------------------- the realistic capacity model
 
 REALISTIC_SMALL = {"scenario": "realistic", "horizon_quarters": 24, "shock_window": (2, 20)}
-
-
-def test_realistic_preset_contracts() -> None:
-    checks.check_batch_invariance(ENV_ID, seeds=[2, 9], steps=26, env_kwargs=REALISTIC_SMALL)
-    checks.check_determinism(ENV_ID, seed=3, num_envs=2, steps=26, env_kwargs=REALISTIC_SMALL)
 
 
 def test_llm_capacity_grows_with_generation_and_shrinks_with_model_size() -> None:

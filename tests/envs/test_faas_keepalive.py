@@ -1,4 +1,4 @@
-"""FaaSKeepAlive-v0: contract checks, a slow reference simulator, the paper's sanity properties, baselines."""
+"""FaaSKeepAlive-v0: a slow reference simulator, the paper's sanity properties, baselines (+ test_contract.py)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,9 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env as gym_check_env
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import cloudgym
 from cloudgym.baselines.faas_keepalive import (
     FixedKeepAlive,
     GreedyDual,
@@ -27,7 +24,6 @@ from cloudgym.baselines.faas_keepalive import (
     replay_benchmark,
     upcoming_invocations,
 )
-from cloudgym.envs.core import checks
 from cloudgym.envs.faas_keepalive import (
     MINUTE_CODES,
     NEVER,
@@ -52,39 +48,6 @@ SMALL = {"episode_minutes": 40, "warmup_minutes": 30}
 TRACE_2021 = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "traces" / "AzureFunctionsInvocationTrace2021_first998.csv"
 )
-
-
-def test_registered_both_ways() -> None:
-    assert ENV_ID in cloudgym.ENV_IDS
-    assert isinstance(gym.make(ENV_ID).unwrapped, cloudgym.envs.faas_keepalive.FaaSKeepAliveEnv)
-    venv = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="vector_entry_point")
-    assert isinstance(venv, FaaSKeepAliveVectorEnv)
-
-
-def test_gymnasium_and_sb3_env_checkers() -> None:
-    gym_check_env(gym.make(ENV_ID, disable_env_checker=True, **SMALL).unwrapped, skip_render_check=True)
-    sb3_check_env(gym.make(ENV_ID, disable_env_checker=True, **SMALL).unwrapped)
-
-
-@pytest.mark.parametrize("workload", ["azure2019", "toy"])
-def test_batch_invariance(workload: str) -> None:
-    checks.check_batch_invariance(ENV_ID, seeds=[3, 17, 5, 99], steps=90, env_kwargs={**SMALL, "workload": workload})
-
-
-def test_determinism() -> None:
-    checks.check_determinism(ENV_ID, seed=7, num_envs=5, steps=90, env_kwargs=SMALL)
-
-
-def test_autoreset() -> None:
-    assert checks.check_autoreset(ENV_ID, seed=1, num_envs=3, max_steps=100, env_kwargs=SMALL) >= 3
-
-
-def test_sb3_adapter_matches_native() -> None:
-    checks.check_sb3_adapter(ENV_ID, seed=4, num_envs=3, steps=90, env_kwargs=SMALL)
-
-
-def test_bad_actions() -> None:
-    checks.check_bad_actions(ENV_ID, env_kwargs=SMALL)
 
 
 @pytest.mark.parametrize(
@@ -211,17 +174,6 @@ def test_core_matches_the_reference_simulator(workload: str) -> None:
         assert np.all(info["cold_starts"] + info["warm_starts"] == info["invocations"])  # counted once each
         assert np.all(info["wasted_gb_min"] >= 0)
         np.testing.assert_allclose(reward, -(info["cold_starts"] + 0.05 * info["wasted_gb_min"]))
-
-
-def test_observations_stay_in_the_space_and_are_finite() -> None:
-    env = FaaSKeepAliveVectorEnv(num_envs=32, episode_minutes=200, warmup_minutes=300)
-    obs, _ = env.reset(seed=5)
-    space = env.single_observation_space
-    rng = np.random.default_rng(1)
-    for _ in range(200):
-        assert np.all(np.isfinite(obs))
-        assert all(space.contains(row) for row in obs)
-        obs, *_ = env.step(rng.random((32, 2)).astype(np.float32))
 
 
 def test_idle_hazard_and_survival_match_the_histogram() -> None:
@@ -498,20 +450,11 @@ FLEET = {"episode_minutes": 60, "warmup_minutes": 30, "apps_per_fleet": 4, "memo
 
 
 @pytest.mark.parametrize("eviction", ["lru", "policy"])
-def test_fleet_contract(eviction: str) -> None:
-    kwargs = {**FLEET, "eviction": eviction}
-    env = gym.make(ENV_ID, disable_env_checker=True, **kwargs).unwrapped
+def test_fleet_spaces(eviction: str) -> None:
+    # The contract checks of fleets run in tests/test_contract.py.
+    env = gym.make(ENV_ID, disable_env_checker=True, **FLEET, eviction=eviction).unwrapped
     assert env.observation_space.shape == (4, len(OBS))
     assert env.action_space.shape == (4, 3 if eviction == "policy" else 2)
-    gym_check_env(env, skip_render_check=True)
-    checks.check_batch_invariance(ENV_ID, seeds=[3, 17, 5], steps=70, env_kwargs=kwargs)
-    checks.check_determinism(ENV_ID, seed=7, num_envs=3, steps=70, env_kwargs=kwargs)
-    assert checks.check_autoreset(ENV_ID, seed=1, num_envs=2, max_steps=130, env_kwargs=kwargs) >= 2
-    checks.check_bad_actions(ENV_ID, env_kwargs=kwargs)
-
-
-def test_fleet_sb3_adapter() -> None:
-    checks.check_sb3_adapter(ENV_ID, seed=4, num_envs=2, steps=70, env_kwargs={**FLEET, "eviction": "policy"})
 
 
 def _reference_budget(

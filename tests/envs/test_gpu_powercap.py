@@ -1,4 +1,4 @@
-"""GPUPowerCap-v0: contract checks, power and request accounting, delay/brake/UPS semantics, POLCA, the headline."""
+"""GPUPowerCap-v0: power and request accounting, delay/brake/UPS semantics, POLCA (+ test_contract.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,11 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env as gym_check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import cloudgym
 from cloudgym.baselines import gpu_powercap as baselines
-from cloudgym.envs.core import checks
 from cloudgym.envs.core.histogram import histogram_quantile, latency_bins
 from cloudgym.envs.core.llm import EMPTY
 from cloudgym.envs.gpu_powercap import (
@@ -58,35 +55,6 @@ def test_registered_both_ways() -> None:
     assert isinstance(venv, GPUPowerCapVectorEnv)
     assert venv.metadata["autoreset_mode"].value == "NextStep"
     assert venv.single_observation_space.shape == (OBS_BASE,)
-
-
-def test_gymnasium_and_sb3_env_checkers() -> None:
-    gym_check_env(gym.make(ENV_ID, disable_env_checker=True, **SMALL).unwrapped, skip_render_check=True)
-    sb3_check_env(gym.make(ENV_ID, disable_env_checker=True, **SMALL).unwrapped)
-
-
-def test_batch_invariance() -> None:
-    checks.check_batch_invariance(ENV_ID, seeds=[3, 17, 5], steps=60, env_kwargs=SMALL)
-
-
-def test_batch_invariance_per_server_caps() -> None:
-    checks.check_batch_invariance(ENV_ID, seeds=[3, 8], steps=30, env_kwargs={**SMALL, "per_server_caps": True})
-
-
-def test_determinism() -> None:
-    checks.check_determinism(ENV_ID, seed=7, num_envs=3, steps=40, env_kwargs=SMALL)
-
-
-def test_autoreset() -> None:
-    assert checks.check_autoreset(ENV_ID, seed=1, num_envs=3, max_steps=60, env_kwargs=SMALL) >= 3
-
-
-def test_sb3_adapter_matches_native() -> None:
-    checks.check_sb3_adapter(ENV_ID, seed=4, num_envs=3, steps=60, env_kwargs=SMALL)
-
-
-def test_bad_actions() -> None:
-    checks.check_bad_actions(ENV_ID, env_kwargs=SMALL)
 
 
 @pytest.mark.parametrize(

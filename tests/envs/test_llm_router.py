@@ -1,4 +1,4 @@
-"""LLMRouter-v0: contract checks, request accounting invariants, known optima, trace replay, predictor."""
+"""LLMRouter-v0: request accounting invariants, known optima, trace replay, predictor (+ test_contract.py)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,10 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env as gym_check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import cloudgym
 from cloudgym.baselines.llm_router import replay_benchmark
-from cloudgym.envs.core import checks
 from cloudgym.envs.core.llm import PRESETS
 from cloudgym.envs.llm_router import (
     DONE,
@@ -23,7 +19,6 @@ from cloudgym.envs.llm_router import (
     REJECTED,
     LLMRouterConfig,
     LLMRouterCore,
-    LLMRouterEnv,
     LLMRouterVectorEnv,
 )
 from cloudgym.envs.workloads import llm as workloads
@@ -34,39 +29,6 @@ ENV_ID = "LLMRouter-v0"
 SMALL = {"scenario": "small"}
 TRACE = Path("../shared/traces/AzureLLMInferenceTrace_code.csv")
 needs_trace = pytest.mark.skipif(not TRACE.exists(), reason=f"{TRACE} is absent (shared traces not checked out)")
-
-
-def test_registered_both_ways() -> None:
-    assert ENV_ID in cloudgym.ENV_IDS
-    assert isinstance(gym.make(ENV_ID, **SMALL).unwrapped, LLMRouterEnv)
-    venv = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", **SMALL)
-    assert isinstance(venv, LLMRouterVectorEnv)
-    assert venv.metadata["autoreset_mode"].value == "NextStep"
-
-
-def test_gymnasium_and_sb3_env_checkers() -> None:
-    gym_check_env(gym.make(ENV_ID, disable_env_checker=True, **SMALL).unwrapped, skip_render_check=True)
-    sb3_check_env(gym.make(ENV_ID, disable_env_checker=True, **SMALL).unwrapped)
-
-
-def test_batch_invariance() -> None:
-    checks.check_batch_invariance(ENV_ID, seeds=[3, 17, 5], steps=60, env_kwargs=SMALL)
-
-
-def test_determinism() -> None:
-    checks.check_determinism(ENV_ID, seed=7, num_envs=3, steps=60, env_kwargs=SMALL)
-
-
-def test_autoreset() -> None:
-    assert checks.check_autoreset(ENV_ID, seed=1, num_envs=3, max_steps=110, env_kwargs=SMALL) >= 3
-
-
-def test_sb3_adapter_matches_native() -> None:
-    checks.check_sb3_adapter(ENV_ID, seed=4, num_envs=2, steps=60, env_kwargs=SMALL)
-
-
-def test_bad_actions() -> None:
-    checks.check_bad_actions(ENV_ID, env_kwargs=SMALL)
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""Oversubscription-v0: contract checks, a slow reference simulator, invariants as properties, the toy optimum."""
+"""Oversubscription-v0: a slow reference simulator, invariants as properties, the toy optimum (+ test_contract.py)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env as gym_check_env
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import cloudgym
 from cloudgym.baselines.oversubscription import hindsight_levels, robust_hindsight_levels
-from cloudgym.envs.core import checks, tree
+from cloudgym.envs.core import tree
 from cloudgym.envs.oversubscription import (
     DEPARTED,
     NOT_RUNNING_AT_START,
@@ -44,32 +42,6 @@ def test_registered_both_ways() -> None:
     assert venv.metadata["autoreset_mode"].value == "NextStep"
     assert venv.single_action_space == gym.spaces.MultiDiscrete([6, 6, 6])
     assert venv.single_observation_space.shape == (3, 55)
-
-
-@pytest.mark.filterwarnings("ignore:Your observation  has an unconventional shape")
-def test_gymnasium_and_sb3_env_checkers() -> None:
-    gym_check_env(gym.make(ENV_ID, disable_env_checker=True, **HINTS).unwrapped, skip_render_check=True)
-    sb3_check_env(gym.make(ENV_ID, disable_env_checker=True, **HINTS).unwrapped)
-
-
-def test_batch_invariance() -> None:
-    checks.check_batch_invariance(ENV_ID, seeds=[3, 17, 5], steps=8, env_kwargs=HINTS)
-
-
-def test_determinism() -> None:
-    checks.check_determinism(ENV_ID, seed=7, num_envs=3, steps=7, env_kwargs=HINTS)
-
-
-def test_autoreset() -> None:
-    assert checks.check_autoreset(ENV_ID, seed=1, num_envs=2, max_steps=12, env_kwargs={**SMALL, "hours": 3}) >= 2
-
-
-def test_sb3_adapter_matches_native() -> None:
-    checks.check_sb3_adapter(ENV_ID, seed=4, num_envs=2, steps=8, env_kwargs={**SMALL, "hours": 3})
-
-
-def test_bad_actions() -> None:
-    checks.check_bad_actions(ENV_ID, env_kwargs=SMALL)
 
 
 @pytest.mark.parametrize(

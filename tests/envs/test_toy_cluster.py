@@ -1,55 +1,16 @@
-"""ToyCluster-v0: the test env exercises the core and every shell against a known optimum."""
+"""ToyCluster-v0: config errors, the known optimum, the accounting (the generic checks: tests/test_contract.py)."""
 
 from __future__ import annotations
 
 import gymnasium as gym
 import numpy as np
 import pytest
-from gymnasium.utils.env_checker import check_env as gym_check_env
-from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
-import cloudgym
-from cloudgym.envs.core import checks
 from cloudgym.envs.toy_cluster import ToyClusterConfig, ToyClusterCore, ToyClusterVectorEnv
 from cloudgym.envs.workloads.toy import optimal_cost_usd
 from cloudgym.evaluation import evaluate, held_out_seeds
 
 ENV_ID = "ToyCluster-v0"
-SMALL = {"steps_per_episode": 12}
-
-
-def test_registered_both_ways() -> None:
-    assert ENV_ID in cloudgym.TEST_ENV_IDS
-    assert isinstance(gym.make(ENV_ID).unwrapped, cloudgym.envs.toy_cluster.ToyClusterEnv)
-    assert isinstance(gym.make(f"cloudgym:{ENV_ID}").unwrapped, cloudgym.envs.toy_cluster.ToyClusterEnv)
-    venv = gym.make_vec(ENV_ID, num_envs=3, vectorization_mode="vector_entry_point")
-    assert isinstance(venv, ToyClusterVectorEnv)
-    assert venv.metadata["autoreset_mode"].value == "NextStep"
-
-
-def test_gymnasium_and_sb3_env_checkers() -> None:
-    gym_check_env(gym.make(ENV_ID, disable_env_checker=True).unwrapped, skip_render_check=True)
-    sb3_check_env(gym.make(ENV_ID, disable_env_checker=True).unwrapped)
-
-
-def test_batch_invariance() -> None:
-    checks.check_batch_invariance(ENV_ID, seeds=[3, 17, 5, 99], steps=30, env_kwargs=SMALL)
-
-
-def test_determinism() -> None:
-    checks.check_determinism(ENV_ID, seed=7, num_envs=4, steps=30, env_kwargs=SMALL)
-
-
-def test_autoreset() -> None:
-    assert checks.check_autoreset(ENV_ID, seed=1, num_envs=3, max_steps=40, env_kwargs=SMALL) >= 3
-
-
-def test_sb3_adapter_matches_native() -> None:
-    checks.check_sb3_adapter(ENV_ID, seed=4, num_envs=3, steps=30, env_kwargs=SMALL)
-
-
-def test_bad_actions() -> None:
-    checks.check_bad_actions(ENV_ID, env_kwargs=SMALL)
 
 
 @pytest.mark.parametrize(
@@ -63,11 +24,6 @@ def test_bad_actions() -> None:
 def test_impossible_config_is_named(field: str, value: object, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         gym.make(ENV_ID, **{field: value})
-
-
-def test_misspelt_config_field_is_named() -> None:
-    with pytest.raises(TypeError, match="did you mean 'num_nodes'"):
-        gym.make(ENV_ID, num_node=3)
 
 
 def test_cheapest_fit_reaches_the_known_optimum() -> None:
