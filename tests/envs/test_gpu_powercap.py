@@ -147,19 +147,28 @@ def test_power_energy_and_requests_add_up(seed: int, levels: list[int], warmup: 
 
 @settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 10_000), warm=st.integers(0, 12), level=st.integers(1, 7))
-def test_a_cap_never_raises_power(seed: int, warm: int, level: int) -> None:
-    """From the same state, one second at a lower clock draws no more on any server than at f_max."""
+def test_a_cap_never_raises_power_at_the_same_activity(seed: int, warm: int, level: int) -> None:
+    """A capped server draws no more than the same GPU activity would at f_max.
+
+    (Not "no more than the uncapped run of the same second": a server at f_max
+    can finish its work and idle part of the second while the capped one stays
+    busy, so its average draw may be lower; seed 1411, 12 warm-up steps, level 1
+    is such a case.)
+    """
     kwargs = {"cap_delay_s": 0, "brake_threshold": 10.0, "track_reference": False}
-    free, capped = small_env(1, **kwargs), small_env(1, **kwargs)
-    free.reset(seed=seed)
+    capped = small_env(1, **kwargs)
     capped.reset(seed=seed)
     for _ in range(warm):
-        free.step(np.zeros((1, 2), np.int64))
         capped.step(np.zeros((1, 2), np.int64))
-    free.step(np.zeros((1, 2), np.int64))
     capped.step(np.full((1, 2), level))
-    assert np.all(core_of(capped).state.telemetry.power_last <= core_of(free).state.telemetry.power_last + 1e-9)
-    assert np.all(core_of(capped).server_freq_mhz() < 1410.0)
+    core = core_of(capped)
+    telemetry = core.state.telemetry
+    at_full_clock = core.params.server_model.power_w(telemetry.activity_last, core.params.f_max)
+    np.testing.assert_allclose(
+        telemetry.power_last, core.params.server_model.power_w(telemetry.activity_last, core.server_freq_mhz())
+    )
+    assert np.all(telemetry.power_last <= at_full_clock + 1e-9)
+    assert np.all(core.server_freq_mhz() < 1410.0)
 
 
 def test_reference_row_equals_the_row_when_nothing_is_capped() -> None:
