@@ -377,6 +377,11 @@ class FaaSKeepAliveConfig(ScenarioPresets):
     def has_budget(self) -> bool:
         return self.memory_budget_gb is not None
 
+    @property
+    def policy_evicts(self) -> bool:
+        """The action carries an eviction priority per app (else a full budget evicts least recently used)."""
+        return self.eviction == "policy"
+
 
 # ----------------------------------------------------------------------------- state
 
@@ -499,6 +504,8 @@ class FaaSKeepAliveParams(CoreParams):
     """Makes a sub-env's K apps for an episode, and the state's source of their invocations."""
     apps_per_fleet: int
     """K, applications per sub-env."""
+    policy_evicts: bool
+    """The action carries an eviction priority per app (eviction='policy'); else the budget evicts LRU."""
     num_obs_fields: int
     """F, fields of an app's observation (24; 26 with a budget)."""
     budget_kb: int
@@ -811,7 +818,7 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveParams, Fa
     def _derive(self, config: FaaSKeepAliveConfig) -> FaaSKeepAliveParams:
         k = config.apps_per_fleet
         n_obs = len(OBS_FIELDS) + (len(BUDGET_OBS_FIELDS) if config.has_budget else 0)
-        n_act = 3 if config.eviction == "policy" else 2
+        n_act = 3 if config.policy_evicts else 2
         high = np.ones(n_obs, np.float32)
         low = np.zeros(n_obs, np.float32)
         high[OBS["cv"]] = np.float32(math.sqrt(config.histogram_range_min) * CV_SCALE)
@@ -826,6 +833,7 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveParams, Fa
             action_space=spaces.Box(0.0, 1.0, act_shape, np.float32),
             generator=GENERATORS[config.workload](config),
             apps_per_fleet=k,
+            policy_evicts=config.policy_evicts,
             num_obs_fields=n_obs,
             budget_kb=int(budget * 1024 * 1024) if budget is not None else 0,
             hist_base=np.arange(self.num_envs * k, dtype=np.int64) * config.histogram_range_min,
@@ -965,7 +973,7 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveParams, Fa
         invoked, counts = s.source.events(minute)
         age = minute - s.busy_until
         if c.has_budget:
-            priority = flat[:, PRIORITY] if c.eviction == "policy" else None
+            priority = flat[:, PRIORITY] if p.policy_evicts else None
             out, invoked, counts = serve_minute_in_budget(
                 s,
                 self.counters,

@@ -292,6 +292,11 @@ class LLMRouterConfig(ScenarioPresets):
         return specs
 
 
+def workload_trace(config: LLMRouterConfig) -> LLMTrace | None:
+    """The trace the config replays (loaded once per process), or None for a synthetic workload."""
+    return load_azure_llm_trace(config.trace_path) if config.workload == "trace" else None
+
+
 def request_generator(config: LLMRouterConfig, trace: LLMTrace | None, rate_per_s: float) -> Generator[LLMRequests]:
     """The episode generator of the config's workload: synthetic requests, or windows of the loaded trace."""
     n = config.requests_per_episode
@@ -488,7 +493,7 @@ class LLMRouterCore(BatchedCore[LLMRouterConfig, LLMRouterParams, LLMRouterState
         specs = tuple(c.instance_specs())
         n = len(specs)
         cluster = LLMCluster(specs, slots=c.slots)
-        trace = load_azure_llm_trace(c.trace_path) if c.workload == "trace" else None
+        trace = workload_trace(c)
         mean_prompt, mean_output = trace.mean_lengths if trace is not None else mean_lengths(c.mix_shares)
         capacity_rps = float(
             sum(max_throughput(s, prompt_tokens=mean_prompt, output_tokens=mean_output).requests_per_s for s in specs)
