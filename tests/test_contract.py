@@ -29,6 +29,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 import cloudgym
 from cloudgym.envs.core import checks
 from cloudgym.envs.registration import ENV_MODULES, TEST_ENV_MODULES
+from tests.envs.small_configs import DC_SMALL, GPU_SMALL
 
 ENV_CHECKER = "env_checker"
 BATCH_INVARIANCE = "batch_invariance"
@@ -61,27 +62,8 @@ class Case:
         return f"{self.env_id}[{self.variant}]" if self.variant else self.env_id
 
 
-GPU_SMALL = {
-    "base_servers": 4,
-    "oversubscription": 0.5,
-    "steps_per_episode": 25,
-    "warmup_s": 10,
-    "cap_delay_s": 5,
-    "track_reference": True,
-}
-"""Six servers, 25-s episodes."""
 FAAS_SMALL = {"episode_minutes": 40, "warmup_minutes": 30}
 FAAS_FLEET = {"episode_minutes": 60, "warmup_minutes": 30, "apps_per_fleet": 4, "memory_budget_gb": 0.3}
-DC_SMALL = {
-    "horizon_quarters": 24,
-    "shock_window": (2, 20),
-    "demand_growth_noise": 0.05,
-    "shock_probability": (0.5, 0.5, 0.5, 0.5),
-    "building_model": "sunk",
-    "initial_building_mw": 0.05,
-    "build_lump_mw": 0.05,
-}
-"""A short, noisy, shocked instance with a sunk building: exercises every code path quickly."""
 
 CASES: tuple[Case, ...] = (
     Case("ToyCluster-v0", {"steps_per_episode": 12}, steps=30, num_envs=4),

@@ -8,7 +8,6 @@ skipped where the ``rllib`` extra is not installed (CI's newest-gymnasium venv).
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import gymnasium as gym
@@ -17,6 +16,8 @@ import pytest
 from gymnasium import spaces
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from tests.scripts import load_script
 
 pytest.importorskip("ray.rllib", reason="the rllib extra is not installed")
 
@@ -30,7 +31,6 @@ from cloudgym.evaluation import make_vector_env
 TOY = "ToyCluster-v0"
 TIGHT_TOY = {"node_cores": 8, "steps_per_episode": 16}
 """Nodes too small to take every job: the action mask binds."""
-REPO = Path(__file__).resolve().parents[2]
 
 
 # ----------------------------------------------------------------------------- observations
@@ -197,8 +197,8 @@ SHORT_EPISODES: dict[str, dict[str, int]] = {"FaaSKeepAlive-v0": {"episode_minut
 def test_ppo_trains_and_its_checkpoint_evaluates_through_evaluate_py(
     env_id: str, tmp_path: Path, no_ray_left: object
 ) -> None:
-    train_rllib = _load_script("train_rllib")
-    evaluate_py = _load_script("evaluate")
+    train_rllib = load_script("train_rllib")
+    evaluate_py = load_script("evaluate")
     env_kwargs = TIGHT_TOY if env_id == TOY else SHORT_EPISODES.get(env_id, {})
     kwargs_arg = ["--env-kwargs", repr(env_kwargs).replace("'", '"')] if env_kwargs else []
     run_dir = train_rllib.main(
@@ -223,18 +223,6 @@ def test_ppo_trains_and_its_checkpoint_evaluates_through_evaluate_py(
     if env_id == TOY:
         assert info.extra["action_masking"] is True
         assert all(r["rejected_jobs"] == 0 for r in rows)  # masks reached the policy
-
-
-def _load_script(name: str) -> object:
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(f"_script_{name}", REPO / "scripts" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -280,7 +268,7 @@ def test_tune_sweep_writes_one_row_per_trial_and_plots(
         "hyperparams: {train_batch_size_per_learner: 512, minibatch_size: 128}\n"
         "space:\n  seed: [0, 1]\n"
     )
-    sweep = _load_script("sweep")
+    sweep = load_script("sweep")
     out = sweep.main(["--space", str(space), "--out", str(tmp_path / "out")])
     import pandas as pd
 
@@ -318,7 +306,7 @@ def test_sweep_file_errors_name_the_key(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_two_node_loopback_run_samples_on_both_nodes_and_leaves_nothing(tmp_path: Path, no_ray_left: object) -> None:
-    two_nodes = _load_script("rllib_two_nodes")
+    two_nodes = load_script("rllib_two_nodes")
     per_node = two_nodes.main(
         ["--timesteps", "1024", "--envs-per-runner", "8", "--timeout", "240", "--out", str(tmp_path)]
     )
@@ -342,7 +330,7 @@ def _cmdline(pid: str) -> bytes:
 
 @pytest.mark.slow
 def test_bench_rllib_flag_prints_native_and_sync_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
-    bench = _load_script("bench")
+    bench = load_script("bench")
     out = bench.main(["--env", TOY, "--batch", "8", "--seconds", "0.5", "--no-extras", "--rllib"])
     (row,) = out["rllib_sampling"]
     assert row["rllib_native_steps_per_s"] > 0

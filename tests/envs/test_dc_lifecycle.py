@@ -10,18 +10,11 @@ from hypothesis import strategies as st
 
 from cloudgym.envs.dc_lifecycle import COST_CATEGORIES, NEVER, CompassRoofline, DCLifecycleCore, DCLifecycleVectorEnv
 from cloudgym.evaluation import evaluate, held_out_seeds
+from tests.envs.small_configs import DC_SMALL
 
 ENV_ID = "DCLifecycle-v0"
 # A short, noisy, shocked instance with a sunk building: exercises every code path quickly.
-SMALL = {
-    "horizon_quarters": 24,
-    "shock_window": (2, 20),
-    "demand_growth_noise": 0.05,
-    "shock_probability": (0.5, 0.5, 0.5, 0.5),
-    "building_model": "sunk",
-    "initial_building_mw": 0.05,
-    "build_lump_mw": 0.05,
-}
+SMALL = DC_SMALL
 
 # The public simulator (Azure/AI-Lifecycle-Compass dc_tco @ f40bd51, default configuration), TCO ratio of
 # each refresh policy to its baseline, measured with docs/dc_lifecycle.md's reference command.

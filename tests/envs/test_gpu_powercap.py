@@ -22,16 +22,10 @@ from cloudgym.envs.gpu_powercap import (
     GPUPowerCapVectorEnv,
 )
 from cloudgym.evaluation import evaluate, held_out_seeds
+from tests.envs.small_configs import GPU_SMALL
 
 ENV_ID = "GPUPowerCap-v0"
-SMALL = {
-    "base_servers": 4,
-    "oversubscription": 0.5,
-    "steps_per_episode": 25,
-    "warmup_s": 10,
-    "cap_delay_s": 5,
-    "track_reference": True,
-}
+SMALL = GPU_SMALL
 """Six servers, 25-s episodes: every contract check in a few seconds."""
 
 

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -26,10 +23,9 @@ from cloudgym.envs.core.llm import (
     preset,
     slo_throughput,
 )
+from tests.scripts import load_script
 
 from .llm_reference import as_arrays, reference_run
-
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 # A GPU with just enough memory for Llama-2-7B plus ~4,100 KV tokens: preemption happens.
 TIGHT_GPU = GpuSpec(name="tight", peak_tflops=312.0, hbm_tbps=2.039, memory_gb=19.6, link_gbps=300.0)
@@ -159,13 +155,7 @@ def test_invariants_hold_for_any_workload(seed: int, chunked: bool, slots: int, 
 
 def calibration_script() -> ModuleType:
     """scripts/llm_calibration.py, which holds the published measurements and compares the model with them."""
-    spec = importlib.util.spec_from_file_location("_script_llm_calibration", SCRIPTS / "llm_calibration.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the script runs
-    spec.loader.exec_module(module)
-    return module
+    return load_script("llm_calibration")
 
 
 def test_latency_model_matches_published_measurements() -> None:
