@@ -158,6 +158,7 @@ from cloudgym.envs.core.building import BuildingModel, BuildingPower, RentedBuil
 from cloudgym.envs.core.llm.capacity import llm_server_rates
 from cloudgym.envs.core.power import budget_capped_operation
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.numerics import NEVER
 from cloudgym.envs.workloads.fleet import (
     SHOCK_NAMES,
     FleetGenerator,
@@ -186,8 +187,6 @@ TCO_CATEGORIES = COST_CATEGORIES[:-1]
 OBS_BOUND = 100.0
 """Observations are clipped to [-OBS_BOUND, OBS_BOUND] (they are O(1) by construction)."""
 HOURS_PER_QUARTER = 8760.0 / 4
-NEVER = np.iinfo(np.int64).max // 2
-"""Retirement quarter of a cohort still in service."""
 
 ACTION_FIELDS = (
     "buy_generation",

@@ -152,6 +152,7 @@ from gymnasium import spaces
 from cloudgym.envs.core import tree
 from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, ScenarioPresets, check_config
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.numerics import NEVER
 from cloudgym.envs.workloads import faas
 from cloudgym.envs.workloads.faas_histogram import IdleTimeHistogram
 
@@ -161,8 +162,6 @@ _MINUTE_LOG = math.log1p(WINDOW_SCALE_MIN)
 _MINUTE_LOG32 = np.float32(_MINUTE_LOG)
 COUNT_SCALE = 1e9
 _COUNT_LOG = math.log1p(COUNT_SCALE)
-NEVER = np.int64(2**62)
-"""A keep-alive that never ends; also minus the busy_until of an app that never ran."""
 CV_SCALE = 0.125
 """Observation of the coefficient of variation: CV x 1/8 (a power of two, so exact)."""
 SHORT_RATE_ALPHA = np.float32(1.0 / 10.0)

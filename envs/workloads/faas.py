@@ -71,6 +71,8 @@ from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
+from cloudgym.envs.numerics import mix64_in_place, normal_ppf
+
 MINUTES_PER_DAY = 1440
 
 # ----------------------------------------------------------------------------- triggers
@@ -129,8 +131,6 @@ DIURNAL_PHASE_JITTER_MIN = 120
 # ----------------------------------------------------------------------------- counter-based randomness
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
 _STREAMS = np.array([(j * 0xD1B54A32D192ED03) % 2**64 for j in range(3)], np.uint64)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _U32 = 1.0 / 4294967296.0
@@ -138,20 +138,6 @@ EVENT_UNIFORMS = 6
 """Uniforms per (app, minute) of :func:`event_uniforms`: switch wait, on-wait, accept, count, next wait, client."""
 START_MINUTE = np.uint64(2**63 + 0x5EED)
 """The counter of an app's start draws (never a real minute)."""
-
-
-def mix64(x: np.ndarray) -> np.ndarray:
-    """SplitMix64's finaliser on a uint64 array: a bijection whose outputs look independent."""
-    return _mix64_inplace(x ^ (x >> np.uint64(30)))
-
-
-def _mix64_inplace(x: np.ndarray) -> np.ndarray:
-    """The rest of :func:`mix64` after its first xor-shift, in place on ``x`` (the hot path's own temporary)."""
-    x *= _MIX1
-    x ^= x >> np.uint64(27)
-    x *= _MIX2
-    x ^= x >> np.uint64(31)
-    return x
 
 
 def event_uniforms(key: np.ndarray, minute: np.ndarray | int, pair: int | Sequence[int] | None = None) -> np.ndarray:
@@ -168,39 +154,11 @@ def event_uniforms(key: np.ndarray, minute: np.ndarray | int, pair: int | Sequen
     out = np.empty((2 * len(pairs), key.size))
     for i, j in enumerate(pairs):
         h = base + _STREAMS[j]
-        h = _mix64_inplace(np.bitwise_xor(h, h >> np.uint64(30), out=h))
+        h = mix64_in_place(h)
         np.right_shift(h, np.uint64(32), out=out[2 * i], casting="unsafe")
         np.bitwise_and(h, _LOW32, out=out[2 * i + 1], casting="unsafe")
     out += 0.5
     out *= _U32
-    return out
-
-
-def _norm_ppf(u: np.ndarray) -> np.ndarray:
-    """Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9)."""
-    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02)
-    a5, a6 = -3.066479806614716e01, 2.506628277459239e00
-    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01)
-    b5 = -1.328068155288572e01
-    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00)
-    c5, c6 = 4.374664141464968e00, 2.938163982698783e00
-    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
-    u = np.clip(u, 1e-300, 1.0 - 1e-16)
-    out = np.empty_like(u)
-    low = u < 0.02425
-    high = u > 1.0 - 0.02425
-    mid = ~(low | high)
-    q = u[mid] - 0.5
-    r = q * q
-    num = ((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a5) * r + a6
-    den = ((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b5) * r + 1.0
-    out[mid] = q * num / den
-    for mask, sign in ((low, 1.0), (high, -1.0)):
-        uu = u[mask] if sign > 0 else 1.0 - u[mask]
-        q = np.sqrt(-2.0 * np.log(uu))
-        num = (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c5) * q) + c6
-        den = (((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0
-        out[mask] = sign * num / den
     return out
 
 
@@ -260,7 +218,7 @@ def zero_truncated_poisson(mean: np.ndarray, u: np.ndarray) -> np.ndarray:
     if idx.size:
         lam = mean[idx]
         p0 = np.exp(-lam)
-        z = _norm_ppf(p0 + u[idx] * (1.0 - p0))
+        z = normal_ppf(p0 + u[idx] * (1.0 - p0))
         counts[idx] = np.maximum(1, np.floor(lam + np.sqrt(lam) * z + 0.5)).astype(np.int64)
     return counts
 

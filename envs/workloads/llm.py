@@ -52,6 +52,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from cloudgym.envs.numerics import normal_cdf, normal_ppf
+
 REQUEST_CLASSES: tuple[str, ...] = ("coding", "conversation")
 """Request classes, in the order of the one-hot encoding and of mix shares."""
 
@@ -125,45 +127,6 @@ class LogNormal:
 
     def from_normal(self, z: np.ndarray) -> np.ndarray:
         return np.clip(self.median * np.exp(self.sigma * np.asarray(z)), self.low, self.high)
-
-
-def normal_cdf(z: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (Abramowitz & Stegun 7.1.26 erf, absolute error < 1.5e-7), vectorised."""
-    x = np.abs(np.asarray(z, np.float64)) / math.sqrt(2.0)
-    t = 1.0 / (1.0 + 0.3275911 * x)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))))
-    erf = 1.0 - poly * np.exp(-x * x)
-    return 0.5 * (1.0 + np.sign(z) * erf)
-
-
-def normal_ppf(u: np.ndarray) -> np.ndarray:
-    """Inverse standard normal CDF (Acklam's rational approximation, relative error < 1.2e-9), vectorised."""
-    a = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02,
-         -3.066479806614716e01, 2.506628277459239e00)  # fmt: skip
-    b = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01,
-         -1.328068155288572e01)  # fmt: skip
-    c = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00,
-         4.374664141464968e00, 2.938163982698783e00)  # fmt: skip
-    d = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
-    p = np.clip(np.asarray(u, np.float64), 1e-300, 1 - 1e-16)
-    out = np.empty_like(p)
-    low, high = p < 0.02425, p > 1 - 0.02425
-    mid = ~(low | high)
-    q = p[mid] - 0.5
-    r = q * q
-    out[mid] = (
-        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5])
-        * q
-        / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1)
-    )
-    for sel, sign, tail in ((low, 1.0, p[low]), (high, -1.0, 1 - p[high])):
-        q = np.sqrt(-2 * np.log(tail))
-        out[sel] = (
-            sign
-            * (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
-            / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1)
-        )
-    return out
 
 
 LengthDistribution = QuantileTable | LogNormal

@@ -67,6 +67,8 @@ from typing import Protocol
 
 import numpy as np
 
+from cloudgym.envs.numerics import hash32, hash32_in_place, normal_cdf_fast
+
 # ----------------------------------------------------------------------------- time
 
 TICK_SECONDS = 300
@@ -144,16 +146,6 @@ MIN_AVG_CPU = 0.001
 _MIX = np.uint32(0x9E3779B9)
 _LOW16 = np.uint32(0xFFFF)
 _LOW12 = np.uint32(0xFFF)
-
-
-def hash32(x: np.ndarray) -> np.ndarray:
-    """A fast 32-bit integer hash (lowbias32, C. Wellons): uniform bits from a counter, elementwise."""
-    x = x ^ (x >> np.uint32(16))
-    x *= np.uint32(0x7FEB352D)
-    x ^= x >> np.uint32(15)
-    x *= np.uint32(0x846CA68B)
-    x ^= x >> np.uint32(16)
-    return x
 
 
 def tick_mix(tick: int | np.ndarray) -> np.ndarray:
@@ -240,9 +232,9 @@ def utilisation(
     mix = tick_mix(tick)
     h_vm = np.bitwise_xor(vm_key, mix)
     scratch = np.empty_like(h_vm)
-    _hash_in_place(h_vm, scratch)
+    hash32_in_place(h_vm, scratch)
     h_dep = np.bitwise_xor(dep_key, mix)
-    _hash_in_place(h_dep, scratch)
+    hash32_in_place(h_dep, scratch)
     # Integer sum 4 (u1 + u2) + 48 (u3 + u4): the VM's two 16-bit uniforms (weight 0.8) and the
     # deployment's two 12-bit uniforms (weight 0.6), on one scale (at most 917,400: exact in float32).
     np.right_shift(h_vm, np.uint32(16), out=scratch)
@@ -274,18 +266,6 @@ def utilisation(
     daily.fill(1.0)
     np.minimum(level, daily, out=level)
     return level
-
-
-def _hash_in_place(x: np.ndarray, scratch: np.ndarray) -> None:
-    """:func:`hash32` without allocating (``scratch`` is overwritten)."""
-    np.right_shift(x, np.uint32(16), out=scratch)
-    x ^= scratch
-    x *= np.uint32(0x7FEB352D)
-    np.right_shift(x, np.uint32(15), out=scratch)
-    x ^= scratch
-    x *= np.uint32(0x846CA68B)
-    np.right_shift(x, np.uint32(16), out=scratch)
-    x ^= scratch
 
 
 def utilisation_of(params: Mapping[str, np.ndarray], tick: int | np.ndarray) -> np.ndarray:
@@ -413,11 +393,6 @@ def _inverse_cdf(points: Sequence[tuple[float, float]], q: np.ndarray, log: bool
     return np.interp(q, probs, values)
 
 
-def _normal_cdf(z: np.ndarray) -> np.ndarray:
-    """Standard normal CDF (tanh approximation, error below 2e-4: ample for sampling quantiles)."""
-    return 0.5 * (1.0 + np.tanh(0.7978845608 * (z + 0.044715 * z**3)))
-
-
 def mean_lifetime_hours() -> float:
     """Mean of :data:`LIFETIME_CDF` (log-uniform within each segment)."""
     total = 0.0
@@ -529,7 +504,7 @@ def sample_vm_instance(
     num_deployments = int(rng.poisson(rate * span))
     created = np.sort(rng.integers(-warmup, episode_ticks, size=num_deployments))
     z_life = rng.standard_normal(num_deployments)
-    lifetime_dep = _inverse_cdf(LIFETIME_CDF, _normal_cdf(z_life), log=True)
+    lifetime_dep = _inverse_cdf(LIFETIME_CDF, normal_cdf_fast(z_life), log=True)
     # Most warm-up deployments have left before tick 0: draw the rest of them only for those that may not have
     # (a VM's lifetime is its deployment's x at most JITTER_MAX, so this keeps every VM that runs at tick 0).
     alive = created + lifetime_dep * TICKS_PER_HOUR * LIFETIME_JITTER_MAX > 0
@@ -558,8 +533,8 @@ def sample_vm_instance(
     v = dep.size
     z_vm_avg = 0.95 * z_avg[dep] + math.sqrt(1 - 0.95**2) * rng.standard_normal(v)
     z_p95 = AVG_P95_CORRELATION * z_vm_avg + math.sqrt(1 - AVG_P95_CORRELATION**2) * rng.standard_normal(v)
-    avg = _inverse_cdf(AVG_CPU_CDF, _normal_cdf(z_vm_avg)) / 100.0
-    p95 = _inverse_cdf(P95_MAX_CPU_CDF, _normal_cdf(z_p95)) / 100.0
+    avg = _inverse_cdf(AVG_CPU_CDF, normal_cdf_fast(z_vm_avg)) / 100.0
+    p95 = _inverse_cdf(P95_MAX_CPU_CDF, normal_cdf_fast(z_p95)) / 100.0
     category_vm = category[dep]
     util = util_params_for(rng, avg, p95, category_vm == INTERACTIVE, peak_hour[dep], dep_key[dep], lifetime)
     hint_true, hint_declared = _hints(rng, category_vm, hint_error_rate)
