@@ -165,7 +165,7 @@ def episode_returns(
         ended = (terminated | truncated) & np.isnan(returns)
         if ended.any():
             over = np.maximum(info["metrics"]["peak_power_pct"][ended] - (100.0 - margin_pct), 0.0)
-            returns[ended] = info["episode"]["r"][ended] - margin_cost * over
+            returns[ended] = info["episode_stats"]["r"][ended] - margin_cost * over
             brakes[ended] = info["metrics"]["powerbrakes"][ended]
     env.close()
     return returns.reshape(k, e).mean(axis=1), brakes.reshape(k, e).mean(axis=1)

@@ -143,12 +143,12 @@ def _evaluate_chunk(
                 "env_id": env_id,
                 "policy": name,
                 "seed": seeds[i],
-                "return": float(info["episode"]["r"][i]),
+                "return": float(info["episode_stats"]["r"][i]),
             }
             for metric in names:
                 row[metric] = float(info["metrics"][metric][i])
             row["scenario"] = scenario
-            row["episode_length"] = int(info["episode"]["l"][i])
+            row["episode_length"] = int(info["episode_stats"]["l"][i])
             results[int(i)] = row
         if bar is not None and first_end.any():
             bar.update(int(first_end.sum()))

@@ -51,6 +51,10 @@ from gymnasium import spaces
 from cloudgym.envs.core import tree
 from cloudgym.envs.workloads.generator import Generator
 
+EPISODE_KEY = "episode_stats"
+"""Info key of the env's own episode return and length ({"r", "l"}): not "episode", which Gymnasium's
+RecordEpisodeStatistics wrappers write and refuse to find already there."""
+
 Obs = Any  # np.ndarray (B, ...) or a dict of them, matching the batched observation space
 Info = dict[str, Any]
 SeedLike = int | np.random.SeedSequence | None
@@ -340,9 +344,11 @@ class BatchedCore(ABC, Generic[ConfigT, ParamsT, StateT]):
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
         """Step every sub-env with already validated actions; add episode statistics to info.
 
-        ``info["episode"]`` ({"r", "l"}) and ``info["metrics"]`` (the env's
-        :class:`MetricSpec` names) hold values for the sub-envs whose episode
-        ended, flagged by ``info["_episode"]`` and ``info["_metrics"]``.
+        ``info["episode_stats"]`` ({"r", "l"}) and ``info["metrics"]`` (the
+        env's :class:`MetricSpec` names) hold values for the sub-envs whose
+        episode ended, flagged by ``info["_episode_stats"]`` and
+        ``info["_metrics"]``. (``info["episode"]`` is left to Gymnasium's
+        ``RecordEpisodeStatistics`` wrappers, which refuse an info that has it.)
         """
         reward, terminated, truncated, info = self._step(actions)
         reward = np.asarray(reward, dtype=np.float64)
@@ -359,8 +365,8 @@ class BatchedCore(ABC, Generic[ConfigT, ParamsT, StateT]):
                 info.setdefault(f"_{key}", valid)
         if done.any():
             ended = np.flatnonzero(done)
-            info["episode"] = {"r": np.where(done, self.stats.ret, 0.0), "l": np.where(done, self.stats.length, 0)}
-            info["_episode"] = done
+            info[EPISODE_KEY] = {"r": np.where(done, self.stats.ret, 0.0), "l": np.where(done, self.stats.length, 0)}
+            info[f"_{EPISODE_KEY}"] = done
             computed = self._episode_metrics(ended)
             names = [m.name for m in self.metrics]
             if set(computed) != set(names):

@@ -188,13 +188,15 @@ def check_autoreset(
             assert rew[j] == 0.0, f"sub-env {j}: reward on an autoreset step"
             assert not term[j], f"sub-env {j}: terminated on an autoreset step"
             assert not trunc[j], f"sub-env {j}: truncated on an autoreset step"
-            assert "_episode" not in info or not info["_episode"][j], f"sub-env {j}: episode stats on an autoreset step"
+            assert "_episode_stats" not in info or not info["_episode_stats"][j], (
+                f"sub-env {j}: episode stats on an autoreset step"
+            )
         for j in np.flatnonzero(~pending):
             singles[j].step(actions[j])
         done = term | trunc
         if done.any():
-            assert "episode" in info, "info lacks episode statistics at an episode end"
-            assert np.array_equal(info["_episode"], done), "info['_episode'] must flag exactly the ended sub-envs"
+            assert "episode_stats" in info, "info lacks episode statistics at an episode end"
+            assert np.array_equal(info["_episode_stats"], done), "info['_episode_stats'] must flag the ended sub-envs"
             assert np.array_equal(info["_metrics"], done), "info['metrics'] must flag ended sub-envs"
             for name, column in info["metrics"].items():
                 assert np.all(np.isfinite(column[done])), f"metric {name} is not finite at episode end"

@@ -54,7 +54,7 @@ class SB3VecEnv(VecEnv):
         infos: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
         if done.any():
             ended = np.flatnonzero(done)
-            episode = info["episode"]
+            episode = info["episode_stats"]
             metrics = info.get("metrics", {})
             for i in ended:
                 infos[i] = {

@@ -32,6 +32,10 @@ except ImportError:  # pragma: no cover - gymnasium 1.0
     NEXT_STEP = "NextStep"
 
 
+ACTION_MASK_KEY = "action_mask"
+"""Info key of the admissible actions of a masked env (also ``env.action_masks()``, which sb3-contrib calls)."""
+
+
 def take_row(obs: Any, i: int) -> Any:
     """Row ``i`` of a batched observation (an array or a dict of arrays), copied."""
     if isinstance(obs, Mapping):
@@ -131,7 +135,7 @@ class CloudGymVectorEnv(VectorEnv):
         self.core.reset_envs(ids)
         self._autoreset[ids] = False
         self._started = True
-        return self.core.observe(), {}
+        return self.core.observe(), self._mask_info({})
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, Info]:
         if not self._started:
@@ -153,7 +157,14 @@ class CloudGymVectorEnv(VectorEnv):
             truncated[resetting] = False
             info = mask_info_rows(info, resetting)
         self._autoreset = terminated | truncated
-        return self.core.observe(), reward, terminated, truncated, info
+        return self.core.observe(), reward, terminated, truncated, self._mask_info(info)
+
+    def _mask_info(self, info: Info) -> Info:
+        """Add ``info["action_mask"]`` (B, n) for an env with action masks (the key RLlib and PettingZoo users read)."""
+        masks = self.core.action_masks()
+        if masks is not None:
+            info = {**info, ACTION_MASK_KEY: masks, f"_{ACTION_MASK_KEY}": np.ones(self.num_envs, bool)}
+        return info
 
     def action_masks(self) -> np.ndarray:
         """(B, n) admissible actions (all True for an env without masks)."""
@@ -201,7 +212,7 @@ class CloudGymEnv(gym.Env[Any, Any]):
         super().reset(seed=seed)
         self.core.reset_envs(np.zeros(1, np.int64))
         self._episode_over = False
-        return take_row(self.core.observe(), 0), {}
+        return take_row(self.core.observe(), 0), self._mask_info({})
 
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         if self._episode_over:
@@ -223,8 +234,14 @@ class CloudGymEnv(gym.Env[Any, Any]):
             float(reward[0]),
             bool(terminated[0]),
             bool(truncated[0]),
-            info_row(info, 0),
+            self._mask_info(info_row(info, 0)),
         )
+
+    def _mask_info(self, info: dict[str, Any]) -> dict[str, Any]:
+        masks = self.core.action_masks()
+        if masks is not None:
+            info[ACTION_MASK_KEY] = masks[0].copy()
+        return info
 
     def action_masks(self) -> np.ndarray:
         """Admissible actions of the single env (sb3-contrib's MaskablePPO calls this)."""

@@ -102,8 +102,8 @@ def test_info_is_a_dict_of_arrays_with_masks() -> None:
                 assert value.shape[0] == 3
                 assert info[f"_{key}"].dtype == np.bool_
     assert terminated.all()
-    assert info["_episode"].all()
-    assert np.all(info["episode"]["l"] == 3)
+    assert info["_episode_stats"].all()
+    assert np.all(info["episode_stats"]["l"] == 3)
 
 
 def test_validate_actions_names_shape_dtype_and_range() -> None:

@@ -105,11 +105,11 @@ def test_breakdown_sums_to_reward_and_episode_return(building: str) -> None:
         np.testing.assert_allclose(-reward[valid] * scale, total[valid], rtol=1e-12)
         assert np.all(total >= 0)
         returns += np.where(valid, reward, 0.0)
-        if "episode" in info:
-            done = info["_episode"]
+        if "episode_stats" in info:
+            done = info["_episode_stats"]
             metrics = info["metrics"]
             parts = sum(metrics[f"cost_{c}_usd"] for c in COST_CATEGORIES)
-            np.testing.assert_allclose(-info["episode"]["r"][done] * scale, parts[done], rtol=1e-9)
+            np.testing.assert_allclose(-info["episode_stats"]["r"][done] * scale, parts[done], rtol=1e-9)
             np.testing.assert_allclose(
                 metrics["tco_usd"][done], parts[done] - metrics["cost_unserved_penalty_usd"][done], rtol=1e-9
             )

@@ -97,12 +97,12 @@ def run_episode_checked(venv: LLMRouterVectorEnv, actions: str, seed: int) -> di
         np.testing.assert_array_equal(completed[live], counts[2][live])
         returns += np.where(live, reward, 0.0)
         penalties += np.where(live & info["rejected"], c.reject_penalty_s, 0.0)
-        if "episode" in info:
+        if "episode_stats" in info:
             for name, column in info["metrics"].items():
                 ended = info["_metrics"] & live
                 assert np.all(np.isfinite(column[ended])), name
                 metrics.setdefault(name, np.full(b, np.nan))[ended] = column[ended]
-            ended = info["_episode"] & live
+            ended = info["_episode_stats"] & live
             for i in np.flatnonzero(ended):
                 done = s.status[i] == DONE
                 # The per-request table in info is the state's, and the metrics follow from it exactly.

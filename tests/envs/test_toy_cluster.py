@@ -58,9 +58,9 @@ def test_accounting_invariants_hold_every_step() -> None:
             np.testing.assert_allclose(-reward[valid], 10.0 * costs[valid])
             assert np.all(reward[~valid] == 0.0)
             rejections += info["rejected"] & info["_rejected"]
-        if "episode" in info:
-            ended = info["_episode"]
-            np.testing.assert_allclose(info["metrics"]["cost_usd"][ended], -info["episode"]["r"][ended] / 10.0)
+        if "episode_stats" in info:
+            ended = info["_episode_stats"]
+            np.testing.assert_allclose(info["metrics"]["cost_usd"][ended], -info["episode_stats"]["r"][ended] / 10.0)
     assert np.all(obs >= 0)
     assert np.all(obs <= 1)
     assert rejections.sum() > 0  # the tight config did exercise rejection

@@ -31,8 +31,9 @@ GOLDEN_DIR = Path(__file__).parent
 SHARED_TRACES = Path(__file__).resolve().parents[2].parent / "shared" / "traces"
 NUM_ENVS = 2
 SEED = 20261205
-EPISODE_INFO_KEYS = frozenset({"episode", "_episode", "episode_stats", "_episode_stats"})
-"""Gymnasium-convention episode statistics: derived from rewards, and their key moves between versions."""
+EPISODE_INFO_KEYS = frozenset({"episode", "_episode", "episode_stats", "_episode_stats", "action_mask", "_action_mask"})
+"""Info keys derived from what is digested anyway: episode statistics (from rewards; their key moved between
+versions) and the action masks (digested under "masks")."""
 
 
 @dataclasses.dataclass(frozen=True)
