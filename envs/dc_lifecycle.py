@@ -1081,6 +1081,9 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
         k.age_server_quarters += (alive * np.maximum(q[:, None] - self.params.quarters[None, :], 0)).sum(axis=1)
 
     # ------------------------------------------------------------------ observation and metrics
+    def render_text(self, index: int) -> str:
+        return text_frame(self, index)
+
     def observe(self) -> np.ndarray:
         s, p = self.state, self.params
         rows, q = self._env_index, self.quarter
@@ -1145,6 +1148,21 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
             "mean_fleet_age_years": k.age_server_quarters[env_ids] / np.maximum(k.server_quarters[env_ids], 1.0) / 4,
             "built_mw": k.built_w[env_ids] / 1e6,
         }
+
+
+def text_frame(core: DCLifecycleCore, i: int) -> str:
+    """Sub-env ``i`` as text: the quarter, demand against capacity, the building, servers by generation."""
+    s = core.state
+    q = int(min(core.stats.length[i], core.config.horizon_quarters - 1))
+    by_gen = core.servers_by_generation()[i]
+    lines = [
+        f"quarter {core.stats.length[i]}/{core.config.horizon_quarters}, demand {s.demand[i, q]:.3g}, "
+        f"capacity last quarter {s.counters.last_capacity[i]:.3g}, unserved {100 * s.counters.last_unserved[i]:.1f}%",
+        f"  building: {s.building.provisioned_w[i] / 1e6:.2f} MW provisioned, "
+        f"{s.building.arrivals_w[i, q:].sum() / 1e6:.2f} MW on order; cost so far ${s.ledger.episode_total()[i]:.4g}",
+    ]
+    lines += [f"  generation {g}: {n:.0f} servers" for g, n in enumerate(by_gen) if n > 0] or ["  no servers yet"]
+    return "\n".join(lines)
 
 
 class DCLifecycleVectorEnv(CloudGymVectorEnv):

@@ -1046,6 +1046,9 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveParams, Fa
             out[name] = np.ascontiguousarray(full[:, OBS[name]])
         return out
 
+    def render_text(self, index: int) -> str:
+        return text_frame(self, index)
+
     def observe(self) -> np.ndarray:
         """(B, F) or (B, K, F) float32; built feature-major (one contiguous row per feature), returned transposed."""
         s, c = self.apps, self.config
@@ -1114,6 +1117,24 @@ class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveParams, Fa
             "evictions": total(s.evictions),
             "rejected_invocations": total(s.rejected),
         }
+
+
+def text_frame(core: FaaSKeepAliveCore, i: int, max_apps: int = 8) -> str:
+    """Sub-env ``i`` as text: each app's image (loaded or not), idle age, cold starts and waste so far."""
+    k = core.params.apps_per_fleet
+    apps, counters = core.state.apps, core.state.counters
+    lines = [f"minute {core.stats.length[i]}/{core.config.episode_minutes}, {k} app(s)"]
+    minute = int(core.stats.length[i]) + core.config.warmup_minutes
+    for a in range(min(k, max_apps)):
+        idle = minute - apps.busy_until[i, a] if apps.has_run[i, a] else None
+        lines.append(
+            f"  app {a}: {'loaded ' if apps.loaded_last[i, a] else 'unloaded'} {apps.memory_gb[i, a]:.2f} GB, "
+            f"idle {'-' if idle is None else f'{idle} min'}, {counters.cold[i, a]} cold of "
+            f"{counters.invocations[i, a]} invocations, {counters.wasted_gb_min[i, a]:.1f} GB-min wasted"
+        )
+    if k > max_apps:
+        lines.append(f"  ... {k - max_apps} more")
+    return "\n".join(lines)
 
 
 class FaaSKeepAliveVectorEnv(CloudGymVectorEnv):

@@ -824,6 +824,9 @@ class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapParams, GPUPower
         return out
 
     # ------------------------------------------------------------------ observation
+    def render_text(self, index: int) -> str:
+        return text_frame(self, index)
+
     def observe(self) -> np.ndarray:
         s, c, p = self.state, self.config, self.params
         tel = s.telemetry
@@ -905,6 +908,26 @@ class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapParams, GPUPower
         return np.bincount(flat, minlength=env_ids.size * 4 * NUM_LATENCY_BINS).reshape(
             env_ids.size, 2, 2, NUM_LATENCY_BINS
         )
+
+
+def text_frame(core: GPUPowerCapCore, i: int) -> str:
+    """Sub-env ``i`` as text: row power against the budget, the brake, each class's clock and load."""
+    s, p = core.state, core.params
+    t = int(core.stats.length[i])
+    share = s.telemetry.power_history[i, (t - 1) % s.telemetry.power_history.shape[1]] if t else 0.0
+    freq = core.server_freq_mhz()[i]
+    n_hp = p.servers_per_class[0]
+    braking = s.brake.left[i] > 0
+    lines = [
+        f"second {t}, row power {100 * share:5.1f}% of budget {p.budget_w / 1e3:.1f} kW"
+        f"{', POWERBRAKE' if braking else ''}, {s.counters.brakes[i]} brake(s) so far",
+        f"  high priority: {n_hp} servers at {freq[:n_hp].mean():.0f} MHz, "
+        f"{s.telemetry.arrivals_last[i, 0]} arrivals last second",
+        f"  low priority:  {freq.size - n_hp} servers at {freq[n_hp:].mean():.0f} MHz, "
+        f"{s.telemetry.arrivals_last[i, 1]} arrivals last second",
+        f"  caps in effect (level per class, 0 = none): {s.caps.level[i].tolist()}",
+    ]
+    return "\n".join(lines)
 
 
 class GPUPowerCapVectorEnv(CloudGymVectorEnv):

@@ -679,6 +679,9 @@ class LLMRouterCore(BatchedCore[LLMRouterConfig, LLMRouterParams, LLMRouterState
         return masked
 
     # ------------------------------------------------------------------ observation
+    def render_text(self, index: int) -> str:
+        return text_frame(self, index)
+
     def observe(self) -> np.ndarray:
         s, c, p = self.state, self.config, self.params
         cs = s.cluster
@@ -756,6 +759,26 @@ class LLMRouterCore(BatchedCore[LLMRouterConfig, LLMRouterParams, LLMRouterState
             "in_flight": in_flight.astype(np.float64),
             "preemptions": s.cluster.activity.preemptions[env_ids].sum(axis=1),
         }
+
+
+def text_frame(core: LLMRouterCore, i: int) -> str:
+    """Sub-env ``i`` as text: each instance's queue, batch and KV cache, the request being routed."""
+    s, c, p = core.state, core.config, core.params
+    cs = s.cluster
+    r = int(min(core.stats.length[i], c.requests_per_episode - 1))
+    kv = p.cluster.kv_fraction(cs)[i]
+    lines = [f"t={s.now[i]:.2f} s, request {core.stats.length[i]}/{c.requests_per_episode}"]
+    for n, spec in enumerate(p.specs):
+        lines.append(
+            f"  instance {n} ({spec.model.name} on {spec.num_gpus}x {spec.gpu.name}): "
+            f"{cs.waiting[i, n]:3d} waiting, {cs.running[i, n]:3d} running, "
+            f"KV {100 * kv[n]:5.1f}%, clock {cs.clock[i, n]:.2f} s"
+        )
+    lines.append(
+        f"  next request: {s.prompt[i, r]} prompt tokens, ~{s.pred_tokens[i, r]:.0f} output tokens predicted, "
+        f"class {REQUEST_CLASSES[s.request_class[i, r]]}"
+    )
+    return "\n".join(lines)
 
 
 class LLMRouterVectorEnv(CloudGymVectorEnv):

@@ -899,6 +899,9 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionP
         return saved_cores - c.risk_weight * hot_count, np.zeros(b, bool), np.zeros(b, bool), info
 
     # ------------------------------------------------------------------ observation and metrics
+    def render_text(self, index: int) -> str:
+        return text_frame(self, index)
+
     def observe(self) -> np.ndarray:
         s, c = self.state, self.config
         sold = s.pool.used[:, 0, :]
@@ -937,6 +940,23 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionP
             "mean_ratio": counters.ratio_sum[env_ids] / node_hours,
             "utilisation_pct": 100.0 * counters.demand_core_ticks[env_ids] / (ticks * c.num_nodes * c.node_cores),
         }
+
+
+def text_frame(core: OversubscriptionCore, i: int) -> str:
+    """Sub-env ``i`` as text: each node's ratio, sold vCPUs against its cores, last hour's mean and peak."""
+    s, c = core.state, core.config
+    lines = [
+        f"hour {core.stats.length[i]}/{c.hours}, {s.counters.hot_windows[i]} hot node-hour(s), "
+        f"{s.counters.placed_vms[i]} VMs placed, {s.counters.rejected_vms[i]} rejected"
+    ]
+    for n in range(c.num_nodes):
+        ratio = c.ratios[s.level[i, n]]
+        lines.append(
+            f"  node {n:2d}: ratio {ratio:.2f}, {s.pool.used[i, 0, n]:5.0f} vCPUs sold on "
+            f"{s.pool.capacity[i, 0, n]:.0f} cores, last hour mean {100 * s.hist_mean[i, n, -1]:5.1f}% "
+            f"peak {100 * s.hist_max[i, n, -1]:5.1f}%"
+        )
+    return "\n".join(lines)
 
 
 class OversubscriptionVectorEnv(CloudGymVectorEnv):

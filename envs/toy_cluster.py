@@ -234,6 +234,9 @@ class ToyClusterCore(BatchedCore[ToyClusterConfig, CoreParams, ToyClusterState])
         info = {**s.ledger.step_breakdown(), "rejected": ~fits}
         return reward, terminated, np.zeros(self.num_envs, bool), info
 
+    def render_text(self, index: int) -> str:
+        return text_frame(self, index)
+
     def observe(self) -> np.ndarray:
         s, c = self.state, self.config
         cores, duration = self._current_job()
@@ -257,6 +260,19 @@ class ToyClusterCore(BatchedCore[ToyClusterConfig, CoreParams, ToyClusterState])
             "rejected_jobs": s.counters.rejected[env_ids].astype(np.float64),
             "active_node_hours": s.counters.active_node_steps[env_ids] * c.step_hours,
         }
+
+
+def text_frame(core: ToyClusterCore, i: int) -> str:
+    """Sub-env ``i`` as text: each node's cores and price, the arriving job."""
+    s, c = core.state, core.config
+    cores, duration = core._current_job()
+    lines = [f"step {core.stats.length[i]}/{c.steps_per_episode}, cost so far ${s.ledger.episode_total()[i]:.3f}"]
+    for n in range(c.num_nodes):
+        used = s.pool.used[i, 0, n]
+        bar = "#" * round(8 * used / c.node_cores)
+        lines.append(f"  node {n}: {used:4.0f}/{c.node_cores} cores [{bar:<8}] ${s.price[i, n]:.3f}/kWh")
+    lines.append(f"  arriving job: {cores[i]:.0f} cores for {duration[i]} steps")
+    return "\n".join(lines)
 
 
 class ToyClusterVectorEnv(CloudGymVectorEnv):

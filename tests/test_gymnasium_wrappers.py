@@ -191,3 +191,47 @@ def test_cleanrl_style_ppo_loop(env_id: str) -> None:
         f"{env_id}: RecordEpisodeStatistics saw no episode in {num_envs * num_steps * iterations} steps"
     )
     envs.close()
+
+
+@pytest.mark.parametrize("env_id", [e for e in ENV_IDS if gym.make(e, **_kwargs(e)).unwrapped.core.has_action_masks])
+def test_masked_envs_put_the_mask_in_info(env_id: str) -> None:
+    single = gym.make(env_id, **_kwargs(env_id))
+    _, info = single.reset(seed=3)
+    np.testing.assert_array_equal(info["action_mask"], single.unwrapped.action_masks())
+    _, _, _, _, info = single.step(int(np.flatnonzero(info["action_mask"])[0]))
+    np.testing.assert_array_equal(info["action_mask"], single.unwrapped.action_masks())
+    vector = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **_kwargs(env_id))
+    _, info = vector.reset(seed=[3, 17])
+    np.testing.assert_array_equal(info["action_mask"], vector.unwrapped.action_masks())
+    _, _, _, _, info = vector.step(np.array([np.flatnonzero(m)[0] for m in info["action_mask"]]))
+    np.testing.assert_array_equal(info["action_mask"], vector.unwrapped.action_masks())
+
+
+FRAME_WORDS = {
+    "ToyCluster-v0": "arriving job",
+    "FaaSKeepAlive-v0": "cold of",
+    "LLMRouter-v0": "KV",
+    "GPUPowerCap-v0": "row power",
+    "Oversubscription-v0": "vCPUs sold",
+    "DCLifecycle-v0": "MW provisioned",
+}
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_ansi_render_and_the_spec_in_help(env_id: str) -> None:
+    single = gym.make(env_id, render_mode="ansi", **_kwargs(env_id))
+    single.reset(seed=3)
+    frame = single.render()
+    assert isinstance(frame, str)
+    assert FRAME_WORDS[env_id] in frame
+    vector = gym.make_vec(
+        env_id, num_envs=2, vectorization_mode="vector_entry_point", render_mode="ansi", **_kwargs(env_id)
+    )
+    vector.reset(seed=[3, 17])
+    frames = vector.render()
+    assert isinstance(frames, str)
+    assert "[sub-env 1]" in frames
+    for shell in (single.unwrapped, vector.unwrapped):
+        assert "## Action Space" in (type(shell).__doc__ or ""), "help(env.unwrapped) shows the spec"
+    with pytest.raises(ValueError, match="render_mode"):
+        gym.make(env_id, render_mode="human", **_kwargs(env_id))

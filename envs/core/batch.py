@@ -283,6 +283,10 @@ class BatchedCore(ABC, Generic[ConfigT, ParamsT, StateT]):
         """(B, n) booleans of admissible discrete actions, or None when every action is admissible."""
         return None
 
+    def render_text(self, index: int) -> str:
+        """Sub-env ``index``'s state as a few lines of text (``render_mode="ansi"``); envs override it."""
+        return f"step {self.stats.length[index]}, return so far {self.stats.ret[index]:.6g}"
+
     @property
     def max_episode_steps(self) -> int | None:
         """Time limit in steps (episodes are truncated there); None when the env ends them itself."""

@@ -14,6 +14,7 @@ library itself needs only gymnasium and numpy.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -30,6 +31,15 @@ try:  # gymnasium >= 1.1 names the autoreset modes; 1.0 read the same string
     NEXT_STEP: Any = AutoresetMode.NEXT_STEP
 except ImportError:  # pragma: no cover - gymnasium 1.0
     NEXT_STEP = "NextStep"
+
+
+RENDER_MODES = ["ansi"]
+"""``render_mode="ansi"``: ``render()`` returns a text frame of the state (compare.py draws the plots)."""
+
+
+def _check_render_mode(render_mode: str | None) -> None:
+    if render_mode is not None and render_mode not in RENDER_MODES:
+        raise ValueError(f"render_mode must be one of {RENDER_MODES} or None, got {render_mode!r}")
 
 
 ACTION_MASK_KEY = "action_mask"
@@ -77,6 +87,13 @@ def mask_info_rows(info: Info, rows: np.ndarray) -> Info:
     return out
 
 
+def _spec_docstring(cls: type, view: str) -> None:
+    """Give an env's shell its module's docstring (the Gymnasium-style spec), so help(env.unwrapped) shows it."""
+    spec = sys.modules[cls.__module__].__doc__
+    if spec and cls.__dict__.get("__doc__") is None:
+        cls.__doc__ = f"{view}\n\n{spec}"
+
+
 class CloudGymVectorEnv(VectorEnv):
     """Native vector env over a batched core (NEXT_STEP autoreset).
 
@@ -86,16 +103,18 @@ class CloudGymVectorEnv(VectorEnv):
     """
 
     core_cls: ClassVar[type[BatchedCore[Any, Any, Any]]]
-    metadata = {"autoreset_mode": NEXT_STEP, "render_modes": []}  # noqa: RUF012 (Gymnasium declares it so)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _spec_docstring(cls, "The native vector env (B sub-envs in one numpy call) of:")
+
+    metadata = {"autoreset_mode": NEXT_STEP, "render_modes": RENDER_MODES}  # noqa: RUF012 (Gymnasium declares it so)
 
     def __init__(self, num_envs: int = 1, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
-        if render_mode is not None:
-            raise ValueError(
-                f"cloudgym envs do not render (got render_mode={render_mode!r}); use scripts/compare.py plots"
-            )
+        _check_render_mode(render_mode)
         self.core = self.core_cls(num_envs, make_config(self.core_cls.config_cls, config, **overrides))
         self.num_envs = self.core.num_envs
-        self.render_mode = None
+        self.render_mode = render_mode
         self.single_observation_space = self.core.single_observation_space
         self.single_action_space = self.core.single_action_space
         self.observation_space = batch_space(self.single_observation_space, self.num_envs)
@@ -176,8 +195,11 @@ class CloudGymVectorEnv(VectorEnv):
             return np.ones((self.num_envs, int(n)), dtype=bool)
         return masks
 
-    def render(self) -> None:
-        return None
+    def render(self) -> str | None:
+        """With ``render_mode="ansi"``: every sub-env's text frame; otherwise nothing."""
+        if self.render_mode != "ansi":
+            return None
+        return "\n".join(f"[sub-env {i}] {self.core.render_text(i)}" for i in range(self.num_envs))
 
 
 class CloudGymEnv(gym.Env[Any, Any]):
@@ -188,13 +210,16 @@ class CloudGymEnv(gym.Env[Any, Any]):
     """
 
     core_cls: ClassVar[type[BatchedCore[Any, Any, Any]]]
-    metadata = {"render_modes": []}  # noqa: RUF012 (Gymnasium declares it so)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        _spec_docstring(cls, "The single env (the B=1 view of the batched core) of:")
+
+    metadata = {"render_modes": RENDER_MODES}  # noqa: RUF012 (Gymnasium declares it so)
 
     def __init__(self, config: Any = None, render_mode: str | None = None, **overrides: Any) -> None:
-        if render_mode is not None:
-            raise ValueError(
-                f"cloudgym envs do not render (got render_mode={render_mode!r}); use scripts/compare.py plots"
-            )
+        _check_render_mode(render_mode)
+        self.render_mode = render_mode
         self.core = self.core_cls(1, make_config(self.core_cls.config_cls, config, **overrides))
         self.observation_space = self.core.single_observation_space
         self.action_space = self.core.single_action_space
@@ -252,3 +277,7 @@ class CloudGymEnv(gym.Env[Any, Any]):
                 raise AttributeError(f"{type(self).__name__} has no discrete action masks")
             return np.ones(int(n), dtype=bool)
         return masks[0].copy()
+
+    def render(self) -> str | None:
+        """With ``render_mode="ansi"``: a text frame of the state; otherwise nothing."""
+        return self.core.render_text(0) if self.render_mode == "ansi" else None

@@ -86,7 +86,7 @@ def test_step_before_reset_and_after_episode_end_raise() -> None:
 
 
 def test_render_mode_and_num_envs_are_checked() -> None:
-    with pytest.raises(ValueError, match="do not render"):
+    with pytest.raises(ValueError, match="render_mode must be one of"):
         gym.make(ENV_ID, render_mode="human")
     with pytest.raises(ValueError, match="num_envs must be a positive integer"):
         ToyClusterVectorEnv(num_envs=0)
