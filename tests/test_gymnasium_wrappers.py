@@ -229,8 +229,9 @@ def test_ansi_render_and_the_spec_in_help(env_id: str) -> None:
     )
     vector.reset(seed=[3, 17])
     frames = vector.render()
-    assert isinstance(frames, str)
-    assert "[sub-env 1]" in frames
+    assert isinstance(frames, tuple)
+    assert len(frames) == 2
+    assert all(FRAME_WORDS[env_id] in f for f in frames)
     for shell in (single.unwrapped, vector.unwrapped):
         assert "## Action Space" in (type(shell).__doc__ or ""), "help(env.unwrapped) shows the spec"
     with pytest.raises(ValueError, match="render_mode"):

@@ -195,11 +195,11 @@ class CloudGymVectorEnv(VectorEnv):
             return np.ones((self.num_envs, int(n)), dtype=bool)
         return masks
 
-    def render(self) -> str | None:
-        """With ``render_mode="ansi"``: every sub-env's text frame; otherwise nothing."""
+    def render(self) -> Any:
+        """With ``render_mode="ansi"``: a tuple of every sub-env's text frame (as SyncVectorEnv gives); else None."""
         if self.render_mode != "ansi":
             return None
-        return "\n".join(f"[sub-env {i}] {self.core.render_text(i)}" for i in range(self.num_envs))
+        return tuple(self.core.render_text(i) for i in range(self.num_envs))
 
 
 class CloudGymEnv(gym.Env[Any, Any]):
@@ -278,6 +278,6 @@ class CloudGymEnv(gym.Env[Any, Any]):
             return np.ones(int(n), dtype=bool)
         return masks[0].copy()
 
-    def render(self) -> str | None:
-        """With ``render_mode="ansi"``: a text frame of the state; otherwise nothing."""
+    def render(self) -> Any:
+        """With ``render_mode="ansi"``: a text frame (str) of the state; otherwise None."""
         return self.core.render_text(0) if self.render_mode == "ansi" else None
