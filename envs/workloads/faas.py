@@ -885,6 +885,8 @@ def load_azure2019(folder: str | os.PathLike[str], days: Sequence[int] | None = 
                 events[base + minute] = events.get(base + minute, 0) + int(counts[minute])
             groups = triggers.setdefault(key, [False] * 4)
             groups[_GROUP_OF[trigger]] = True
+        if not functions:
+            raise TraceFormatError(path, 2, "no function rows after the header")
         dpath = _side_file(root, f"function_durations_percentiles.anon.d{day:02d}.csv")
         if dpath is not None:
             seen: dict[tuple[str, ...], int] = {}

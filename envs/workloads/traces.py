@@ -41,9 +41,9 @@ import os
 import re
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, Generic, TypeVar
+from typing import Generic, TypeVar
 
 TRACES_ENV = "CLOUDGYM_TRACES"
 """Environment variable: folders (``os.pathsep``-separated) searched for a trace named by a relative path."""
@@ -107,7 +107,7 @@ def compression(path: str | os.PathLike[str]) -> str | None:
 
 
 @contextlib.contextmanager
-def _binary(path: Path, kind: str | None) -> Iterator[IO[bytes]]:
+def _binary(path: Path, kind: str | None) -> Iterator[Iterable[bytes]]:
     with open(path, "rb") as raw:
         if kind == "gzip":
             with gzip.GzipFile(fileobj=raw, mode="rb") as f:
@@ -151,6 +151,8 @@ def text_lines(path: str | os.PathLike[str]) -> Iterator[str]:
                 ) from None
             if number == 1 and text.startswith("\ufeff"):
                 text = text[1:]
+            if "\x00" in text:  # no text trace holds one: a corrupt or binary file
+                raise TraceFormatError(file, number, "NUL byte in the text", str(text.index("\x00") + 1))
             yield text
 
 

@@ -683,7 +683,7 @@ def _number(path: Path, line: int, column: str, text: str) -> float:
 def _percent(path: Path, line: int, column: str, text: str) -> float:
     value = _number(path, line, column, text)
     if not 0.0 <= value <= 100.0:
-        raise TraceFormatError(path, line, f"{value} is not a CPU percentage in [0, 100]", column)
+        raise TraceFormatError(path, line, f"{value} is outside [0, 100] (a CPU percentage)", column)
     return value
 
 
