@@ -373,3 +373,13 @@ def test_sync_vector_env_over_single_envs_carries_the_info() -> None:
             assert info["request_e2e_s"].shape == (2, 48)
             break
     assert ended
+
+
+@pytest.mark.skipif(not TRACE.exists(), reason="../shared/traces is absent")
+def test_trace_request_class_labels_the_trace_requests() -> None:
+    with pytest.raises(ValueError, match="trace_request_class must be one of coding, conversation"):
+        LLMRouterConfig(workload="trace", trace_request_class="chat")
+    for name, index in (("coding", 0), ("conversation", 1)):
+        core = LLMRouterVectorEnv(num_envs=1, workload="trace", trace_request_class=name, requests_per_episode=50).core
+        requests = core.instance_for_seed(3)
+        assert np.all(requests.request_class == index)
