@@ -138,8 +138,8 @@ from cloudgym.envs.workloads.llm import (
     mean_lengths,
 )
 
-DEFAULT_TRACE = "../shared/traces/AzureLLMInferenceTrace_code.csv"
-"""The shared Azure 2023 coding trace, relative to the repository root (tests and the trace scenario read it)."""
+DEFAULT_TRACE = "AzureLLMInferenceTrace_code.csv"
+"""The shared Azure 2023 coding trace, found under $CLOUDGYM_TRACES or ../shared/traces beside the checkout."""
 
 DEFAULT_PREDICTOR = (
     Path(__file__).resolve().parent.parent
@@ -213,7 +213,10 @@ class LLMRouterConfig(ScenarioPresets):
     arrival_cv: float = 1.0
     """Coefficient of variation of synthetic inter-arrival gaps (gamma renewal; 1 = Poisson)."""
     trace_path: str = DEFAULT_TRACE
-    """Azure LLM trace CSV (TIMESTAMP, ContextTokens, GeneratedTokens) for ``workload="trace"``."""
+    """Azure LLM trace CSV (TIMESTAMP, ContextTokens, GeneratedTokens) for ``workload="trace"``: an absolute path,
+    or a name found under $CLOUDGYM_TRACES or ../shared/traces beside the checkout (never the working directory)."""
+    trace_request_class: str = "coding"
+    """Request class of every request of the trace (one of REQUEST_CLASSES): which workload the file holds."""
     trace_time_scale: float | None = None
     """For traces: multiply the trace's clock by this instead of scaling each window to target_load."""
     hint_r2: float = 0.6
@@ -262,6 +265,11 @@ class LLMRouterConfig(ScenarioPresets):
         )
         check_config(self.arrival_cv > 0, self, f"arrival_cv must be > 0, got {self.arrival_cv}")
         check_config(self.trace_time_scale is None or self.trace_time_scale > 0, self, "trace_time_scale must be > 0")
+        check_config(
+            self.trace_request_class in REQUEST_CLASSES,
+            self,
+            f"trace_request_class must be one of {', '.join(REQUEST_CLASSES)}, got {self.trace_request_class!r}",
+        )
         check_config(0 <= self.hint_r2 <= 1, self, f"hint_r2 must be in [0, 1], got {self.hint_r2}")
         check_config(
             self.length_predictor in ("learned", "prior", "oracle") or self.length_predictor.endswith(".npz"),
@@ -276,7 +284,8 @@ class LLMRouterConfig(ScenarioPresets):
     @property
     def mix_shares(self) -> tuple[float, float]:
         """Coding and conversation shares of the workload."""
-        return {"coding": (1.0, 0.0), "conversation": (0.0, 1.0), "trace": (1.0, 0.0)}.get(self.workload, self.mix)
+        shares = {"coding": (1.0, 0.0), "conversation": (0.0, 1.0)}
+        return shares.get(self.trace_request_class if self.workload == "trace" else self.workload, self.mix)
 
     def instance_specs(self) -> list[InstanceSpec]:
         specs = []
@@ -294,7 +303,9 @@ class LLMRouterConfig(ScenarioPresets):
 
 def workload_trace(config: LLMRouterConfig) -> LLMTrace | None:
     """The trace the config replays (loaded once per process), or None for a synthetic workload."""
-    return load_azure_llm_trace(config.trace_path) if config.workload == "trace" else None
+    if config.workload != "trace":
+        return None
+    return load_azure_llm_trace(config.trace_path, request_class=config.trace_request_class)
 
 
 def request_generator(config: LLMRouterConfig, trace: LLMTrace | None, rate_per_s: float) -> Generator[LLMRequests]:

@@ -59,19 +59,27 @@ record get the population median, and the trace says which ones
 
 from __future__ import annotations
 
-import csv
+import array
 import dataclasses
 import math
 import os
 import re
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
 import numpy as np
 
 from cloudgym.envs.numerics import mix64_in_place, normal_ppf
+from cloudgym.envs.workloads.traces import (
+    MAX_TRACE_SECONDS,
+    TraceCache,
+    TraceFormatError,
+    csv_rows,
+    find_trace,
+    parse_float,
+)
 
 MINUTES_PER_DAY = 1440
 
@@ -689,14 +697,10 @@ def toy_hybrid_waste_minutes_per_period(period_min: int) -> int:
 # ----------------------------------------------------------------------------- traces
 
 
-class TraceFormatError(ValueError):
-    """A trace file does not follow its public format; the message names the file, line and problem."""
-
-    def __init__(self, path: str | os.PathLike[str], line: int, problem: str) -> None:
-        super().__init__(f"{path}, line {line}: {problem}")
-        self.path = str(path)
-        self.line = line
-        self.problem = problem
+MAX_COUNT_PER_MINUTE = 10**9
+"""Most invocations a function may have in one minute (16 million a second): more is a corrupt field."""
+MAX_RECORDED_MEMORY_MB = float(1 << 20)
+"""Largest memory the 2019 memory file may record for an app, MB (1 TiB, far above MAX_MEMORY_MB): more is corrupt."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -773,7 +777,7 @@ def _build_trace(
     )
 
 
-_INVOCATION_FILE = re.compile(r"invocations_per_function_md\.anon\.d(\d+)\.csv$")
+_INVOCATION_FILE = re.compile(r"invocations_per_function_md\.anon\.d(\d+)\.csv(\.gz|\.xz|\.bz2)?$")
 _INVOCATION_HEADER = ["HashOwner", "HashApp", "HashFunction", "Trigger", *[str(m) for m in range(1, 1441)]]
 _DURATION_HEADER = [
     "HashOwner",
@@ -794,40 +798,23 @@ _MEMORY_HEADER = [
 ]
 
 
-def _rows(path: Path, header: list[str]) -> Iterable[tuple[int, list[str]]]:
-    """(line number, fields) of a CSV file after checking its header; every row must have the header's width."""
-    with open(path, newline="") as f:
-        reader = csv.reader(f)
-        first = next(reader, None)
-        if first is None:
-            raise TraceFormatError(path, 1, "empty file (expected a header row)")
-        if [h.strip() for h in first] != header:
-            shown = ",".join(first[:6]) + (",..." if len(first) > 6 else "")
-            want = ",".join(header[:6]) + (",..." if len(header) > 6 else "")
-            raise TraceFormatError(
-                path,
-                1,
-                f"unexpected header {shown!r} ({len(first)} columns); expected {want!r} ({len(header)} columns)",
-            )
-        for fields in reader:
-            line = reader.line_num
-            if not fields:
-                continue
-            if len(fields) != len(header):
-                raise TraceFormatError(path, line, f"expected {len(header)} fields, got {len(fields)}")
-            yield line, fields
-
-
-def _number(path: Path, line: int, column: str, text: str, *, integer: bool = False) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise TraceFormatError(path, line, f"column {column}: {text!r} is not a number") from None
-    if not math.isfinite(value) or value < 0:
-        raise TraceFormatError(path, line, f"column {column}: {text!r} must be a finite non-negative number")
+def _number(path: Path, line: int, column: str, text: str, *, integer: bool = False, high: float = math.inf) -> float:
+    value = parse_float(path, line, column, text, high=high)
     if integer and value != int(value):
-        raise TraceFormatError(path, line, f"column {column}: {text!r} is not a whole number")
+        raise TraceFormatError(path, line, f"{text!r} is not a whole number", column)
     return value
+
+
+def _side_file(root: Path, stem: str) -> Path | None:
+    """``root/stem`` or its compressed form (.gz, .xz, .bz2), if one exists."""
+    return next((p for p in (root / (stem + ext) for ext in ("", ".gz", ".xz", ".bz2")) if p.exists()), None)
+
+
+def _refuse_duplicate(seen: dict[tuple[str, ...], int], key: tuple[str, ...], path: Path, line: int, what: str) -> None:
+    # Duplicated rows would add a function's invocations (or weights) twice: refused, never merged.
+    first = seen.setdefault(key, line)
+    if first != line:
+        raise TraceFormatError(path, line, f"{what} {'/'.join(key)} appears twice (first on line {first})")
 
 
 def load_azure2019(folder: str | os.PathLike[str], days: Sequence[int] | None = None) -> AppTrace:
@@ -842,8 +829,13 @@ def load_azure2019(folder: str | os.PathLike[str], days: Sequence[int] | None = 
     its functions; its duration the invocation-weighted mean of its
     functions' ``Average`` (ms -> s); its memory the sample-weighted mean of
     ``AverageAllocatedMb``; its triggers the groups of its functions'.
+
+    Files may be gzip, xz or bzip2 compressed (``.csv.gz``, ...). A function
+    (or, in the memory file, an app) appearing twice in one day's file is an
+    error, never summed; counts above MAX_COUNT_PER_MINUTE and durations whose
+    ``Average`` lies outside [``Minimum``, ``Maximum``] are errors too.
     """
-    root = Path(folder)
+    root = find_trace(folder)
     found = {int(m.group(1)): p for p in root.iterdir() if (m := _INVOCATION_FILE.search(p.name))}
     if not found:
         raise FileNotFoundError(f"{root}: no invocations_per_function_md.anon.dNN.csv files")
@@ -862,22 +854,30 @@ def load_azure2019(folder: str | os.PathLike[str], days: Sequence[int] | None = 
     for offset, day in enumerate(chosen):
         path = found[day]
         base = offset * MINUTES_PER_DAY
-        for line, fields in _rows(path, _INVOCATION_HEADER):
+        functions: dict[tuple[str, ...], int] = {}
+        for line, fields in csv_rows(path, _INVOCATION_HEADER):
             owner, app, func, trigger = (x.strip() for x in fields[:4])
             if not owner or not app or not func:
                 raise TraceFormatError(path, line, "empty HashOwner, HashApp or HashFunction")
             if trigger not in _GROUP_OF:
-                raise TraceFormatError(path, line, f"unknown Trigger {trigger!r} (known: {', '.join(TRIGGERS)})")
+                raise TraceFormatError(
+                    path, line, f"unknown Trigger {trigger!r} (known: {', '.join(TRIGGERS)})", "Trigger"
+                )
+            _refuse_duplicate(functions, (owner, app, func), path, line, "function")
             try:
                 counts = np.array(fields[4:], dtype=np.float64)
             except ValueError:
                 bad = next(i for i, x in enumerate(fields[4:]) if not _is_float(x))
-                raise TraceFormatError(path, line, f"column {bad + 1}: {fields[4 + bad]!r} is not a number") from None
+                raise TraceFormatError(path, line, f"{fields[4 + bad]!r} is not a number", str(bad + 1)) from None
             invalid = ~np.isfinite(counts) | (counts < 0) | (counts != np.floor(counts))
+            invalid |= counts > MAX_COUNT_PER_MINUTE
             if invalid.any():
                 bad = int(np.argmax(invalid))
                 raise TraceFormatError(
-                    path, line, f"column {bad + 1}: {fields[4 + bad]!r} is not a non-negative whole count"
+                    path,
+                    line,
+                    f"{fields[4 + bad]!r} is not a whole count in [0, {MAX_COUNT_PER_MINUTE:.0e}]",
+                    str(bad + 1),
                 )
             key = f"{owner}/{app}"
             events = per_app.setdefault(key, {})
@@ -885,20 +885,32 @@ def load_azure2019(folder: str | os.PathLike[str], days: Sequence[int] | None = 
                 events[base + minute] = events.get(base + minute, 0) + int(counts[minute])
             groups = triggers.setdefault(key, [False] * 4)
             groups[_GROUP_OF[trigger]] = True
-        dpath = root / f"function_durations_percentiles.anon.d{day:02d}.csv"
-        if dpath.exists():
-            for line, fields in _rows(dpath, _DURATION_HEADER):
+        if not functions:
+            raise TraceFormatError(path, 2, "no function rows after the header")
+        dpath = _side_file(root, f"function_durations_percentiles.anon.d{day:02d}.csv")
+        if dpath is not None:
+            seen: dict[tuple[str, ...], int] = {}
+            for line, fields in csv_rows(dpath, _DURATION_HEADER):
+                _refuse_duplicate(seen, tuple(x.strip() for x in fields[:3]), dpath, line, "function")
                 key = f"{fields[0].strip()}/{fields[1].strip()}"
-                average = _number(dpath, line, "Average", fields[3])
-                count = _number(dpath, line, "Count", fields[4], integer=True)
+                average = _number(dpath, line, "Average", fields[3], high=MAX_TRACE_SECONDS * 1000.0)
+                count = _number(dpath, line, "Count", fields[4], integer=True, high=MAX_COUNT_PER_MINUTE * 1440.0)
+                low = _number(dpath, line, "Minimum", fields[5], high=MAX_TRACE_SECONDS * 1000.0)
+                high = _number(dpath, line, "Maximum", fields[6], high=MAX_TRACE_SECONDS * 1000.0)
+                if not low - 1e-9 * high <= average <= high * (1 + 1e-9):  # relative slack for printed decimals
+                    raise TraceFormatError(
+                        dpath, line, f"Average {average:g} ms is outside [Minimum {low:g}, Maximum {high:g}]", "Average"
+                    )
                 dur_sum[key] = dur_sum.get(key, 0.0) + average / 1000.0 * max(count, 1.0)
                 dur_weight[key] = dur_weight.get(key, 0.0) + max(count, 1.0)
-        mpath = root / f"app_memory_percentiles.anon.d{day:02d}.csv"
-        if mpath.exists():
-            for line, fields in _rows(mpath, _MEMORY_HEADER):
+        mpath = _side_file(root, f"app_memory_percentiles.anon.d{day:02d}.csv")
+        if mpath is not None:
+            apps: dict[tuple[str, ...], int] = {}
+            for line, fields in csv_rows(mpath, _MEMORY_HEADER):
+                _refuse_duplicate(apps, (fields[0].strip(), fields[1].strip()), mpath, line, "app")
                 key = f"{fields[0].strip()}/{fields[1].strip()}"
-                samples = _number(mpath, line, "SampleCount", fields[2], integer=True)
-                average = _number(mpath, line, "AverageAllocatedMb", fields[3])
+                samples = _number(mpath, line, "SampleCount", fields[2], integer=True, high=1e12)
+                average = _number(mpath, line, "AverageAllocatedMb", fields[3], high=MAX_RECORDED_MEMORY_MB)
                 mem_sum[key] = mem_sum.get(key, 0.0) + average * max(samples, 1.0)
                 mem_weight[key] = mem_weight.get(key, 0.0) + max(samples, 1.0)
     duration = {k: dur_sum[k] / dur_weight[k] for k in dur_sum if k in per_app}
@@ -918,35 +930,70 @@ def load_azure2021(path: str | os.PathLike[str]) -> AppTrace:
     """Load the Azure Functions 2021 invocation trace (one row per invocation) as per-minute counts per app.
 
     Columns ``app, func, end_timestamp, duration`` (seconds from the trace
-    start; header row required). An invocation counts in the minute it
-    starts, ``floor((end_timestamp - duration) / 60)``; an app's duration is
-    the mean of its invocations'. The format has no memory or trigger
-    columns: memory is imputed (flagged) and triggers are all False.
+    start, at most MAX_TRACE_SECONDS; header row required; plain, gzip or xz).
+    An invocation counts in the minute it starts,
+    ``floor((end_timestamp - duration) / 60)``; an app's duration is the mean
+    of its invocations'. The format has no memory or trigger columns: memory
+    is imputed (flagged) and triggers are all False. Two identical rows (same
+    app, func, end_timestamp and duration, which the trace's microsecond
+    timestamps make impossible for two real invocations) are an error naming
+    both lines, never counted twice.
     """
-    path = Path(path)
+    path = find_trace(path)
     per_app: dict[str, dict[int, int]] = {}
     dur_sum: dict[str, float] = {}
     dur_n: dict[str, int] = {}
     last_minute = 0
-    for line, fields in _rows(path, ["app", "func", "end_timestamp", "duration"]):
+    # Each row's identity, in typed arrays, to find duplicates after the pass (24 bytes a row).
+    names: dict[tuple[str, str], int] = {}
+    function = array.array("q")
+    ends = array.array("d")
+    durations = array.array("d")
+    lines = array.array("q")
+    for line, fields in csv_rows(path, ["app", "func", "end_timestamp", "duration"]):
         app, func = fields[0].strip(), fields[1].strip()
         if not app or not func:
             raise TraceFormatError(path, line, "empty app or func")
-        end = _number(path, line, "end_timestamp", fields[2])
-        duration = _number(path, line, "duration", fields[3])
+        end = _number(path, line, "end_timestamp", fields[2], high=MAX_TRACE_SECONDS)
+        duration = _number(path, line, "duration", fields[3], high=MAX_TRACE_SECONDS)
         start = end - duration
         if start < -1e-6:
-            raise TraceFormatError(path, line, f"duration {duration} exceeds end_timestamp {end} (start before 0)")
+            raise TraceFormatError(
+                path, line, f"duration {duration} exceeds end_timestamp {end} (start before 0)", "duration"
+            )
         minute = int(max(start, 0.0) // 60)
         events = per_app.setdefault(app, {})
         events[minute] = events.get(minute, 0) + 1
         dur_sum[app] = dur_sum.get(app, 0.0) + duration
         dur_n[app] = dur_n.get(app, 0) + 1
         last_minute = max(last_minute, minute)
+        function.append(names.setdefault((app, func), len(names)))
+        ends.append(end)
+        durations.append(duration)
+        lines.append(line)
     if not per_app:
         raise TraceFormatError(path, 2, "no invocation rows")
+    _refuse_duplicate_rows(path, function, ends, durations, lines)
     duration_s = {a: dur_sum[a] / dur_n[a] for a in dur_sum}
     return _build_trace(per_app, last_minute + 1, {}, duration_s, {})
+
+
+def _refuse_duplicate_rows(
+    path: Path,
+    function: array.array[int],
+    ends: array.array[float],
+    durations: array.array[float],
+    lines: array.array[int],
+) -> None:
+    f, e, d = (np.frombuffer(x, dt) for x, dt in ((function, np.int64), (ends, np.float64), (durations, np.float64)))
+    order = np.lexsort((d, e, f))
+    same = (np.diff(f[order]) == 0) & (np.diff(e[order]) == 0) & (np.diff(d[order]) == 0)
+    if same.any():
+        # lexsort is stable: of two equal rows the earlier line comes first. Report the earliest repeat.
+        pairs = np.flatnonzero(same)
+        k = int(pairs[np.argmin(np.frombuffer(lines, np.int64)[order[pairs + 1]])])
+        first, second = lines[int(order[k])], lines[int(order[k + 1])]
+        raise TraceFormatError(path, second, f"the row repeats line {first} (a duplicated invocation)")
 
 
 # ----------------------------------------------------------------------------- episode instances and their generators
@@ -1070,18 +1117,23 @@ class ToyTimerFleetGenerator:
         return CountTable.zeros(shape, self.minutes)
 
 
-_TRACES: dict[tuple[str, str, float], AppTrace] = {}
+_TRACES: TraceCache[AppTrace] = TraceCache(maxsize=4)
 TRACE_FORMATS = ("azure2021", "azure2019")
 """Formats :func:`cached_trace` reads: one row per invocation (2021) or per-function per-minute counts (2019)."""
 
 
 def cached_trace(path: str, trace_format: str) -> AppTrace:
-    """A trace file parsed once per process (keyed by path, format and modification time)."""
-    key = (os.path.abspath(path), trace_format, os.path.getmtime(path))
-    if key not in _TRACES:
-        loader = load_azure2021 if trace_format == "azure2021" else load_azure2019
-        _TRACES[key] = loader(path)
-    return _TRACES[key]
+    """A trace file (2021) or folder (2019) parsed once per process and version of its files.
+
+    Keyed by each file's resolved path, size and modification time, so a file
+    rewritten in place is read again.
+    """
+    if trace_format not in TRACE_FORMATS:
+        raise ValueError(f"trace_format must be one of {TRACE_FORMATS}, got {trace_format!r}")
+    found = find_trace(path)
+    files = sorted(p for p in found.iterdir() if p.is_file()) if found.is_dir() else [found]
+    loader = load_azure2021 if trace_format == "azure2021" else load_azure2019
+    return _TRACES.get(files, lambda: loader(found), extra=trace_format)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, eq=False)

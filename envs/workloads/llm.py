@@ -41,18 +41,18 @@ the caller's ``np.random.Generator`` and return frozen arrays.
 
 from __future__ import annotations
 
-import csv
+import array
 import dataclasses
 import functools
 import math
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from cloudgym.envs.numerics import normal_cdf, normal_ppf
+from cloudgym.envs.workloads.traces import TraceCache, TraceFormatError, csv_rows, find_trace, parse_int, utc_seconds
 
 REQUEST_CLASSES: tuple[str, ...] = ("coding", "conversation")
 """Request classes, in the order of the one-hot encoding and of mix shares."""
@@ -269,6 +269,8 @@ class LLMTrace:
     arrival_s: np.ndarray  # (R,) float64, seconds since the first request
     prompt_tokens: np.ndarray  # (R,) int64
     output_tokens: np.ndarray  # (R,) int64
+    request_class: int = 0
+    """Index in REQUEST_CLASSES of the workload the trace holds (every request is of it)."""
 
     def __len__(self) -> int:
         return int(self.arrival_s.size)
@@ -284,74 +286,62 @@ class LLMTrace:
         return float(self.prompt_tokens.mean()), float(self.output_tokens.mean())
 
 
-class TraceFormatError(ValueError):
-    """A malformed trace file: the message names the file, the line and the problem."""
+MAX_TOKENS = 1 << 24
+"""Largest token count a trace row may give (16,777,216, far above any context window): more is a corrupt field."""
+
+_HEADER = ("TIMESTAMP", "ContextTokens", "GeneratedTokens")
+_TRACES: TraceCache[LLMTrace] = TraceCache(maxsize=8)
 
 
-_HEADER = ["TIMESTAMP", "ContextTokens", "GeneratedTokens"]
+def load_azure_llm_trace(path: str | Path, *, request_class: str = "coding") -> LLMTrace:
+    """Parse an Azure LLM inference trace CSV (plain, gzip or xz); errors name the file, line, column and problem.
 
-
-def _parse_timestamp(text: str) -> float:
-    # Seven fractional digits (100 ns) in the published files; Python parses up to six.
-    date, _, frac = text.strip().partition(".")
-    base = datetime.strptime(date, "%Y-%m-%d %H:%M:%S")
-    if frac and not frac.isdigit():
-        raise ValueError(f"bad fractional seconds {frac!r}")
-    return base.timestamp() + (float("0." + frac) if frac else 0.0)
-
-
-def load_azure_llm_trace(path: str | Path) -> LLMTrace:
-    """Parse an Azure LLM inference trace CSV; errors name the file, line and problem.
-
-    Rows must be in time order with positive token counts (the published
-    coding and conversation traces are); arrivals are returned in seconds
-    from the first row. Results are cached per path.
+    ``path`` is found by :func:`~cloudgym.envs.workloads.traces.find_trace`
+    (absolute, or under ``$CLOUDGYM_TRACES`` or ``../shared/traces``).
+    TIMESTAMPs are read as UTC; rows must be in time order with token counts
+    in [1, MAX_TOKENS] (the published coding and conversation traces are); a
+    row repeating the previous one exactly is refused as a duplicate.
+    Arrivals are returned in seconds from the first row; every request is of
+    ``request_class`` (one of REQUEST_CLASSES: which workload the file holds).
+    Parsed files are cached by path, size and modification time.
     """
-    return _load_trace_cached(str(Path(path).resolve()))
+    if request_class not in REQUEST_CLASSES:
+        raise ValueError(f"request_class must be one of {', '.join(REQUEST_CLASSES)}, got {request_class!r}")
+    file = find_trace(path)
+    trace = _TRACES.get([file], lambda: _parse_llm_trace(file))
+    return dataclasses.replace(trace, request_class=REQUEST_CLASSES.index(request_class))
 
 
-@functools.lru_cache(maxsize=8)
-def _load_trace_cached(path: str) -> LLMTrace:
-    file = Path(path)
-    if not file.exists():
-        raise FileNotFoundError(f"{path}: no such trace file")
-    times: list[float] = []
-    prompts: list[int] = []
-    outputs: list[int] = []
-    with file.open(newline="") as f:
-        reader = csv.reader(f)
-        header = next(reader, None)
-        if header is None or [h.strip() for h in header] != _HEADER:
-            raise TraceFormatError(f"{path}:1: expected header {','.join(_HEADER)}, got {header}")
-        for line, row in enumerate(reader, start=2):
-            if not row:
-                continue
-            if len(row) != 3:
-                raise TraceFormatError(f"{path}:{line}: expected 3 fields, got {len(row)}: {row}")
-            try:
-                t = _parse_timestamp(row[0])
-            except ValueError as exc:
-                raise TraceFormatError(f"{path}:{line}: bad TIMESTAMP {row[0]!r} ({exc})") from None
-            try:
-                p, o = int(row[1]), int(row[2])
-            except ValueError:
-                raise TraceFormatError(f"{path}:{line}: token counts must be integers, got {row[1:]}") from None
-            if p < 1 or o < 1:
-                raise TraceFormatError(f"{path}:{line}: token counts must be >= 1, got ContextTokens={p}, "
-                                       f"GeneratedTokens={o}")  # fmt: skip
-            if times and t < times[-1]:
-                raise TraceFormatError(f"{path}:{line}: TIMESTAMP {row[0]} is earlier than the previous row")
-            times.append(t)
-            prompts.append(p)
-            outputs.append(o)
+def _parse_llm_trace(file: Path) -> LLMTrace:
+    # Typed arrays, not lists of Python objects: 24 bytes a row while reading, and no copy into numpy.
+    times = array.array("d")
+    prompts = array.array("q")
+    outputs = array.array("q")
+    previous: tuple[float, int, int] | None = None
+    for line, row in csv_rows(file, _HEADER):
+        try:
+            t = utc_seconds(row[0])
+        except ValueError as exc:
+            raise TraceFormatError(file, line, f"{row[0]!r} is not a timestamp ({exc})", "TIMESTAMP") from None
+        p = parse_int(file, line, "ContextTokens", row[1], low=1, high=MAX_TOKENS)
+        o = parse_int(file, line, "GeneratedTokens", row[2], low=1, high=MAX_TOKENS)
+        if previous is not None:
+            if t < previous[0]:
+                raise TraceFormatError(file, line, f"{row[0].strip()} is earlier than the previous row", "TIMESTAMP")
+            if (t, p, o) == previous:
+                raise TraceFormatError(file, line, "the row repeats the previous one (a duplicated request)")
+        previous = (t, p, o)
+        times.append(t)
+        prompts.append(p)
+        outputs.append(o)
     if not times:
-        raise TraceFormatError(f"{path}: no requests after the header")
-    arrival = np.asarray(times, np.float64)
+        raise TraceFormatError(file, 2, "no requests after the header")
+    arrival = np.frombuffer(times, np.float64)
     return LLMTrace(
-        path=path,
+        path=str(file),
         arrival_s=arrival - arrival[0],
-        prompt_tokens=np.asarray(prompts, np.int64),
-        output_tokens=np.asarray(outputs, np.int64),
+        prompt_tokens=np.frombuffer(prompts, np.int64),
+        output_tokens=np.frombuffer(outputs, np.int64),
     )
 
 
@@ -368,7 +358,7 @@ def trace_requests(
     With ``rate_per_s`` the window's clock is scaled so its mean arrival rate
     is that rate (``time_scale`` is then ignored); otherwise arrival times are
     multiplied by ``time_scale`` (0.5 = twice as fast). Every request is
-    labelled coding (the shared trace is the coding one) with no hint.
+    of the trace's ``request_class`` (the shared trace is the coding one), with no hint.
     """
     if n < 2 or n > len(trace):
         raise ValueError(f"n must be in [2, {len(trace)}] for {trace.path}, got {n}")
@@ -384,7 +374,7 @@ def trace_requests(
         arrival_s=arrival * scale,
         prompt_tokens=trace.prompt_tokens[window].copy(),
         output_tokens=trace.output_tokens[window].copy(),
-        request_class=np.zeros(n, np.int64),
+        request_class=np.full(n, trace.request_class, np.int64),
         hint=np.zeros((n, HINT_DIM), np.float32),
         hint_known=np.zeros(n, bool),
     )

@@ -58,16 +58,24 @@ from __future__ import annotations
 import array
 import csv
 import dataclasses
-import functools
 import itertools
 import math
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from cloudgym.envs.numerics import hash32, hash32_in_place, normal_cdf_fast
+from cloudgym.envs.workloads.traces import (
+    MAX_TRACE_SECONDS,
+    TraceCache,
+    TraceFormatError,
+    csv_rows,
+    find_trace,
+    parse_float,
+    parse_int,
+)
 
 # ----------------------------------------------------------------------------- time
 
@@ -638,16 +646,6 @@ MEMORY_BUCKETS = ("2", "4", "8", "32", "64", ">64")
 _MEMORY_FOR_CORES = {2: "4", 4: "8", 8: "32", 24: "64", 32: ">64"}
 
 
-class TraceFormatError(ValueError):
-    """A malformed trace row: the message names the file, the line and the problem."""
-
-    def __init__(self, path: Path, line: int, problem: str) -> None:
-        super().__init__(f"{path}:{line}: {problem}")
-        self.path = path
-        self.line = line
-        self.problem = problem
-
-
 @dataclasses.dataclass(frozen=True)
 class VMTrace:
     """A loaded trace: one row per VM of the vmtable, its readings in one shared pool."""
@@ -678,36 +676,14 @@ class VMTrace:
         return int(sum(a.nbytes for a in (self.created, self.ticks, self.cores, self.pool, self.offset)))
 
 
-def _rows(path: Path, columns: Sequence[str]) -> Iterator[tuple[int, list[str]]]:
-    """(line number, fields) of a trace CSV, streamed; a header row naming the columns is skipped."""
-    with path.open(newline="") as f:
-        for line, fields in enumerate(csv.reader(f), start=1):
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue
-            if line == 1 and fields[0].strip().lower() == columns[0]:
-                continue
-            if len(fields) != len(columns):
-                raise TraceFormatError(
-                    path, line, f"expected {len(columns)} columns ({', '.join(columns)}), got {len(fields)}"
-                )
-            yield line, fields
-
-
-def _number(path: Path, line: int, column: str, text: str, *, integer: bool = False) -> float:
-    try:
-        value = int(text) if integer else float(text)
-    except ValueError:
-        kind = "an integer" if integer else "a number"
-        raise TraceFormatError(path, line, f"column {column!r} is {text!r}, expected {kind}") from None
-    if not math.isfinite(value):
-        raise TraceFormatError(path, line, f"column {column!r} is {text!r}, expected a finite number")
-    return value
+def _number(path: Path, line: int, column: str, text: str) -> float:
+    return parse_float(path, line, column, text.strip(), low=-math.inf)
 
 
 def _percent(path: Path, line: int, column: str, text: str) -> float:
     value = _number(path, line, column, text)
     if not 0.0 <= value <= 100.0:
-        raise TraceFormatError(path, line, f"column {column!r} is {value}, expected a CPU percentage in [0, 100]")
+        raise TraceFormatError(path, line, f"{value} is outside [0, 100] (a CPU percentage)", column)
     return value
 
 
@@ -716,28 +692,27 @@ def _vmtable_row(table: Path, line: int, f: list[str]) -> tuple[int, int, float,
 
     CPU figures are shares of cores; a malformed field raises an error naming the file and line.
     """
-    start = int(_number(table, line, "vmcreated", f[3].strip(), integer=True))
-    stop = int(_number(table, line, "vmdeleted", f[4].strip(), integer=True))
-    if start < 0:
-        raise TraceFormatError(table, line, f"vmcreated is {start}, expected seconds >= 0")
+    # Seconds from the trace start, bounded: a corrupt vmdeleted would size the VM's slice of the pool.
+    start = parse_int(table, line, "vmcreated", f[3].strip(), low=0, high=MAX_TRACE_SECONDS)
+    stop = parse_int(table, line, "vmdeleted", f[4].strip(), low=0, high=MAX_TRACE_SECONDS)
     if stop < start:
-        raise TraceFormatError(table, line, f"vmdeleted ({stop}) is before vmcreated ({start})")
+        raise TraceFormatError(table, line, f"vmdeleted ({stop}) is before vmcreated ({start})", "vmdeleted")
     maxcpu = _percent(table, line, "maxcpu", f[5].strip())
     avg = _percent(table, line, "avgcpu", f[6].strip())
     p95max = _percent(table, line, "p95maxcpu", f[7].strip())
     if avg > maxcpu + 1e-6:
-        raise TraceFormatError(table, line, f"avgcpu ({avg}) exceeds maxcpu ({maxcpu})")
+        raise TraceFormatError(table, line, f"avgcpu ({avg}) exceeds maxcpu ({maxcpu})", "avgcpu")
+    if p95max > maxcpu + 1e-6:
+        raise TraceFormatError(table, line, f"p95maxcpu ({p95max}) exceeds maxcpu ({maxcpu})", "p95maxcpu")
     cat = f[8].strip()
     if cat not in CATEGORIES:
-        raise TraceFormatError(table, line, f"vmcategory is {cat!r}, expected one of {', '.join(CATEGORIES)}")
+        raise TraceFormatError(table, line, f"{cat!r} is not one of {', '.join(CATEGORIES)}", "vmcategory")
     bucket = f[9].strip()
     if bucket not in CORE_BUCKETS:
-        raise TraceFormatError(
-            table, line, f"vmcorecountbucket is {bucket!r}, expected one of {', '.join(CORE_BUCKETS)}"
-        )
+        raise TraceFormatError(table, line, f"{bucket!r} is not one of {', '.join(CORE_BUCKETS)}", "vmcorecountbucket")
     if f[10].strip() not in MEMORY_BUCKETS:
         raise TraceFormatError(
-            table, line, f"vmmemorybucket is {f[10].strip()!r}, expected one of {', '.join(MEMORY_BUCKETS)}"
+            table, line, f"{f[10].strip()!r} is not one of {', '.join(MEMORY_BUCKETS)}", "vmmemorybucket"
         )
     first = start // TICK_SECONDS
     return (
@@ -756,12 +731,17 @@ def load_vm_trace(vmtable: str | Path, readings: str | Path | Sequence[str | Pat
     Memory is one float32 per reading plus a few numbers per VM: rows are
     parsed one at a time, never held. Each VM's slots in the pool come from
     its vmtable lifetime; a reading outside that lifetime, for an unknown
-    VM, or twice for one tick is an error naming the file and line. Ticks
-    with no reading take the previous reading (the first one, the vmtable
-    average) and are counted in ``filled``.
+    VM, or twice for one tick is an error naming the file and line, and so
+    is a reading whose avg_cpu lies outside [min_cpu, max_cpu] or a readings
+    file with no reading. Ticks with no reading take the previous reading
+    (the first one, the vmtable average) and are counted in ``filled``.
+    Files may be gzip, xz or bzip2 compressed; paths are found by
+    :func:`~cloudgym.envs.workloads.traces.find_trace`.
     """
-    table = Path(vmtable)
-    paths = [Path(readings)] if isinstance(readings, str | Path) else [Path(p) for p in readings]
+    table = find_trace(vmtable)
+    paths = [find_trace(readings)] if isinstance(readings, str | Path) else [find_trace(p) for p in readings]
+    if not paths:
+        raise FileNotFoundError(f"no readings files given with {table}")
     index: dict[str, int] = {}
     deployments: dict[str, int] = {}
     created: list[int] = []
@@ -771,12 +751,12 @@ def load_vm_trace(vmtable: str | Path, readings: str | Path | Sequence[str | Pat
     deployment: list[int] = []
     avgcpu: list[float] = []
     p95: list[float] = []
-    for line, f in _rows(table, VMTABLE_COLUMNS):
+    for line, f in csv_rows(table, VMTABLE_COLUMNS, header=None):
         vmid = f[0].strip()
         if not vmid:
-            raise TraceFormatError(table, line, "column 'vmid' is empty")
+            raise TraceFormatError(table, line, "empty", "vmid")
         if vmid in index:
-            raise TraceFormatError(table, line, f"vmid {vmid!r} appears twice (first on an earlier line)")
+            raise TraceFormatError(table, line, f"vmid {vmid!r} appears twice (first on an earlier line)", "vmid")
         first, lifetime, vm_cores, vm_category, avg, p95max = _vmtable_row(table, line, f)
         index[vmid] = len(created)
         created.append(first)
@@ -787,7 +767,7 @@ def load_vm_trace(vmtable: str | Path, readings: str | Path | Sequence[str | Pat
         avgcpu.append(avg)
         p95.append(p95max)
     if not index:
-        raise TraceFormatError(table, 0, "no VM rows")
+        raise TraceFormatError(table, 1, "no VM rows")
     ticks_arr = np.array(ticks, np.int64)
     created_arr = np.array(created, np.int64)
     offset = np.concatenate([[0], np.cumsum(ticks_arr)[:-1]]).astype(np.int64)
@@ -825,7 +805,7 @@ def _read_readings(
 ) -> int:
     """Stream one readings file into ``pool`` (VM v's slots from ``offset[v]``, also as ints); returns its rows."""
     chunk = _ReadingChunk()
-    for line, f in _rows(path, READINGS_COLUMNS):
+    for line, f in csv_rows(path, READINGS_COLUMNS, header=None):
         # Fast path for a well-formed row; any doubt goes to _check_reading, which names the problem.
         try:
             ts = int(f[0])
@@ -835,12 +815,15 @@ def _read_readings(
             _check_reading(path, line, f, index, table)
             raise  # pragma: no cover - _check_reading raises first
         k = ts // TICK_SECONDS - created[vm]
-        if ts % TICK_SECONDS or not (0.0 <= low <= high <= 100.0 and 0.0 <= avg <= 100.0) or not 0 <= k < ticks[vm]:
+        if ts % TICK_SECONDS or not (0.0 <= low <= avg <= high <= 100.0) or not 0 <= k < ticks[vm]:
             _check_reading(path, line, f, index, table, created[vm], ticks[vm])
         chunk.add(offsets[vm] + k, avg / 100.0, line)
         if len(chunk.slot) >= 65_536:
             chunk.flush(pool, path, trace_ids=list(index), offset=offset)
     chunk.flush(pool, path, trace_ids=list(index), offset=offset)
+    if not chunk.rows:
+        # An empty file would otherwise leave every VM filled from the vmtable average, silently.
+        raise TraceFormatError(path, 1, "no reading rows")
     return chunk.rows
 
 
@@ -870,7 +853,7 @@ class _ReadingChunk:
             j = min(bad, key=lambda i: self.line[i])
             vm = int(np.searchsorted(offset, slots[j], side="right") - 1)
             raise TraceFormatError(
-                path, int(self.line[j]), f"a second reading for VM {trace_ids[vm]!r} at this timestamp"
+                path, int(self.line[j]), f"a second reading for VM {trace_ids[vm]!r} at this timestamp", "timestamp"
             )
         pool[slots] = np.frombuffer(self.value, np.float32)
         self.rows += len(self.slot)
@@ -887,19 +870,21 @@ def _check_reading(
     ticks: int | None = None,
 ) -> None:
     """Raise the error a malformed reading row deserves (the slow, precise twin of the loader's fast path)."""
-    ts = int(_number(path, line, "timestamp", f[0].strip(), integer=True))
+    ts = parse_int(path, line, "timestamp", f[0].strip(), low=0, high=MAX_TRACE_SECONDS)
     if ts % TICK_SECONDS:
-        raise TraceFormatError(path, line, f"timestamp {ts} is not a multiple of {TICK_SECONDS} s")
+        raise TraceFormatError(path, line, f"{ts} is not a multiple of {TICK_SECONDS} s", "timestamp")
     if f[1].strip() not in index:
-        raise TraceFormatError(path, line, f"vmid {f[1].strip()!r} is not in {table}")
+        raise TraceFormatError(path, line, f"vmid {f[1].strip()!r} is not in {table}", "vmid")
     low = _percent(path, line, "min_cpu", f[2].strip())
     high = _percent(path, line, "max_cpu", f[3].strip())
-    _percent(path, line, "avg_cpu", f[4].strip())
+    avg = _percent(path, line, "avg_cpu", f[4].strip())
     if low > high + 1e-6:
-        raise TraceFormatError(path, line, f"min_cpu ({low}) exceeds max_cpu ({high})")
+        raise TraceFormatError(path, line, f"min_cpu ({low}) exceeds max_cpu ({high})", "min_cpu")
+    if not low - 1e-6 <= avg <= high + 1e-6:
+        raise TraceFormatError(path, line, f"avg_cpu ({avg}) is outside [min_cpu {low}, max_cpu {high}]", "avg_cpu")
     if created is not None and ticks is not None and not 0 <= ts // TICK_SECONDS - created < ticks:
         raise TraceFormatError(
-            path, line, f"timestamp {ts} lies outside the VM's lifetime in {table} (vmcreated..vmdeleted)"
+            path, line, f"{ts} lies outside the VM's lifetime in {table} (vmcreated..vmdeleted)", "timestamp"
         )
 
 
@@ -1073,18 +1058,32 @@ def realised_vm_stats(instance: VMInstance, vms: np.ndarray | None = None) -> tu
     return total / counts, np.nanpercentile(highs, 95, axis=1)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_trace(folder: str, stamp: tuple[float, ...]) -> VMTrace:
-    """A trace folder loaded once per process (``stamp``: modification times, so an edited file reloads)."""
-    path = Path(folder)
-    return load_vm_trace(path / "vmtable.csv", sorted(path.glob("vm_cpu_readings*.csv")))
+_TRACES: TraceCache[VMTrace] = TraceCache(maxsize=4)
+
+
+def trace_files(folder: str | Path) -> tuple[Path, list[Path]]:
+    """(vmtable, readings files) of a trace folder: ``vmtable.csv`` and ``vm_cpu_readings*.csv``, each maybe compressed.
+
+    The folder is found by :func:`~cloudgym.envs.workloads.traces.find_trace`; a missing file says where it looked.
+    """
+    path = find_trace(folder)
+    tables = sorted(path.glob("vmtable.csv*"))
+    readings = sorted(path.glob("vm_cpu_readings*.csv*"))
+    if len(tables) != 1 or not readings:
+        raise FileNotFoundError(
+            f"{path}: expected one vmtable.csv[.gz|.xz|.bz2] and vm_cpu_readings*.csv[...] files, "
+            f"found {[p.name for p in tables]} and {[p.name for p in readings]}"
+        )
+    return tables[0], readings
 
 
 def cached_trace(folder: str) -> VMTrace:
-    """The trace in ``folder`` (vmtable.csv and vm_cpu_readings*.csv), loaded once per process and edit."""
-    path = Path(folder)
-    files = [path / "vmtable.csv", *sorted(path.glob("vm_cpu_readings*.csv"))]
-    return _load_trace(str(path.resolve()), tuple(f.stat().st_mtime for f in files))
+    """The trace in ``folder`` (:func:`trace_files`), loaded once per process and version of its files.
+
+    Keyed by each file's resolved path, size and modification time, so a file rewritten in place is read again.
+    """
+    table, readings = trace_files(folder)
+    return _TRACES.get([table, *readings], lambda: load_vm_trace(table, readings))
 
 
 # ----------------------------------------------------------------------------- generators and their readings

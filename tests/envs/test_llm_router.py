@@ -53,7 +53,7 @@ def test_misspelt_config_field_and_unknown_scenario_are_named() -> None:
         gym.make(ENV_ID, target_lod=0.5)
     with pytest.raises(ValueError, match="unknown LLMRouterConfig scenario"):
         LLMRouterConfig.scenario("busy")
-    with pytest.raises(FileNotFoundError, match="no such trace file"):
+    with pytest.raises(FileNotFoundError, match=r"looked in: /nonexistent/trace\.csv"):
         gym.make(ENV_ID, workload="trace", trace_path="/nonexistent/trace.csv")
 
 
@@ -275,21 +275,24 @@ def test_trace_replay_runs_end_to_end() -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("TIME,ContextTokens,GeneratedTokens\n", ":1: expected header"),
+        ("TIME,ContextTokens,GeneratedTokens\n", "line 1: unexpected header .*column 1 is 'TIME'"),
         (
             "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,10,5\n2023-11-16 18:17:0x,3,2\n",
-            ":3: bad TIMESTAMP",
+            "line 3, column TIMESTAMP: .* is not a timestamp",
         ),
         (
             "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,ten,5\n",
-            ":2: token counts must be integers",
+            "line 2, column ContextTokens: 'ten' is not an integer",
         ),
-        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,10,0\n", ":2: token counts must be >= 1"),
+        (
+            "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:03.97,10,0\n",
+            "line 2, column GeneratedTokens: '0' is outside",
+        ),
         (
             "TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:04.0,10,5\n2023-11-16 18:17:03.0,10,5\n",
-            ":3: TIMESTAMP .* is earlier",
+            "line 3, column TIMESTAMP: .* is earlier",
         ),
-        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:04.0,10\n", ":2: expected 3 fields"),
+        ("TIMESTAMP,ContextTokens,GeneratedTokens\n2023-11-16 18:17:04.0,10\n", "line 2: expected 3 fields"),
         ("TIMESTAMP,ContextTokens,GeneratedTokens\n", "no requests after the header"),
     ],
 )
@@ -370,3 +373,13 @@ def test_sync_vector_env_over_single_envs_carries_the_info() -> None:
             assert info["request_e2e_s"].shape == (2, 48)
             break
     assert ended
+
+
+@pytest.mark.skipif(not TRACE.exists(), reason="../shared/traces is absent")
+def test_trace_request_class_labels_the_trace_requests() -> None:
+    with pytest.raises(ValueError, match="trace_request_class must be one of coding, conversation"):
+        LLMRouterConfig(workload="trace", trace_request_class="chat")
+    for name, index in (("coding", 0), ("conversation", 1)):
+        core = LLMRouterVectorEnv(num_envs=1, workload="trace", trace_request_class=name, requests_per_episode=50).core
+        requests = core.instance_for_seed(3)
+        assert np.all(requests.request_class == index)

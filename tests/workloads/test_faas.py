@@ -216,8 +216,8 @@ def _write_2019(folder: Path) -> None:
     (folder / "invocations_per_function_md.anon.d02.csv").write_text("\n".join(day2) + "\n")
     (folder / "function_durations_percentiles.anon.d01.csv").write_text(
         DUR_HEADER + "\n"
-        "o1,a1,f1,1000,4,1,2,1,1,1,1,1,1,1\n"  # 1 s over 4 invocations
-        "o1,a1,f2,4000,4,1,2,1,1,1,1,1,1,1\n"  # 4 s over 4 invocations
+        "o1,a1,f1,1000,4,500,2000,1,1,1,1,1,1,1\n"  # 1 s over 4 invocations
+        "o1,a1,f2,4000,4,1000,9000,1,1,1,1,1,1,1\n"  # 4 s over 4 invocations
     )
     (folder / "app_memory_percentiles.anon.d01.csv").write_text(
         MEM_HEADER + "\no1,a1,10,100,1,1,1,1,1,1,1,1\no2,a2,30,200,1,1,1,1,1,1,1,1\n"
@@ -255,8 +255,8 @@ def test_azure2019_loader_aggregates_functions_and_days(tmp_path: Path) -> None:
     [
         (_invocation_row("o", "a", "f", "http", {3: 1}) + ",7", "expected 1444 fields, got 1445"),
         (_invocation_row("o", "a", "f", "http", {3: 1}).replace(",1,", ",x,", 1), "column 3: 'x' is not a number"),
-        (_invocation_row("o", "a", "f", "http", {}).replace(",0,", ",-2,", 1), "column 1: '-2' is not a non-negative"),
-        (_invocation_row("o", "a", "f", "http", {}).replace(",0,", ",1.5,", 1), "not a non-negative whole count"),
+        (_invocation_row("o", "a", "f", "http", {}).replace(",0,", ",-2,", 1), "column 1: '-2' is not a whole count"),
+        (_invocation_row("o", "a", "f", "http", {}).replace(",0,", ",1.5,", 1), "'1.5' is not a whole count"),
         (_invocation_row("o", "a", "f", "webhook", {}), "unknown Trigger 'webhook'"),
         (_invocation_row("o", "", "f", "http", {}), "empty HashOwner, HashApp or HashFunction"),
     ],
@@ -278,7 +278,7 @@ def test_azure2019_bad_header_and_side_files(tmp_path: Path) -> None:
         faas.load_azure2019(tmp_path)
     _write_2019(tmp_path)
     (tmp_path / "app_memory_percentiles.anon.d02.csv").write_text(MEM_HEADER + "\no1,a1,3,abc,1,1,1,1,1,1,1,1\n")
-    with pytest.raises(faas.TraceFormatError, match=r"d02\.csv, line 2: column AverageAllocatedMb: 'abc'"):
+    with pytest.raises(faas.TraceFormatError, match=r"d02\.csv, line 2, column AverageAllocatedMb: 'abc'"):
         faas.load_azure2019(tmp_path)
     (tmp_path / "invocations_per_function_md.anon.d05.csv").write_text(INV_HEADER + "\n")
     with pytest.raises(ValueError, match="consecutive"):
@@ -321,8 +321,8 @@ def test_azure2021_loader_on_the_public_sample() -> None:
     [
         ("a1,f1,12.5", "expected 4 fields, got 3"),
         ("a1,f1,abc,1.0", "column end_timestamp: 'abc' is not a number"),
-        ("a1,f1,10,-1", "column duration: '-1' must be a finite non-negative number"),
-        ("a1,f1,10,30", "duration 30.0 exceeds end_timestamp 10.0"),
+        ("a1,f1,10,-1", "column duration: '-1' is outside [0, 3.16224e+07]"),
+        ("a1,f1,10,30", "column duration: duration 30.0 exceeds end_timestamp 10.0"),
         (",f1,10,1", "empty app or func"),
     ],
 )
@@ -331,7 +331,8 @@ def test_azure2021_malformed_rows(tmp_path: Path, row: str, problem: str) -> Non
     path.write_text(f"app,func,end_timestamp,duration\na0,f0,100,1.5\n{row}\n")
     with pytest.raises(faas.TraceFormatError) as err:
         faas.load_azure2021(path)
-    assert f"{path}, line 3: {problem}" in str(err.value)
+    assert f"{path}, line 3" in str(err.value)
+    assert problem in str(err.value)
 
 
 def test_azure2021_header_is_checked(tmp_path: Path) -> None:
@@ -342,7 +343,10 @@ def test_azure2021_header_is_checked(tmp_path: Path) -> None:
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.lists(st.tuples(st.integers(0, 3), st.floats(0, 5000), st.floats(0, 100)), min_size=1, max_size=40))
+# Unique rows: two identical rows are refused as a duplicated invocation (tests/workloads/test_trace_corpus.py).
+@given(
+    st.lists(st.tuples(st.integers(0, 3), st.floats(0, 5000), st.floats(0, 100)), min_size=1, max_size=40, unique=True)
+)
 def test_azure2021_counts_every_invocation_once(tmp_path_factory: pytest.TempPathFactory, rows: list) -> None:
     path = tmp_path_factory.mktemp("t") / "trace.csv"
     lines = ["app,func,end_timestamp,duration"]

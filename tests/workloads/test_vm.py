@@ -170,13 +170,13 @@ def test_loader_accepts_a_header_row(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("which", "row", "message"),
     [
-        ("table", ["vmC", "s", "d", 0, 300, 1.0, 1.0], "expected 11 columns"),
-        ("table", ["vmC", "s", "d", "soon", 300, 1, 1, 1, "Unknown", "2", "4"], "'vmcreated' is 'soon'"),
+        ("table", ["vmC", "s", "d", 0, 300, 1.0, 1.0], "expected 11 fields, got 7"),
+        ("table", ["vmC", "s", "d", "soon", 300, 1, 1, 1, "Unknown", "2", "4"], "vmcreated: 'soon' is not an integer"),
         ("table", ["vmC", "s", "d", 600, 300, 1, 1, 1, "Unknown", "2", "4"], "before vmcreated"),
         ("table", ["vmA", "s", "d", 0, 300, 1, 1, 1, "Unknown", "2", "4"], "appears twice"),
-        ("table", ["vmC", "s", "d", 0, 300, 1, 1, 1, "Batch", "2", "4"], "vmcategory is 'Batch'"),
-        ("table", ["vmC", "s", "d", 0, 300, 1, 1, 1, "Unknown", "3", "4"], "vmcorecountbucket is '3'"),
-        ("table", ["vmC", "s", "d", 0, 300, 1, 120, 1, "Unknown", "2", "4"], "CPU percentage"),
+        ("table", ["vmC", "s", "d", 0, 300, 1, 1, 1, "Batch", "2", "4"], "vmcategory: 'Batch' is not one"),
+        ("table", ["vmC", "s", "d", 0, 300, 1, 1, 1, "Unknown", "3", "4"], "vmcorecountbucket: '3' is not"),
+        ("table", ["vmC", "s", "d", 0, 300, 1, 120, 1, "Unknown", "2", "4"], "outside \\[0, 100\\]"),
         ("readings", [900, "vmZ", 1, 2, 1], "not in vmtable.csv"),
         ("readings", [901, "vmA", 1, 2, 1], "not a multiple of 300"),
         ("readings", [3000, "vmA", 1, 2, 1], "outside the VM's lifetime"),
@@ -195,7 +195,7 @@ def test_malformed_rows_name_file_line_and_problem(tmp_path: Path, which: str, r
         vm.load_vm_trace(table, readings)
     assert err.value.path == target
     assert err.value.line == line
-    assert f"{target}:{line}:" in str(err.value)
+    assert f"{target}, line {line}" in str(err.value)
 
 
 def test_writer_and_loader_round_trip_a_generated_instance(tmp_path: Path) -> None:
