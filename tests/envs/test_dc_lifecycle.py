@@ -287,7 +287,7 @@ def test_the_core_replays_the_generators_instance() -> None:
         np.testing.assert_array_equal(core.state.demand[i], inst.demand)
         np.testing.assert_array_equal(core.state.shock_quarter[i], inst.shock_quarter)
         np.testing.assert_array_equal(core.state.price[i], inst.price_usd * core.config.gpus_per_server)
-        np.testing.assert_array_equal(core.state.capacity[i], core.params.capacity.tables(inst).capacity)
+        np.testing.assert_array_equal(core.state.capacity[i], core.params.capacity.tables([inst]).capacity[0])
 
 
 def test_compass_roofline_gives_the_simulators_h100_figure() -> None:
@@ -296,7 +296,7 @@ def test_compass_roofline_gives_the_simulators_h100_figure() -> None:
     inst = core.instance_for_seed(0)
     roofline = core.params.capacity
     assert isinstance(roofline, CompassRoofline)
-    per_server = roofline.roofline(inst, np.full(core.config.horizon_quarters, 70e9))
+    per_server = roofline.roofline(inst.hbm_tb_s, inst.server_tflops, np.full(core.config.horizon_quarters, 70e9))
     h100 = core.params.roadmap.names.index("H100")
     assert per_server[0, h100] == pytest.approx(8 * 3440 / 140, rel=1e-9)  # DOMAIN.md: ~197 tokens/s
 
