@@ -621,7 +621,8 @@ class LlmSlo:
             needed[spec_code[:, None, :], size_code[model][:, :, None]] = True
         rates = np.zeros((*needed.shape, 3))  # (distinct specs, distinct sizes, (mixed, prefill, decode))
         for a, b in zip(*np.nonzero(needed)):
-            rates[a, b] = self.rates(tuple(float(x) for x in spec_values[a]), float(size_values[b]))
+            tflops, hbm, mem, nvlink, tdp = (float(x) for x in spec_values[a])
+            rates[a, b] = self.rates((tflops, hbm, mem, nvlink, tdp), float(size_values[b]))
         # (k, T, G, 3) per episode, quarter and generation, for the primary and the secondary model.
         primary = rates[spec_code[:, None, :], size_code[0][:, :, None]]
         secondary = rates[spec_code[:, None, :], size_code[1][:, :, None]]
