@@ -146,6 +146,7 @@ any field of :class:`DCLifecycleConfig`.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar, Literal, Protocol
 
@@ -472,19 +473,34 @@ class DCLifecycleConfig(ScenarioPresets):
 
 @dataclasses.dataclass(frozen=True)
 class CapacityTables:
-    """Per-server rates of one episode, (T, G): quarter t, generation g, at full clock."""
+    """Per-server rates of k episodes, (k, T, G): episode, quarter t, generation g, at full clock."""
 
-    capacity: np.ndarray  # (T, G) float64, demand units/s one server serves (mixed serving)
-    prefill: np.ndarray  # (T, G) float64, llm_slo only: prefill-only rate, in output tokens/s of the request shape
-    decode: np.ndarray  # (T, G) float64, llm_slo only: decode-only output tokens/s
-    split_capacity: np.ndarray  # (T, G) float64, compass only: capacity on the larger of the two models
+    capacity: np.ndarray  # (k, T, G) float64, demand units/s one server serves (mixed serving)
+    prefill: np.ndarray  # (k, T, G) float64, llm_slo only: prefill-only rate, in output tokens/s of the request shape
+    decode: np.ndarray  # (k, T, G) float64, llm_slo only: decode-only output tokens/s
+    split_capacity: np.ndarray  # (k, T, G) float64, compass only: capacity on the larger of the two models
+
+
+def stacked(instances: Sequence[FleetInstance], field: str) -> np.ndarray:
+    """(k, ...) one field of k instances, stacked (the batched reset writes every row at once)."""
+    return np.stack([getattr(inst, field) for inst in instances])
+
+
+def per_cohort(table: np.ndarray, rows: np.ndarray, q: np.ndarray, gen: np.ndarray) -> np.ndarray:
+    """(B, T) ``table[b, q[b], gen[b, t]]`` of a C-contiguous (B, T, G) table: each cohort's entry this quarter.
+
+    One ``np.take`` on flat indices (what ``take_along_axis(table[rows, q], gen, axis=1)`` gives, without the
+    (B, G) copy and the index grids).
+    """
+    _, t, g = table.shape
+    return np.take(table, ((rows * t + q) * g)[:, None] + gen)
 
 
 class CapacityModel(Protocol):
     """What one server of a generation serves, and what a fleet serves when prefill and decode are split."""
 
-    def tables(self, inst: FleetInstance) -> CapacityTables:
-        """The episode's per-server tables (computed once per episode, at reset)."""
+    def tables(self, instances: Sequence[FleetInstance]) -> CapacityTables:
+        """The per-server tables of k episodes, all at once (computed once per episode, at reset)."""
 
     def disaggregated(self, s: DCLifecycleState, rows: np.ndarray, q: np.ndarray, factor: np.ndarray) -> np.ndarray:
         """(B,) capacity of the alive fleet in quarter ``q`` with disaggregation; ``factor`` (B,) is the throughput
@@ -499,12 +515,16 @@ class CompassRoofline:
     gpus_per_server: int
     network_perf_multiplier: float
 
-    def roofline(self, inst: FleetInstance, params: np.ndarray) -> np.ndarray:
-        """(T, G) the simulator's per-server roofline for the model of each quarter (``params`` (T,)), units/s."""
-        size_b = params[:, None] / 1e9  # (T, 1) billions of parameters
+    def roofline(self, hbm_tb_s: np.ndarray, server_tflops: np.ndarray, params: np.ndarray) -> np.ndarray:
+        """(..., T, G) the simulator's per-server roofline for the model of each quarter, units/s.
+
+        ``hbm_tb_s`` and ``server_tflops`` (..., G) are an episode's (or k episodes') GPU figures and
+        ``params`` (..., T) its model sizes; elementwise, so k episodes give each one's table bit for bit.
+        """
+        size_b = params[..., :, None] / 1e9  # (..., T, 1) billions of parameters
         ops = 2.0 * size_b
-        memory = self.gpus_per_server * inst.hbm_tb_s[None, :] * 1000.0 / ops
-        compute = inst.server_tflops[None, :] * 1000.0 / ops
+        memory = self.gpus_per_server * hbm_tb_s[..., None, :] * 1000.0 / ops
+        compute = server_tflops[..., None, :] * 1000.0 / ops
         # The simulator's interconnect term: 2 all-reduces x 2 x hidden x layers x 2 bytes per token over NVLink.
         layers = np.floor(0.8 * np.sqrt(size_b) * 100.0)
         hidden = np.floor(np.sqrt(size_b * 1e9 / (12.0 * np.maximum(layers, 1.0)))) * 12.0
@@ -513,31 +533,41 @@ class CompassRoofline:
         network = np.where(net_bytes > 0, link / np.maximum(net_bytes / 1e9, 1e-300), np.inf)
         return np.minimum(np.minimum(memory, compute), network)
 
-    def tables(self, inst: FleetInstance) -> CapacityTables:
-        primary = self.roofline(inst, inst.primary_params)
-        secondary = self.roofline(inst, inst.secondary_params)
-        share = inst.primary_share[:, None]
-        larger = self.roofline(inst, np.maximum(inst.primary_params, inst.secondary_params))
-        zeros = np.zeros((inst.demand.size, self.roadmap.size))
+    def tables(self, instances: Sequence[FleetInstance]) -> CapacityTables:
+        hbm, tflops = stacked(instances, "hbm_tb_s"), stacked(instances, "server_tflops")
+        primary_params, secondary_params = stacked(instances, "primary_params"), stacked(instances, "secondary_params")
+        primary = self.roofline(hbm, tflops, primary_params)
+        secondary = self.roofline(hbm, tflops, secondary_params)
+        share = stacked(instances, "primary_share")[:, :, None]
+        larger = self.roofline(hbm, tflops, np.maximum(primary_params, secondary_params))
+        zeros = np.zeros(primary.shape)
         return CapacityTables(
             capacity=share * primary + (1 - share) * secondary, prefill=zeros, decode=zeros, split_capacity=larger
         )
+
+    @functools.cached_property
+    def newest_first(self) -> np.ndarray:
+        """(G,) int16 sort key of each generation: 0 for the latest release quarter, 1 for the one before, ...
+
+        Generations released in the same quarter share a key. int16 keys make the stable sort a radix sort.
+        """
+        releases, dense = np.unique(self.roadmap.release_quarter, return_inverse=True)
+        return (releases.size - 1 - dense).astype(np.int16)
 
     def disaggregated(self, s: DCLifecycleState, rows: np.ndarray, q: np.ndarray, factor: np.ndarray) -> np.ndarray:
         """The simulator's disaggregated capacity: batches ordered newest generation first (then by purchase),
         the first half of them at prefill_fraction 0.4 of their capacity on the larger model, the rest at 0.6."""
         alive = s.cohort_alive > 0
         gen = np.maximum(s.cohort_gen, 0)
-        release = self.roadmap.release_quarter[gen]
-        t = s.cohort_alive.shape[1]
-        quarters = np.arange(t)
-        key = np.where(alive, -release * (t + 1) + quarters[None, :], np.iinfo(np.int64).max)
+        b, t = alive.shape
+        # A stable sort by release, newest first, keeps cohorts of one release in purchase order; dead cohorts last.
+        key = np.where(alive, self.newest_first[gen], np.iinfo(np.int16).max)
         order = np.argsort(key, axis=1, kind="stable")
-        rank = np.empty_like(order)
-        np.put_along_axis(rank, order, np.broadcast_to(quarters, order.shape), axis=1)
+        rank = np.empty((b, t), np.int64)  # rank[i, order[i, j]] = j
+        rank.ravel()[(np.arange(b) * t)[:, None] + order] = np.arange(t)
         half = alive.sum(axis=1) // 2
         share = np.where(rank < half[:, None], 0.4, 0.6)
-        per_server = np.take_along_axis(s.split_capacity[rows, q], gen, axis=1)
+        per_server = per_cohort(s.split_capacity, rows, q, gen)
         return (per_server * s.cohort_alive * share * factor[:, None]).sum(axis=1)
 
 
@@ -553,8 +583,8 @@ class LlmSlo:
     tbt_slo_s: float
     kv_transfer_overhead: float
 
-    def tables(self, inst: FleetInstance) -> CapacityTables:
-        """(T, G) tables from the LLM instance model: mixed, prefill-only and decode-only output tokens/s per server.
+    def tables(self, instances: Sequence[FleetInstance]) -> CapacityTables:
+        """(k, T, G) tables from the LLM instance model: mixed, prefill-only and decode-only output tokens/s per server.
 
         A server's 8 GPUs hold ``8 / tp`` instances of the served model, where
         the tensor-parallel degree ``tp`` is the LLM model's choice (weights plus
@@ -563,39 +593,53 @@ class LlmSlo:
         continuous batching (prefills mixed into decode batches); ``prefill``
         and ``decode`` are what the server sustains doing only one phase (for
         disaggregation), all in output tokens/s of the request shape.
+
+        The k episodes share most (GPU spec, model size) pairs (only the
+        hardware and model-size shocks make new ones), so each distinct pair
+        is solved once (:meth:`rates`) and the tables are gathered from the
+        distinct pairs' rates.
         """
-        t, g = inst.demand.size, self.roadmap.size
-        out = {name: np.zeros((t, g)) for name in ("mixed_primary", "mixed_secondary", "p1", "p2", "d1", "d2")}
-        for k in range(g):
-            spec = (
-                float(inst.fp16_tflops[k]),
-                float(inst.hbm_tb_s[k]),
-                float(inst.hbm_gb[k]),
-                float(self.roadmap.nvlink_gb_s[k]),
-                float(self.roadmap.tdp_w[k]),
-            )
-            for params, (mixed, pre, dec) in (
-                (inst.primary_params, ("mixed_primary", "p1", "d1")),
-                (inst.secondary_params, ("mixed_secondary", "p2", "d2")),
-            ):
-                for value in np.unique(params):
-                    rates = llm_server_rates(
-                        spec,
-                        float(value),
-                        self.gpus_per_server,
-                        self.prompt_tokens,
-                        self.output_tokens,
-                        self.ttft_slo_s,
-                        self.tbt_slo_s,
-                    )
-                    rows = params == value
-                    out[mixed][rows, k], out[pre][rows, k], out[dec][rows, k] = rates
-        share = inst.primary_share[:, None]
-        return CapacityTables(
-            capacity=share * out["mixed_primary"] + (1 - share) * out["mixed_secondary"],
-            prefill=share * out["p1"] + (1 - share) * out["p2"],
-            decode=share * out["d1"] + (1 - share) * out["d2"],
-            split_capacity=np.zeros((t, g)),
+        k, g = len(instances), self.roadmap.size
+        roadmap = self.roadmap
+        specs = np.stack(
+            [
+                stacked(instances, "fp16_tflops"),
+                stacked(instances, "hbm_tb_s"),
+                stacked(instances, "hbm_gb"),
+                np.broadcast_to(roadmap.nvlink_gb_s, (k, g)),
+                np.broadcast_to(roadmap.tdp_w, (k, g)),
+            ],
+            axis=-1,
+        )  # (k, G, 5) the spec of generation g in episode i
+        spec_values, spec_code = np.unique(specs.reshape(k * g, 5), axis=0, return_inverse=True)
+        spec_code = spec_code.reshape(k, g)
+        params = np.stack([stacked(instances, "primary_params"), stacked(instances, "secondary_params")])  # (2, k, T)
+        size_values, size_code = np.unique(params, return_inverse=True)
+        size_code = size_code.reshape(params.shape)
+        needed = np.zeros((spec_values.shape[0], size_values.size), bool)
+        for model in range(2):
+            needed[spec_code[:, None, :], size_code[model][:, :, None]] = True
+        rates = np.zeros((*needed.shape, 3))  # (distinct specs, distinct sizes, (mixed, prefill, decode))
+        for a, b in zip(*np.nonzero(needed)):
+            tflops, hbm, mem, nvlink, tdp = (float(x) for x in spec_values[a])
+            rates[a, b] = self.rates((tflops, hbm, mem, nvlink, tdp), float(size_values[b]))
+        # (k, T, G, 3) per episode, quarter and generation, for the primary and the secondary model.
+        primary = rates[spec_code[:, None, :], size_code[0][:, :, None]]
+        secondary = rates[spec_code[:, None, :], size_code[1][:, :, None]]
+        share = stacked(instances, "primary_share")[:, :, None]
+        mixed, pre, dec = (share * primary[..., j] + (1 - share) * secondary[..., j] for j in range(3))
+        return CapacityTables(capacity=mixed, prefill=pre, decode=dec, split_capacity=np.zeros(mixed.shape))
+
+    def rates(self, spec: tuple[float, float, float, float, float], params: float) -> tuple[float, float, float]:
+        """(mixed, prefill-only, decode-only) output tokens/s of one server of ``spec`` serving ``params``."""
+        return llm_server_rates(
+            spec,
+            params,
+            self.gpus_per_server,
+            self.prompt_tokens,
+            self.output_tokens,
+            self.ttft_slo_s,
+            self.tbt_slo_s,
         )
 
     def disaggregated(self, s: DCLifecycleState, rows: np.ndarray, q: np.ndarray, factor: np.ndarray) -> np.ndarray:
@@ -615,7 +659,7 @@ class LlmSlo:
         new = (alive > 0) & (release == newest)
 
         def pool(table: np.ndarray, mask: np.ndarray) -> np.ndarray:
-            return (np.take_along_axis(table[rows, q], gen, axis=1) * alive * mask).sum(axis=1) * factor
+            return (per_cohort(table, rows, q, gen) * alive * mask).sum(axis=1) * factor
 
         old = (alive > 0) & ~new
         p_new, m_new = pool(s.prefill, new), pool(s.capacity, new)
@@ -781,6 +825,8 @@ class DCLifecycleParams(CoreParams):
     obs_slices: Mapping[str, slice]
     """Where each block of the observation lies (the docstring's table)."""
     quarters: np.ndarray  # (T,) int64, 0 .. T-1 (cohort t is bought in quarter t)
+    released: np.ndarray  # (T, G) bool, whether generation g can be bought in quarter t
+    newest_released: np.ndarray  # (T,) int64, newest generation released by quarter t (-1 = none)
     buy_cover_levels: np.ndarray  # (C,) float64, the config's levels as an array
     lifetime_years_levels: np.ndarray  # (L,) int64
     build_lumps: np.ndarray  # (K,) int64
@@ -832,6 +878,7 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
         roadmap = gpu_roadmap(c.base_year, t, c.release_interval_years)
         g = roadmap.size
         throughput, energy = operation_factors(c)
+        released = roadmap.release_quarter[None, :] <= np.arange(t)[:, None]
         return DCLifecycleParams(
             action_space=spaces.MultiDiscrete(action_nvec(c)),
             observation_space=spaces.Box(-OBS_BOUND, OBS_BOUND, (13 + 6 * g + 2 * t,), np.float32),
@@ -844,6 +891,8 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
             building=building_model(c),
             obs_slices=observation_slices(g, t),
             quarters=np.arange(t),
+            released=released,
+            newest_released=released.sum(axis=1) - 1,  # generations are sorted by release
             buy_cover_levels=np.asarray(c.buy_cover_levels),
             lifetime_years_levels=np.asarray(c.lifetime_years_levels),
             build_lumps=np.asarray(c.build_lumps),
@@ -876,18 +925,17 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
 
     def _load(self, env_ids: np.ndarray, instances: Sequence[FleetInstance]) -> None:
         s, p = self.state, self.params
-        for i, inst in zip(env_ids, instances):
-            s.demand[i] = inst.demand
-            s.primary_share[i] = inst.primary_share
-            s.primary_params[i] = inst.primary_params
-            s.secondary_params[i] = inst.secondary_params
-            s.price[i] = inst.price_usd * self.config.gpus_per_server
-            s.shock_quarter[i] = inst.shock_quarter
-            tables = p.capacity.tables(inst)
-            s.capacity[i] = tables.capacity
-            s.prefill[i] = tables.prefill
-            s.decode[i] = tables.decode
-            s.split_capacity[i] = tables.split_capacity
+        s.demand[env_ids] = stacked(instances, "demand")
+        s.primary_share[env_ids] = stacked(instances, "primary_share")
+        s.primary_params[env_ids] = stacked(instances, "primary_params")
+        s.secondary_params[env_ids] = stacked(instances, "secondary_params")
+        s.price[env_ids] = stacked(instances, "price_usd") * self.config.gpus_per_server
+        s.shock_quarter[env_ids] = stacked(instances, "shock_quarter")
+        tables = p.capacity.tables(instances)
+        s.capacity[env_ids] = tables.capacity
+        s.prefill[env_ids] = tables.prefill
+        s.decode[env_ids] = tables.decode
+        s.split_capacity[env_ids] = tables.split_capacity
         s.cohort_gen[env_ids] = -1
         s.cohort_bought[env_ids] = 0.0
         s.cohort_alive[env_ids] = 0.0
@@ -904,18 +952,17 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
         return np.minimum(self.stats.length, self.config.horizon_quarters - 1)
 
     def released(self, quarter: np.ndarray) -> np.ndarray:
-        """(B, G) whether each generation can be bought in ``quarter`` (B,)."""
-        return self.params.roadmap.release_quarter[None, :] <= quarter[:, None]
+        """(B, G) whether each generation can be bought in ``quarter`` (B,), quarters in [0, T)."""
+        return self.params.released[quarter]
 
     def newest_released(self, quarter: np.ndarray) -> np.ndarray:
-        """(B,) index of the newest generation released by ``quarter`` (generations are sorted by release)."""
-        return np.sum(self.released(quarter), axis=1) - 1
+        """(B,) index of the newest generation released by ``quarter`` (B,), quarters in [0, T)."""
+        return self.params.newest_released[quarter]
 
     def alive_capacity(self, quarter: np.ndarray, freq_idx: np.ndarray, over_idx: np.ndarray) -> np.ndarray:
         """(B, T) capacity of each cohort in ``quarter`` under the operation levels (mixed serving)."""
         s = self.state
-        per_server = s.capacity[self._env_index, quarter]  # (B, G)
-        cap = np.take_along_axis(per_server, np.maximum(s.cohort_gen, 0), axis=1)
+        cap = per_cohort(s.capacity, self._env_index, quarter, np.maximum(s.cohort_gen, 0))
         return cap * s.cohort_alive * self.params.throughput_factor[over_idx, freq_idx][:, None]
 
     def installed_w(self) -> np.ndarray:
@@ -924,11 +971,12 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
 
     def servers_by_generation(self) -> np.ndarray:
         """(B, G) alive servers of each generation."""
-        s, t = self.state, self.config.horizon_quarters
-        out = np.zeros((self.num_envs, self.params.roadmap.size))
-        rows = np.repeat(self._env_index, t)
-        np.add.at(out, (rows, np.maximum(s.cohort_gen, 0).ravel()), s.cohort_alive.ravel())
-        return out
+        s, g = self.state, self.params.roadmap.size
+        # bincount adds the cohorts in index order, as np.add.at did (same sums, bit for bit), without its overhead.
+        flat = (self._env_index * g)[:, None] + np.maximum(s.cohort_gen, 0)
+        return np.bincount(flat.ravel(), weights=s.cohort_alive.ravel(), minlength=self.num_envs * g).reshape(
+            self.num_envs, g
+        )
 
     @property
     def action_size(self) -> int:
@@ -1048,10 +1096,11 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
         # Amortised capex: every cohort bought within the last amortisation window pays, retired or not.
         window = c.amortization_quarters
         paying = (s.cohort_gen >= 0) & (age >= 0) & (age < window)
-        price = np.take_along_axis(s.price, gen, axis=1)
-        s.ledger.charge("it_capex", (paying * bought * price).sum(axis=1) / window)
+        price = np.take(s.price, (self._env_index * s.price.shape[1])[:, None] + gen)
+        paying_bought = paying * bought
+        s.ledger.charge("it_capex", (paying_bought * price).sum(axis=1) / window)
         s.ledger.charge("rack_capex", (paying * s.cohort_racks).sum(axis=1) * c.rack_cost_usd / window)
-        s.ledger.charge("network_capex", (paying * bought).sum(axis=1) * c.network_capex_usd / window)
+        s.ledger.charge("network_capex", paying_bought.sum(axis=1) * c.network_capex_usd / window)
         alive = s.cohort_alive
         s.ledger.charge("network_opex", alive.sum(axis=1) * c.network_opex_usd_per_year / 4)
         maint = np.where(age >= c.default_lifetime_years * 4, c.extended_maintenance_factor, 1.0)
@@ -1093,9 +1142,11 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
         released = self.released(q)
         newest = self.newest_released(q)
         alive = s.cohort_alive
+        gen = np.maximum(s.cohort_gen, 0)
         per_server = s.capacity[rows, q]  # (B, G)
-        cap_alive = (np.take_along_axis(per_server, np.maximum(s.cohort_gen, 0), axis=1) * alive).sum(axis=1)
-        installed_w = self.installed_w()
+        g = per_server.shape[1]
+        cap_alive = (np.take(per_server, (rows * g)[:, None] + gen) * alive).sum(axis=1)
+        installed_w = (alive * p.server_w[gen]).sum(axis=1)
         servers = alive.sum(axis=1)
         age_q = np.maximum(q[:, None] - p.quarters[None, :], 0)
         mean_age = (alive * age_q).sum(axis=1) / np.maximum(servers, 1.0) / 4
@@ -1122,7 +1173,7 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
         obs = np.concatenate(
             [
                 head,
-                released.astype(np.float64),
+                released,
                 np.log10(1 + self.servers_by_generation()) / 6,
                 rel_cap,
                 np.where(released, s.price / 1e6, 0.0),
@@ -1133,7 +1184,8 @@ class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecy
             ],
             axis=1,
         )
-        return np.clip(obs, -OBS_BOUND, OBS_BOUND).astype(np.float32)
+        # In place: the clip's temporaries cost as much as the rest of the observation at large B.
+        return np.clip(obs, -OBS_BOUND, OBS_BOUND, out=obs).astype(np.float32)
 
     def _episode_metrics(self, env_ids: np.ndarray) -> dict[str, np.ndarray]:
         s, k = self.state, self.state.counters

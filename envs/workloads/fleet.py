@@ -35,6 +35,7 @@ sub-env's own generator.
 from __future__ import annotations
 
 import dataclasses
+import functools
 
 import numpy as np
 
@@ -297,11 +298,30 @@ class FleetGenerator:
             demand[shock_q:] = self.shocks.demand_factor * demand[shock_q]
         return demand
 
+    @functools.cached_property
+    def _yearly(self) -> np.ndarray:
+        """(years,) the served model size per year: fixed by the fields, so computed once (read-only)."""
+        yearly = yearly_model_params(self.base_year, (self.horizon_quarters + 3) // 4)
+        yearly.setflags(write=False)
+        return yearly
+
+    @functools.cached_property
+    def _schedule(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The model schedule without a model-size shock, computed once; read-only, as every instance shares it."""
+        schedule = model_schedule(
+            self._yearly,
+            self.horizon_quarters,
+            migration_fraction=self.migration_fraction,
+            distilled_fraction=self.distilled_fraction,
+        )
+        for part in schedule:
+            part.setflags(write=False)
+        return schedule
+
     def _models(self, shock_q: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Per quarter: (primary share, primary params, secondary params), capped from the model-size shock on."""
         t, distilled = self.horizon_quarters, self.distilled_fraction
-        yearly = yearly_model_params(self.base_year, (t + 3) // 4)
-        schedule = model_schedule(yearly, t, migration_fraction=self.migration_fraction, distilled_fraction=distilled)
+        yearly, schedule = self._yearly, self._schedule
         if not (shock_q >= 0 and shock_q < t):
             return schedule
         # The simulator caps the per-quarter size series, then derives the schedule from it.

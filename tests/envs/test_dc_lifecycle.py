@@ -287,7 +287,7 @@ def test_the_core_replays_the_generators_instance() -> None:
         np.testing.assert_array_equal(core.state.demand[i], inst.demand)
         np.testing.assert_array_equal(core.state.shock_quarter[i], inst.shock_quarter)
         np.testing.assert_array_equal(core.state.price[i], inst.price_usd * core.config.gpus_per_server)
-        np.testing.assert_array_equal(core.state.capacity[i], core.params.capacity.tables(inst).capacity)
+        np.testing.assert_array_equal(core.state.capacity[i], core.params.capacity.tables([inst]).capacity[0])
 
 
 def test_compass_roofline_gives_the_simulators_h100_figure() -> None:
@@ -296,7 +296,7 @@ def test_compass_roofline_gives_the_simulators_h100_figure() -> None:
     inst = core.instance_for_seed(0)
     roofline = core.params.capacity
     assert isinstance(roofline, CompassRoofline)
-    per_server = roofline.roofline(inst, np.full(core.config.horizon_quarters, 70e9))
+    per_server = roofline.roofline(inst.hbm_tb_s, inst.server_tflops, np.full(core.config.horizon_quarters, 70e9))
     h100 = core.params.roadmap.names.index("H100")
     assert per_server[0, h100] == pytest.approx(8 * 3440 / 140, rel=1e-9)  # DOMAIN.md: ~197 tokens/s
 
@@ -336,3 +336,46 @@ def test_behaviour_cloning_fits_the_teacher() -> None:
     assert losses[-1] < 0.2 * losses[0]
     predicted, _ = model.predict(obs, deterministic=True)
     assert np.mean(np.all(predicted == actions, axis=1)) > 0.9
+
+
+def test_disaggregated_order_is_newest_release_first_then_purchase_order_with_ties() -> None:
+    """The simulator's order (a stable sort by -release, then purchase quarter) on random fleets, with generations
+    released in the same quarter (a 0.1-year release interval rounds several into one quarter)."""
+    venv = DCLifecycleVectorEnv(num_envs=64, release_interval_years=0.1)
+    core: DCLifecycleCore = venv.core  # type: ignore[assignment]
+    model = core.params.capacity
+    assert isinstance(model, CompassRoofline)
+    release = core.params.roadmap.release_quarter
+    assert np.unique(release).size < release.size  # ties exist
+    venv.reset(seed=3)
+    rng = np.random.default_rng(4)
+    s, t = core.state, core.config.horizon_quarters
+    rows = np.arange(64)
+    for _ in range(5):
+        s.cohort_gen[:] = np.where(rng.random((64, t)) < 0.7, rng.integers(0, release.size, (64, t)), -1)
+        s.cohort_alive[:] = np.where((s.cohort_gen >= 0) & (rng.random((64, t)) < 0.8), rng.integers(1, 50, (64, t)), 0)
+        q = rng.integers(0, t, 64)
+        factor = rng.random(64) + 0.5
+        # The reference: the simulator's key, sorted in full.
+        alive = s.cohort_alive > 0
+        gen = np.maximum(s.cohort_gen, 0)
+        key = np.where(alive, -release[gen] * (t + 1) + np.arange(t)[None, :], np.iinfo(np.int64).max)
+        rank = np.argsort(np.argsort(key, axis=1, kind="stable"), axis=1)
+        share = np.where(rank < (alive.sum(axis=1) // 2)[:, None], 0.4, 0.6)
+        per_server = s.split_capacity[rows[:, None], q[:, None], gen]
+        want = (per_server * s.cohort_alive * share * factor[:, None]).sum(axis=1)
+        np.testing.assert_array_equal(model.disaggregated(s, rows, q, factor), want)
+
+
+def test_llm_slo_tables_of_many_episodes_equal_each_episode_alone() -> None:
+    """The batched tables (each distinct GPU spec and model size solved once) match one episode at a time,
+    with every shock forced so that episodes differ in specs and model sizes."""
+    venv = DCLifecycleVectorEnv(num_envs=1, **{**REALISTIC_SMALL, "shock_probability": (0.5, 0.5, 0.5, 0.5)})
+    core: DCLifecycleCore = venv.core  # type: ignore[assignment]
+    instances = [core.instance_for_seed(seed) for seed in range(12)]
+    assert len({int(i.shock_quarter[2]) for i in instances}) > 2  # hardware shocks at several quarters, or none
+    batched = core.params.capacity.tables(instances)
+    for k, inst in enumerate(instances):
+        alone = core.params.capacity.tables([inst])
+        for field in ("capacity", "prefill", "decode", "split_capacity"):
+            np.testing.assert_array_equal(getattr(batched, field)[k], getattr(alone, field)[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import gymnasium as gym
@@ -21,6 +22,7 @@ from cloudgym.envs.gpu_powercap import (
     GPUPowerCapEnv,
     GPUPowerCapVectorEnv,
 )
+from cloudgym.envs.workloads.llm_row import RowRequests
 from cloudgym.evaluation import evaluate, held_out_seeds
 from tests.envs.small_configs import GPU_SMALL
 
@@ -371,3 +373,37 @@ def test_polca_keeps_a_30_percent_oversubscribed_row_brake_free_where_no_capping
     assert np.mean([r["lp_p99_latency_change_pct"] for r in no_cap]) > np.mean(
         [r["lp_p99_latency_change_pct"] for r in polca]
     )
+
+
+def test_request_store_widens_to_the_largest_episode_and_keeps_each_row() -> None:
+    """The (B, R) request arrays grow with the largest episode drawn (never past max_requests), rows stay exact."""
+    venv = small_env(num_envs=3)
+    core: GPUPowerCapCore = venv.core  # type: ignore[assignment]
+    venv.reset(seed=5)
+    store = core.state.requests
+    first = [core.instance_for_seed(5, index=i, num_envs=3) for i in range(3)]
+    assert max(len(r) for r in first) <= store.arrival.shape[1] <= core.config.max_requests
+    # A busier episode in row 1 only: the store widens, row 0 and row 2 keep their requests.
+    busy = dataclasses.replace(core.config, load_level=(3.0, 3.5))
+    bigger = core_cls_sample(busy, seed=9)
+    assert len(bigger) > store.arrival.shape[1]
+    store.write(np.array([1]), [bigger], core.config.max_requests)
+    assert store.arrival.shape[1] >= len(bigger)
+    for i, req in ((0, first[0]), (1, bigger), (2, first[2])):
+        m = len(req)
+        horizon = store.load.shape[1]
+        arrival = np.minimum(req.arrival_s.astype(np.float32), np.nextafter(np.float32(horizon), np.float32(0)))
+        np.testing.assert_array_equal(store.arrival[i, :m], arrival)
+        assert np.all(np.isinf(store.arrival[i, m:]))
+        np.testing.assert_array_equal(store.prompt[i, :m], req.prompt_tokens)
+        np.testing.assert_array_equal(store.output[i, :m], req.output_tokens)
+        np.testing.assert_array_equal(store.instance[i, :m], req.instance)
+        np.testing.assert_array_equal(store.step_first[i], req.step_bounds(horizon))
+    with pytest.raises(RuntimeError, match=f"drew {len(bigger)} requests, more than the 10"):
+        store.write(np.array([0]), [bigger], 10)
+
+
+def core_cls_sample(config: GPUPowerCapConfig, seed: int) -> RowRequests:
+    """One episode of ``config``'s generator."""
+    sample: RowRequests = GPUPowerCapCore(1, config).params.generator.sample(np.random.default_rng(seed))
+    return sample
