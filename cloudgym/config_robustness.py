@@ -20,6 +20,7 @@ import math
 import signal
 import sys
 import threading
+import time
 import typing
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
@@ -28,6 +29,7 @@ import gymnasium as gym
 import numpy as np
 
 import cloudgym
+from cloudgym.envs.fields import Range
 from cloudgym.envs.registration import ENV_MODULES, TEST_ENV_MODULES
 
 SMALL_BASES: Mapping[str, Mapping[str, Any]] = {
@@ -80,6 +82,8 @@ class Trial:
     outcome: Outcome
     detail: str
     """The error's type and message, or what was non-finite; empty when accepted."""
+    seconds: float
+    """Wall-clock time of the probe (on whatever else the machine was doing)."""
 
 
 class ProbeTimeout(BaseException):
@@ -160,8 +164,10 @@ def probe(
     else:
         kwargs[field] = value
 
+    start = time.perf_counter()
+
     def trial(outcome: Outcome, detail: str = "") -> Trial:
-        return Trial(env_id, field, value, outcome, detail)
+        return Trial(env_id, field, value, outcome, detail, time.perf_counter() - start)
 
     stage = "make"
     try:
@@ -269,13 +275,45 @@ def field_annotations(env_id: str) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls) if f.init}
 
 
+def numeric_type(annotation: Any) -> Any:
+    """int or float for a numeric field or a tuple of them (None otherwise)."""
+    for tp in (annotation, *typing.get_args(annotation)):
+        if tp in (int, float):
+            return tp
+    return None
+
+
+def edge_values(annotation: Any, bound: Range) -> tuple[Any, ...]:
+    """Each finite end of a field's range and a value just beyond it (as a tuple for a tuple field)."""
+    tp = numeric_type(annotation)
+    if tp is None:
+        return ()
+    values: list[Any] = []
+    for end, step in ((bound.low, -1), (bound.high, 1)):
+        if end is None:
+            continue
+        if tp is int:
+            values += [int(end), int(end) + step]
+        else:
+            values += [float(end), float(end) + step * max(abs(end) * 1e-3, 1e-6)]
+    if typing.get_origin(annotation) is tuple:
+        args = typing.get_args(annotation)
+        n = 2 if len(args) == 2 and args[1] is Ellipsis else len(args)
+        return tuple((v,) * n for v in values)
+    return tuple(values)
+
+
 def corpus(env_id: str) -> Iterator[tuple[str, Any]]:
-    """(field, value) pairs of the fixed corpus of one env, ``num_envs`` included."""
+    """(field, value) pairs of the fixed corpus of one env, ``num_envs`` and each range's ends included."""
     for value in NUM_ENVS_CORPUS:
         yield "num_envs", value
+    ranges: Mapping[str, Range] = getattr(config_class(env_id), "FIELD_RANGES", {})
     for name, annotation in field_annotations(env_id).items():
         for value in corpus_for(annotation):
             yield name, value
+        if name in ranges:
+            for value in edge_values(annotation, ranges[name]):
+                yield name, value
 
 
 def run_corpus(env_ids: Sequence[str] | None = None) -> list[Trial]:

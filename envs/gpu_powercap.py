@@ -255,7 +255,7 @@ class GPUPowerCapConfig(ScenarioPresets):
         "gpus_per_server": at_least(1, 64),
         "slots_per_instance": at_least(1, 4096),
         "steps_per_episode": at_least(1, 86_400, why="a day of 1-s steps"),
-        "warmup_s": at_least(0, 86_400),
+        "warmup_s": at_least(0, 300, why="the warm-up is simulated second by second at every reset"),
         "peak_rate_per_server": positive(1000),
         "load_level": positive(LOAD_CAP, why="the load curve is clipped at LOAD_CAP x the peak rate"),
         "load_volatility": at_least(0, 3, why="std of the log load; beyond, the rates over- or underflow"),
@@ -313,7 +313,7 @@ class GPUPowerCapConfig(ScenarioPresets):
         check_config(
             bool(1 <= levels.size <= 64 and levels[0] == gpu.max_freq_mhz and np.all(np.diff(levels) < 0)),
             self,
-            f"freq_levels_mhz must be 1 to 64 clocks that start at f_max ({gpu.max_freq_mhz}) and decrease, "
+            f"freq_levels_mhz must start at f_max ({gpu.max_freq_mhz}) and decrease (1 to 64 clocks), "
             f"got {self.freq_levels_mhz}",
         )
         check_config(
