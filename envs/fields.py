@@ -42,7 +42,6 @@ as well as the envs.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import types
 import typing
@@ -114,9 +113,15 @@ def _show(value: Any) -> str:
     return f"{text} ({type(value).__name__})"
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+"""Resolved annotations of each config class (resolving them costs more than checking the values)."""
+
+
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
+    hints = _HINTS.get(cls)
+    if hints is None:
+        hints = _HINTS[cls] = typing.get_type_hints(cls)
+    return hints
 
 
 def check_fields(config: Any) -> None:

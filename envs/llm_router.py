@@ -238,7 +238,7 @@ class LLMRouterConfig(ScenarioPresets):
         "max_batched_tokens": at_least(64, 1 << 20),
         "max_batch_requests": at_least(1, 4096),
         "max_context_tokens": at_least(16, 1 << 20),
-        "requests_per_episode": at_least(2, 1_000_000, why="arrays of the episode's requests"),
+        "requests_per_episode": at_least(2, 200_000, why="the episode's requests are drawn at every reset"),
         "mix": at_least(0, 1e6),
         "target_load": positive(5),
         "arrival_rate_per_s": positive(1e6),

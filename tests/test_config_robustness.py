@@ -29,7 +29,7 @@ from cloudgym.envs.dc_lifecycle import DCLifecycleConfig
 from cloudgym.envs.fields import Range, check_fields
 from cloudgym.envs.gpu_powercap import GPUPowerCapConfig
 from cloudgym.envs.llm_router import LLMRouterConfig
-from cloudgym.envs.toy_cluster import ToyClusterConfig
+from cloudgym.envs.toy_cluster import ToyClusterConfig, ToyClusterVectorEnv
 from cloudgym.envs.workloads.fleet import ShockSpec
 
 # ----------------------------------------------------------------------------- the property
@@ -140,22 +140,22 @@ def test_literal_choices_and_optional_fields() -> None:
     ):
         DCLifecycleConfig(building_model="rented")
     with pytest.raises(TypeError, match=r"DCLifecycleConfig\.capacity_model: got 1"):
-        DCLifecycleConfig(capacity_model=1)  # type: ignore[arg-type]
+        DCLifecycleConfig(capacity_model=1)
     assert LLMRouterConfig(arrival_rate_per_s=None).arrival_rate_per_s is None
     assert LLMRouterConfig(arrival_rate_per_s=3).arrival_rate_per_s == 3.0
 
 
 def test_nested_shocks_are_built_from_a_mapping_and_checked() -> None:
-    from_yaml = DCLifecycleConfig(shocks={"demand_factor": 2.0, "price_factor": 0.5})  # type: ignore[arg-type]
+    from_yaml = DCLifecycleConfig(shocks={"demand_factor": 2.0, "price_factor": 0.5})
     assert from_yaml.shocks == ShockSpec(demand_factor=2.0, price_factor=0.5)
     with pytest.raises(
         ValueError, match=r"DCLifecycleConfig.shocks: ShockSpec.demand_factor: got -3.0; expected a value in \(0, 100\]"
     ):
-        DCLifecycleConfig(shocks={"demand_factor": -3})  # type: ignore[arg-type]
+        DCLifecycleConfig(shocks={"demand_factor": -3})
     with pytest.raises(TypeError, match=r"DCLifecycleConfig\.shocks: ShockSpec has no field demand"):
-        DCLifecycleConfig(shocks={"demand": 2.0})  # type: ignore[arg-type]
+        DCLifecycleConfig(shocks={"demand": 2.0})
     with pytest.raises(TypeError, match=r"DCLifecycleConfig\.shocks: got 3 \(int\); expected a ShockSpec or a mapping"):
-        DCLifecycleConfig(shocks=3)  # type: ignore[arg-type]
+        DCLifecycleConfig(shocks=3)
     with pytest.raises(ValueError, match=r"ShockSpec\.demand_factor: got -3"):
         ShockSpec(demand_factor=-3)
 
@@ -202,7 +202,7 @@ def test_num_envs_is_checked_before_anything_is_allocated(num_envs: Any, error: 
 def test_state_beyond_the_memory_limit_is_refused_naming_num_envs_and_the_sizing_fields(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    one = gym.make_vec("ToyCluster-v0", num_envs=1, vectorization_mode="vector_entry_point").core.state_nbytes()
+    one = ToyClusterVectorEnv(num_envs=1).core.state_nbytes()
     monkeypatch.setenv(memory.MAX_STATE_BYTES_ENV, str(10 * one))
     gym.make_vec("ToyCluster-v0", num_envs=10, vectorization_mode="vector_entry_point")
     with pytest.raises(ValueError, match=r"num_envs=11 .*num_nodes, steps_per_episode, max_job_duration.*CLOUDGYM_MAX"):
