@@ -68,6 +68,8 @@ class Outcome(enum.Enum):
     """Did not finish within the time bound."""
     NON_FINITE = "non-finite"
     """Ran, but an observation or a reward was NaN or infinite."""
+    SILENT = "silent"
+    """Accepted, but the config holds a value not of the field's type (``'False'`` in a bool field)."""
 
     @property
     def ok(self) -> bool:
@@ -177,6 +179,10 @@ def probe(
             except (ValueError, TypeError) as err:
                 named = field in str(err)
                 return trial(Outcome.NAMED if named else Outcome.UNNAMED, f"{type(err).__name__}: {err}")
+            if field != "num_envs":
+                held = getattr(env.unwrapped.config, field)
+                if not conforms(field_annotations(env_id)[field], held):
+                    return trial(Outcome.SILENT, f"the config holds {held!r} ({type(held).__name__})")
             stage = "reset"
             obs, _ = env.reset(seed=seed)
             if not _finite(obs):
@@ -196,6 +202,33 @@ def probe(
         outcome = Outcome.CRASH if stage == "make" else Outcome.LATE
         return trial(outcome, f"at {stage}: {type(err).__name__}: {err}")
     return trial(Outcome.ACCEPTED)
+
+
+def conforms(annotation: Any, value: Any) -> bool:
+    """Whether a value a config holds is of its field's annotated type (bool, int, float, str, tuples, None)."""
+    origin = typing.get_origin(annotation)
+    if annotation is bool:
+        return type(value) is bool
+    if annotation is int:
+        return type(value) is int
+    if annotation is float:
+        return type(value) is float and math.isfinite(value)
+    if annotation is str:
+        return type(value) is str
+    if origin is Literal:
+        return value in typing.get_args(annotation) and type(value) is str
+    if origin is tuple:
+        args = typing.get_args(annotation)
+        if type(value) is not tuple:
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(conforms(args[0], v) for v in value)
+        return len(value) == len(args) and all(conforms(a, v) for a, v in zip(args, value))
+    if origin is not None and type(None) in typing.get_args(annotation):
+        return value is None or any(conforms(a, value) for a in typing.get_args(annotation) if a is not type(None))
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
 
 
 # ----------------------------------------------------------------------------- the fixed corpus
@@ -326,7 +359,7 @@ def table(trials: Sequence[Trial]) -> str:
     """A markdown table: per env, the inputs tried and how many ended in each outcome."""
     envs = list(dict.fromkeys(t.env_id for t in trials))
     columns = [Outcome.NAMED, Outcome.ACCEPTED, Outcome.UNNAMED, Outcome.LATE, Outcome.CRASH, Outcome.HANG]
-    columns.append(Outcome.NON_FINITE)
+    columns += [Outcome.NON_FINITE, Outcome.SILENT]
     head = "| env | fields | inputs tried | " + " | ".join(c.value for c in columns) + " |"
     lines = [head, "|" + "---|" * (3 + len(columns))]
     rows = [*envs, "total"]

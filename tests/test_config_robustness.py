@@ -89,6 +89,16 @@ def test_fixed_corpus_has_no_crash_hang_or_silent_result(env_id: str) -> None:
     assert {t.outcome for t in trials} == {cr.Outcome.NAMED, cr.Outcome.ACCEPTED}
 
 
+def test_the_probe_calls_a_value_kept_in_a_field_of_another_type_silent() -> None:
+    assert not cr.conforms(bool, "False")
+    assert not cr.conforms(ShockSpec, {"demand_factor": -3})
+    assert not cr.conforms(tuple[float, float], [0.1, 0.2])
+    assert not cr.conforms(float, math.inf)
+    assert cr.conforms(tuple[float, float], (0.1, 0.2))
+    assert cr.conforms(float | None, None)
+    assert cr.Outcome.SILENT not in {o for o in cr.Outcome if o.ok}
+
+
 # ----------------------------------------------------------------------------- the checker's rules
 
 
