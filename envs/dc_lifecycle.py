@@ -159,9 +159,9 @@ from cloudgym.envs.core.building import BuildingModel, BuildingPower, RentedBuil
 from cloudgym.envs.core.llm.capacity import llm_server_rates
 from cloudgym.envs.core.power import budget_capped_operation
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.fields import Range, at_least, check_fields, positive, unit_interval
 from cloudgym.envs.numerics import NEVER
 from cloudgym.envs.workloads.fleet import (
-    SHOCK_NAMES,
     FleetGenerator,
     FleetInstance,
     GpuRoadmap,
@@ -201,8 +201,7 @@ ACTION_FIELDS = (
 )
 
 
-POSITIVE_FIELDS = ("rack_power_w", "facility_w", "utilization")
-NON_NEGATIVE_FIELDS = (
+USD_FIELDS = (
     "rack_cost_usd",
     "network_capex_usd",
     "network_opex_usd_per_year",
@@ -210,11 +209,14 @@ NON_NEGATIVE_FIELDS = (
     "cooling_provisioning_usd_per_w",
     "facility_usd",
     "energy_usd_per_kwh",
-    "cooling_opex_ratio",
     "maintenance_usd_per_server_year",
     "unserved_penalty_usd",
 )
-"""Config fields that must be positive / non-negative."""
+"""Prices in the config: non-negative, at most MAX_USD."""
+MAX_USD = 1e12
+"""Largest price a config may set, $ (beyond any real one, and finite summed over 400 quarters of a fleet)."""
+MAX_GRID = 64
+"""Most levels in an action grid (one discrete choice each)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -359,21 +361,55 @@ class DCLifecycleConfig(ScenarioPresets):
     cohort_actions: bool = True
     """Add one retire/keep/extend entry per cohort to the action."""
 
-    def __post_init__(self) -> None:
-        self._check_horizon_and_models()
-        self._check_demand_and_shocks()
-        self._check_costs()
-        self._check_building_and_operation()
-        self._check_action_grids()
+    FIELD_RANGES: ClassVar[Mapping[str, Range]] = {
+        "base_year": Range(1900, 2200, low_open=True, high_open=True, why="a calendar year"),
+        "horizon_quarters": at_least(4, 400, why="quarters of one sub-env's arrays"),
+        "release_interval_years": Range(0.25, 100, why="generations released within the horizon are arrays"),
+        "gpus_per_server": at_least(1, 64),
+        "gpu_share_of_server_power": unit_interval(low_open=True),
+        "max_generation_lag": at_least(1, MAX_GRID),
+        "network_perf_multiplier": positive(100),
+        # Demand grows by up to 2x a quarter for 400 quarters: every amount stays finite.
+        "initial_demand": positive(1e15),
+        "demand_growth_per_quarter": Range(0.5, 2),
+        "demand_growth_noise": Range(0, 1, why="std of the log growth"),
+        "migration_fraction": unit_interval(),
+        "distilled_fraction": unit_interval(low_open=True),
+        "prompt_tokens": at_least(1, 1 << 17),
+        "output_tokens": at_least(1, 1 << 17),
+        "ttft_slo_s": positive(3600),
+        "tbt_slo_s": positive(3600),
+        "shock_probability": unit_interval(),
+        "shock_window": at_least(0),
+        "fixed_shock_quarter": at_least(-1),
+        "amortization_years": at_least(1, 100),
+        "default_lifetime_years": at_least(1, 100),
+        "max_lifetime_years": at_least(1, 100),
+        "rack_power_w": Range(1, 1e8),
+        "facility_w": Range(1, 1e12),
+        "building_life_years": at_least(1, 100),
+        **dict.fromkeys(USD_FIELDS, at_least(0, MAX_USD)),
+        "utilization": unit_interval(low_open=True),
+        "cooling_opex_ratio": at_least(0, 100),
+        "extended_maintenance_factor": at_least(1, 100),
+        "reward_scale_usd": Range(1e-3, MAX_USD),
+        "initial_building_mw": at_least(0, 1e6),
+        "build_lump_mw": positive(1e6),
+        "build_lead_quarters": at_least(0, 400),
+        "peak_draw_fraction": unit_interval(low_open=True),
+        "gpu_idle_fraction": unit_interval(high_open=True),
+        "freq_power_exponent": at_least(1, 10),
+        "freq_throughput_exponent": unit_interval(),
+        "kv_transfer_overhead": unit_interval(high_open=True),
+        "buy_cover_levels": at_least(0, 100),
+        "lifetime_years_levels": at_least(1),
+        "build_lumps": at_least(0, 1024),
+        "oversubscription_levels": at_least(1, 10),
+        "frequency_levels": unit_interval(low_open=True),
+    }
 
-    def _check_horizon_and_models(self) -> None:
-        t = self.horizon_quarters
-        check_config(1900 < self.base_year < 2200, self, f"base_year must be a calendar year, got {self.base_year}")
-        check_config(4 <= t <= 400, self, f"horizon_quarters must be in [4, 400], got {t}")
-        check_config(self.release_interval_years > 0, self, "release_interval_years must be positive")
-        check_config(self.gpus_per_server >= 1, self, "gpus_per_server must be >= 1")
-        check_config(0 < self.gpu_share_of_server_power <= 1, self, "gpu_share_of_server_power must be in (0, 1]")
-        check_config(self.max_generation_lag >= 1, self, "max_generation_lag must be >= 1")
+    def __post_init__(self) -> None:
+        check_fields(self)
         check_config(
             self.capacity_model in ("compass_roofline", "llm_slo"),
             self,
@@ -384,68 +420,39 @@ class DCLifecycleConfig(ScenarioPresets):
             self,
             f"building_model must be 'rent' or 'sunk', got {self.building_model!r}",
         )
-
-    def _check_demand_and_shocks(self) -> None:
         t = self.horizon_quarters
-        check_config(self.initial_demand > 0, self, "initial_demand must be positive")
-        check_config(self.demand_growth_per_quarter > 0, self, "demand_growth_per_quarter must be positive")
-        check_config(self.demand_growth_noise >= 0, self, "demand_growth_noise must be >= 0")
-        check_config(0 <= self.migration_fraction <= 1, self, "migration_fraction must be in [0, 1]")
-        check_config(0 < self.distilled_fraction <= 1, self, "distilled_fraction must be in (0, 1]")
-        check_config(self.prompt_tokens >= 1 and self.output_tokens >= 1, self, "token counts must be >= 1")
-        check_config(self.ttft_slo_s > 0 and self.tbt_slo_s > 0, self, "SLOs must be positive")
-        check_config(
-            len(self.shock_probability) == 4 and all(0 <= p <= 1 for p in self.shock_probability),
-            self,
-            f"shock_probability must be four probabilities ({', '.join(SHOCK_NAMES)}), got {self.shock_probability}",
-        )
         lo, hi = self.shock_window
         check_config(
-            0 <= lo <= hi < t, self, f"shock_window must satisfy 0 <= lo <= hi < horizon, got {self.shock_window}"
-        )
-        check_config(
-            len(self.fixed_shock_quarter) == 4 and all(-1 <= q < t for q in self.fixed_shock_quarter),
+            lo <= hi < t,
             self,
-            f"fixed_shock_quarter must be four quarters in [-1, horizon), got {self.fixed_shock_quarter}",
+            f"shock_window must satisfy 0 <= lo <= hi < horizon_quarters ({t}), got {self.shock_window}",
         )
-
-    def _check_costs(self) -> None:
-        check_config(self.amortization_years >= 1, self, "amortization_years must be >= 1")
         check_config(
-            1 <= self.default_lifetime_years <= self.max_lifetime_years,
+            all(q < t for q in self.fixed_shock_quarter),
+            self,
+            f"fixed_shock_quarter must be four quarters in [-1, horizon_quarters={t}), got {self.fixed_shock_quarter}",
+        )
+        check_config(
+            self.default_lifetime_years <= self.max_lifetime_years,
             self,
             "need 1 <= default_lifetime_years <= max_lifetime_years",
         )
-        for name in POSITIVE_FIELDS:
-            check_config(getattr(self, name) > 0, self, f"{name} must be positive")
-        for name in NON_NEGATIVE_FIELDS:
-            check_config(getattr(self, name) >= 0, self, f"{name} must be >= 0")
-        check_config(self.extended_maintenance_factor >= 1, self, "extended_maintenance_factor must be >= 1")
-        check_config(self.reward_scale_usd > 0, self, "reward_scale_usd must be positive")
-
-    def _check_building_and_operation(self) -> None:
         check_config(
-            self.building_life_years * 4 >= self.horizon_quarters,
+            self.building_life_years * 4 >= t,
             self,
-            "building_life_years must cover the horizon (a lump never expires within an episode)",
+            f"building_life_years ({self.building_life_years}) must cover horizon_quarters ({t}): "
+            "a lump never expires within an episode",
         )
-        check_config(self.initial_building_mw >= 0 and self.build_lump_mw > 0, self, "building MW must be positive")
-        check_config(self.build_lead_quarters >= 0, self, "build_lead_quarters must be >= 0")
-        check_config(0 < self.peak_draw_fraction <= 1, self, "peak_draw_fraction must be in (0, 1]")
-        check_config(0 <= self.gpu_idle_fraction < 1, self, "gpu_idle_fraction must be in [0, 1)")
-        check_config(self.freq_power_exponent >= 1, self, "freq_power_exponent must be >= 1")
-        check_config(0 <= self.freq_throughput_exponent <= 1, self, "freq_throughput_exponent must be in [0, 1]")
-        check_config(0 <= self.kv_transfer_overhead < 1, self, "kv_transfer_overhead must be in [0, 1)")
+        self._check_action_grids()
 
     def _check_action_grids(self) -> None:
+        grids = ("buy_cover_levels", "lifetime_years_levels", "build_lumps", "oversubscription_levels")
+        for name in (*grids, "frequency_levels"):
+            size = len(getattr(self, name))
+            least = 2 if name == "buy_cover_levels" else 1
+            check_config(least <= size <= MAX_GRID, self, f"{name} needs {least} to {MAX_GRID} levels, got {size}")
         check_config(
-            len(self.buy_cover_levels) >= 2 and all(c >= 0 for c in self.buy_cover_levels),
-            self,
-            "buy_cover_levels needs >= 2 non-negative levels",
-        )
-        check_config(
-            len(self.lifetime_years_levels) >= 1
-            and all(1 <= y <= self.max_lifetime_years for y in self.lifetime_years_levels),
+            all(y <= self.max_lifetime_years for y in self.lifetime_years_levels),
             self,
             f"lifetime_years_levels must lie in [1, max_lifetime_years={self.max_lifetime_years}]",
         )
@@ -453,17 +460,6 @@ class DCLifecycleConfig(ScenarioPresets):
             self.default_lifetime_years in self.lifetime_years_levels,
             self,
             "lifetime_years_levels must include default_lifetime_years",
-        )
-        check_config(len(self.build_lumps) >= 1 and all(b >= 0 for b in self.build_lumps), self, "bad build_lumps")
-        check_config(
-            len(self.oversubscription_levels) >= 1 and all(o >= 1 for o in self.oversubscription_levels),
-            self,
-            "oversubscription_levels must be >= 1",
-        )
-        check_config(
-            len(self.frequency_levels) >= 1 and all(0 < f <= 1 for f in self.frequency_levels),
-            self,
-            "frequency_levels must lie in (0, 1]",
         )
 
     @property
@@ -870,6 +866,7 @@ METRICS: tuple[MetricSpec, ...] = (
 
 class DCLifecycleCore(BatchedCore[DCLifecycleConfig, DCLifecycleParams, DCLifecycleState]):
     config_cls = DCLifecycleConfig
+    state_size_fields = ("horizon_quarters", "release_interval_years")
     metrics = METRICS
 
     # ------------------------------------------------------------------ params, state, resets

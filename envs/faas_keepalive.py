@@ -142,7 +142,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -152,9 +151,11 @@ from gymnasium import spaces
 from cloudgym.envs.core import tree
 from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, ScenarioPresets, check_config
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.fields import Range, at_least, check_fields
 from cloudgym.envs.numerics import NEVER
 from cloudgym.envs.workloads import faas
 from cloudgym.envs.workloads.faas_histogram import IdleTimeHistogram
+from cloudgym.envs.workloads.traces import find_trace
 
 WINDOW_SCALE_MIN = 40320
 """Minutes that encode to 1.0 (28 days): the top of the log scale of windows and ages."""
@@ -321,9 +322,21 @@ class FaaSKeepAliveConfig(ScenarioPresets):
     """Eviction order under a budget: 'lru' (least recently used idle image first) or 'policy' (a third
     action component per app is its keep priority in [0, 1]: the lowest is evicted first, ties LRU)."""
 
+    FIELD_RANGES: ClassVar[Mapping[str, Range]] = {
+        # Minutes index the 28-day window scale (episode + warm-up within it, checked below).
+        "episode_minutes": at_least(1, WINDOW_SCALE_MIN),
+        "warmup_minutes": at_least(0, WINDOW_SCALE_MIN),
+        # Weights far beyond any sensible trade-off, still finite summed over an episode.
+        "cold_start_weight": at_least(0, 1e6),
+        "memory_weight": at_least(0, 1e6),
+        "histogram_range_min": at_least(2, 1440, why="1-minute bins up to a day"),
+        "toy_period_range": at_least(1, WINDOW_SCALE_MIN),
+        "apps_per_fleet": at_least(1, 4096, why="apps of one sub-env's state"),
+        "memory_budget_gb": Range(1e-3, 1e6, why="at least 1 MB: the budget is counted in whole kB"),
+    }
+
     def __post_init__(self) -> None:
-        check_config(self.episode_minutes >= 1, self, f"episode_minutes must be >= 1, got {self.episode_minutes}")
-        check_config(self.warmup_minutes >= 0, self, f"warmup_minutes must be >= 0, got {self.warmup_minutes}")
+        check_fields(self)
         check_config(
             self.warmup_minutes + self.episode_minutes <= WINDOW_SCALE_MIN,
             self,
@@ -332,40 +345,19 @@ class FaaSKeepAliveConfig(ScenarioPresets):
         )
         known = tuple(GENERATORS)
         check_config(self.workload in known, self, f"workload must be one of {known}, got {self.workload!r}")
+        check_config(
+            self.trace_format in faas.TRACE_FORMATS,
+            self,
+            f"trace_format must be one of {faas.TRACE_FORMATS}, got {self.trace_format!r}",
+        )
         if self.workload == "trace":
             check_config(self.trace_path is not None, self, "workload='trace' needs trace_path")
-            check_config(
-                self.trace_format in faas.TRACE_FORMATS,
-                self,
-                f"trace_format must be one of {faas.TRACE_FORMATS}, got {self.trace_format!r}",
-            )
-            check_config(os.path.exists(str(self.trace_path)), self, f"trace_path {self.trace_path!r} does not exist")
-        check_config(
-            self.cold_start_weight >= 0 and self.memory_weight >= 0,
-            self,
-            "cold_start_weight and memory_weight must be non-negative",
-        )
-        check_config(
-            math.isfinite(self.cold_start_weight) and math.isfinite(self.memory_weight),
-            self,
-            "weights must be finite",
-        )
-        check_config(
-            2 <= self.histogram_range_min <= 1440,
-            self,
-            f"histogram_range_min must be in [2, 1440], got {self.histogram_range_min}",
-        )
+            try:  # found as the loader will find it: never relative to the working directory
+                find_trace(str(self.trace_path))
+            except FileNotFoundError as missing:
+                raise ValueError(f"{type(self).__name__}.trace_path: {missing}") from None
         low, high = self.toy_period_range
-        check_config(1 <= low <= high, self, f"toy_period_range must satisfy 1 <= low <= high, got {(low, high)}")
-        check_config(
-            1 <= self.apps_per_fleet <= 4096, self, f"apps_per_fleet must be in [1, 4096], got {self.apps_per_fleet}"
-        )
-        budget = self.memory_budget_gb
-        check_config(
-            budget is None or (math.isfinite(budget) and budget > 0),
-            self,
-            f"memory_budget_gb must be None or a positive finite number of GB, got {budget}",
-        )
+        check_config(low <= high, self, f"toy_period_range must satisfy 1 <= low <= high, got {(low, high)}")
         check_config(self.eviction in EVICTIONS, self, f"eviction must be one of {EVICTIONS}, got {self.eviction!r}")
 
     @property
@@ -810,6 +802,7 @@ class WindowDecoder:
 
 class FaaSKeepAliveCore(BatchedCore[FaaSKeepAliveConfig, FaaSKeepAliveParams, FaaSKeepAliveState]):
     config_cls = FaaSKeepAliveConfig
+    state_size_fields = ("apps_per_fleet", "histogram_range_min")
     metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
     _track_idle_hazard = True  # see track_idle_hazard
 

@@ -142,6 +142,7 @@ from cloudgym.envs.core.power import (
     ServerPowerModel,
 )
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.fields import Range, at_least, check_fields, positive
 from cloudgym.envs.workloads.llm_row import HIGH, LOW, RowLoadGenerator, RowRequests, azure_lengths
 
 CLASSES = ("hp", "lp")
@@ -159,6 +160,8 @@ OBS_BASE = 1 + len(OBS_POWER_LAGS) + 1 + 2 + 2 * len(OBS_PIPELINE_AHEAD) + 3 + 2
 """Observation entries shared by both action modes (see the docstring's table)."""
 LOAD_CAP = 4.0
 """The load curve is clipped at this multiple of the peak rate (it bounds the request arrays)."""
+MAX_REQUESTS = 1 << 24
+"""Most requests an episode's arrays may hold per sub-env (about half a GB of state)."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -243,14 +246,45 @@ class GPUPowerCapConfig(ScenarioPresets):
     trip_penalty: float = 5000.0
     """Cost of tripping the breaker (the episode ends)."""
 
+    FIELD_RANGES: ClassVar[Mapping[str, Range]] = {
+        # Sizes: servers x instances x slots and the seconds of an episode size one sub-env's arrays (the
+        # request arrays together are bounded below through max_requests).
+        "base_servers": at_least(2, 1024),
+        "oversubscription": Range(0, 0.5, why="0% to 50% extra servers"),
+        "hp_share": Range(0, 1, low_open=True, high_open=True),
+        "gpus_per_server": at_least(1, 64),
+        "slots_per_instance": at_least(1, 4096),
+        "steps_per_episode": at_least(1, 86_400, why="a day of 1-s steps"),
+        "warmup_s": at_least(0, 300, why="the warm-up is simulated second by second at every reset"),
+        "peak_rate_per_server": positive(1000),
+        "load_level": positive(LOAD_CAP, why="the load curve is clipped at LOAD_CAP x the peak rate"),
+        "load_volatility": at_least(0, 3, why="std of the log load; beyond, the rates over- or underflow"),
+        "load_time_constant_s": Range(0.1, 1e6),
+        "load_ramp_from": Range(0, 1, low_open=True),
+        "load_ramp_s": at_least(0, 1e6),
+        "arrival_cv": Range(0.01, 10, why="gamma shape 1/cv^2 must stay finite and positive"),
+        "workload_mix": at_least(0, 1e6),
+        "prefill_activity": at_least(0, 2),
+        "decode_activity": at_least(0, 2),
+        "freq_levels_mhz": positive(1e4),
+        # Delays and holds are arrays and counters in seconds: an hour is far beyond POLCA's tens of seconds.
+        "cap_delay_s": at_least(0, 3600),
+        "brake_threshold": positive(10),
+        "brake_delay_s": at_least(1, 3600),
+        "brake_freq_mhz": positive(1e4),
+        "brake_hold_s": at_least(1, 3600),
+        "ups_ride_through_s": at_least(0, 3600),
+        # Reward weights: finite per step and summed over an episode.
+        "hp_weight": at_least(0, 1e6),
+        "token_reward": at_least(0, 1e6),
+        "latency_cost": at_least(0, 1e6),
+        "brake_penalty": at_least(0, 1e9),
+        "braked_cost": at_least(0, 1e6),
+        "trip_penalty": at_least(0, 1e9),
+    }
+
     def __post_init__(self) -> None:
-        check_config(self.base_servers >= 2, self, f"base_servers must be >= 2, got {self.base_servers}")
-        check_config(
-            0.0 <= self.oversubscription <= 0.5,
-            self,
-            f"oversubscription must be in [0, 0.5] (0% to 50% extra servers), got {self.oversubscription}",
-        )
-        check_config(0.0 < self.hp_share < 1.0, self, f"hp_share must be in (0, 1), got {self.hp_share}")
+        check_fields(self)
         check_config(
             self.instance in PRESETS,
             self,
@@ -262,53 +296,44 @@ class GPUPowerCapConfig(ScenarioPresets):
             self,
             f"gpus_per_server ({self.gpus_per_server}) must be a multiple of the instance's {gpus} GPUs",
         )
-        check_config(
-            self.slots_per_instance >= 1, self, f"slots_per_instance must be >= 1, got {self.slots_per_instance}"
-        )
-        check_config(self.steps_per_episode >= 1, self, f"steps_per_episode must be >= 1, got {self.steps_per_episode}")
-        check_config(self.warmup_s >= 0, self, f"warmup_s must be >= 0, got {self.warmup_s}")
-        check_config(self.peak_rate_per_server > 0, self, "peak_rate_per_server must be positive")
         low, high = self.load_level
-        check_config(0 < low <= high, self, f"load_level must satisfy 0 < low <= high, got {self.load_level}")
-        check_config(self.load_volatility >= 0, self, "load_volatility must be >= 0")
-        check_config(self.load_time_constant_s > 0, self, "load_time_constant_s must be positive")
-        check_config(0 < self.load_ramp_from <= 1, self, f"load_ramp_from must be in (0, 1], got {self.load_ramp_from}")
-        check_config(self.load_ramp_s >= 0, self, f"load_ramp_s must be >= 0, got {self.load_ramp_s}")
-        check_config(self.arrival_cv > 0, self, "arrival_cv must be positive")
+        check_config(low <= high, self, f"load_level must satisfy 0 < low <= high, got {self.load_level}")
         check_config(
-            len(self.workload_mix) == 2 and min(self.workload_mix) >= 0 and sum(self.workload_mix) > 0,
+            len(self.workload_mix) == 2 and sum(self.workload_mix) > 0,
             self,
             f"workload_mix must give two non-negative shares (coding, conversation), got {self.workload_mix}",
         )
         check_config(
-            0 <= self.decode_activity <= self.prefill_activity,
+            self.decode_activity <= self.prefill_activity,
             self,
             "need 0 <= decode_activity <= prefill_activity",
         )
         levels = np.asarray(self.freq_levels_mhz)
         gpu = self.gpu_power
         check_config(
-            bool(levels.size >= 1 and levels[0] == gpu.max_freq_mhz and np.all(np.diff(levels) < 0)),
+            bool(1 <= levels.size <= 64 and levels[0] == gpu.max_freq_mhz and np.all(np.diff(levels) < 0)),
             self,
-            f"freq_levels_mhz must start at f_max ({gpu.max_freq_mhz}) and decrease, got {self.freq_levels_mhz}",
+            f"freq_levels_mhz must start at f_max ({gpu.max_freq_mhz}) and decrease (1 to 64 clocks), "
+            f"got {self.freq_levels_mhz}",
         )
         check_config(
             levels[-1] >= gpu.min_freq_mhz,
             self,
             f"freq_levels_mhz must stay >= {gpu.min_freq_mhz} MHz, got {self.freq_levels_mhz}",
         )
-        check_config(self.cap_delay_s >= 0, self, f"cap_delay_s must be >= 0, got {self.cap_delay_s}")
-        check_config(self.brake_threshold > 0, self, "brake_threshold must be positive")
-        check_config(self.brake_delay_s >= 1, self, f"brake_delay_s must be >= 1, got {self.brake_delay_s}")
         check_config(
             gpu.min_freq_mhz <= self.brake_freq_mhz <= gpu.max_freq_mhz,
             self,
             f"brake_freq_mhz must be in [{gpu.min_freq_mhz}, {gpu.max_freq_mhz}], got {self.brake_freq_mhz}",
         )
-        check_config(self.brake_hold_s >= 1, self, f"brake_hold_s must be >= 1, got {self.brake_hold_s}")
-        check_config(self.ups_ride_through_s >= 0, self, "ups_ride_through_s must be >= 0")
-        for name in ("hp_weight", "token_reward", "latency_cost", "brake_penalty", "braked_cost", "trip_penalty"):
-            check_config(getattr(self, name) >= 0, self, f"{name} must be >= 0, got {getattr(self, name)}")
+        # The episode's request arrays hold max_requests entries per sub-env (~30 bytes each).
+        check_config(
+            self.max_requests <= MAX_REQUESTS,
+            self,
+            f"base_servers x (1 + oversubscription) x peak_rate_per_server x (warmup_s + steps_per_episode) "
+            f"x {LOAD_CAP} (with arrival_cv's margin) sizes the episode's request arrays: {self.max_requests:,} "
+            f"requests, more than {MAX_REQUESTS:,}",
+        )
 
     # ------------------------------------------------------------------ derived constants
     @property
@@ -626,6 +651,16 @@ METRICS: tuple[MetricSpec, ...] = (
 
 class GPUPowerCapCore(BatchedCore[GPUPowerCapConfig, GPUPowerCapParams, GPUPowerCapState]):
     config_cls = GPUPowerCapConfig
+    state_size_fields = (
+        "base_servers",
+        "oversubscription",
+        "gpus_per_server",
+        "slots_per_instance",
+        "peak_rate_per_server",
+        "warmup_s",
+        "steps_per_episode",
+        "cap_delay_s",
+    )
     metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
 
     # ------------------------------------------------------------------ setup

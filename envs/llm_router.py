@@ -122,6 +122,7 @@ from cloudgym.envs.core.llm import (
     max_throughput,
 )
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.fields import Range, at_least, check_fields, positive, unit_interval
 from cloudgym.envs.workloads.generator import Generator
 from cloudgym.envs.workloads.llm import (
     NUM_BUCKETS,
@@ -234,52 +235,65 @@ class LLMRouterConfig(ScenarioPresets):
     tbt_slo_s: float = 0.1
     """Mean time-between-tokens SLO for the attainment metric, s."""
 
+    FIELD_RANGES: ClassVar[Mapping[str, Range]] = {
+        # Sizes of one sub-env's state (instances x slots, requests of the episode) and of an iteration.
+        "slots": at_least(2, 4096),
+        "max_batched_tokens": at_least(64, 1 << 20),
+        "max_batch_requests": at_least(1, 4096),
+        "max_context_tokens": at_least(16, 1 << 20),
+        "requests_per_episode": at_least(2, 200_000, why="the episode's requests are drawn at every reset"),
+        "mix": at_least(0, 1e6),
+        "target_load": positive(5),
+        "arrival_rate_per_s": positive(1e6),
+        "arrival_cv": Range(1e-3, 100, why="gamma shape 1/cv^2 must stay finite and positive"),
+        "trace_time_scale": Range(1e-6, 1e6),
+        "hint_r2": unit_interval(),
+        "reject_penalty_s": at_least(0, 1e6),
+        "guidance_weight": at_least(0, 1e6),
+        "drain_timeout_s": positive(1e6),
+        "ttft_slo_s": positive(3600),
+        "tbt_slo_s": positive(3600),
+    }
+
     def __post_init__(self) -> None:
-        check_config(len(self.instances) >= 2, self, f"instances must name at least 2 presets, got {self.instances}")
+        check_fields(self)
+        check_config(
+            2 <= len(self.instances) <= 256, self, f"instances must name 2 to 256 presets, got {self.instances}"
+        )
         unknown = [n for n in self.instances if n not in PRESETS]
-        check_config(not unknown, self, f"unknown instance presets {unknown}; known: {', '.join(PRESETS)}")
-        check_config(self.slots >= 2, self, f"slots must be >= 2, got {self.slots}")
-        check_config(self.max_batched_tokens >= 64, self, "max_batched_tokens must be >= 64")
-        check_config(self.max_batch_requests >= 1, self, "max_batch_requests must be >= 1")
-        check_config(self.max_context_tokens >= 16, self, "max_context_tokens must be >= 16")
+        check_config(not unknown, self, f"instances: unknown presets {unknown}; known: {', '.join(PRESETS)}")
         check_config(
             self.chunked_prefill or self.max_batched_tokens >= self.max_context_tokens,
             self,
             f"without chunked prefill max_batched_tokens ({self.max_batched_tokens}) must hold the longest prompt "
             f"(max_context_tokens={self.max_context_tokens})",
         )
-        check_config(self.requests_per_episode >= 2, self, "requests_per_episode must be >= 2")
         check_config(
             self.workload in WORKLOADS,
             self,
             f"workload must be mix, coding, conversation or trace, got {self.workload!r}",
         )
         check_config(
-            len(self.mix) == len(REQUEST_CLASSES) and min(self.mix) >= 0 and sum(self.mix) > 0,
+            len(self.mix) == len(REQUEST_CLASSES) and sum(self.mix) > 0,
             self,
             f"mix must be {len(REQUEST_CLASSES)} non-negative shares, got {self.mix}",
         )
-        check_config(0 < self.target_load <= 5, self, f"target_load must be in (0, 5], got {self.target_load}")
-        check_config(
-            self.arrival_rate_per_s is None or self.arrival_rate_per_s > 0, self, "arrival_rate_per_s must be > 0"
-        )
-        check_config(self.arrival_cv > 0, self, f"arrival_cv must be > 0, got {self.arrival_cv}")
-        check_config(self.trace_time_scale is None or self.trace_time_scale > 0, self, "trace_time_scale must be > 0")
         check_config(
             self.trace_request_class in REQUEST_CLASSES,
             self,
             f"trace_request_class must be one of {', '.join(REQUEST_CLASSES)}, got {self.trace_request_class!r}",
         )
-        check_config(0 <= self.hint_r2 <= 1, self, f"hint_r2 must be in [0, 1], got {self.hint_r2}")
         check_config(
             self.length_predictor in ("learned", "prior", "oracle") or self.length_predictor.endswith(".npz"),
             self,
             f"length_predictor must be learned, prior, oracle or a .npz path, got {self.length_predictor!r}",
         )
-        check_config(self.reject_penalty_s >= 0, self, "reject_penalty_s must be >= 0")
-        check_config(self.guidance_weight >= 0, self, "guidance_weight must be >= 0")
-        check_config(self.drain_timeout_s > 0, self, "drain_timeout_s must be > 0")
-        check_config(self.ttft_slo_s > 0 and self.tbt_slo_s > 0, self, "SLOs must be positive")
+        if self.length_predictor.endswith(".npz"):
+            check_config(
+                Path(self.length_predictor).is_file(),
+                self,
+                f"length_predictor {self.length_predictor!r} is not a file",
+            )
 
     @property
     def mix_shares(self) -> tuple[float, float]:
@@ -495,6 +509,7 @@ METRICS: tuple[MetricSpec, ...] = (
 
 class LLMRouterCore(BatchedCore[LLMRouterConfig, LLMRouterParams, LLMRouterState]):
     config_cls = LLMRouterConfig
+    state_size_fields = ("instances", "slots", "requests_per_episode")
     has_action_masks = True
     metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
 

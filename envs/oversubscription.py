@@ -89,7 +89,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
@@ -99,6 +98,7 @@ from cloudgym.envs.core import tree
 from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, ScenarioPresets, check_config
 from cloudgym.envs.core.cluster import Placements, ResourcePool, place_sequentially
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.fields import Range, at_least, check_fields, positive, unit_interval
 from cloudgym.envs.workloads.vm import (
     HINT_SENSITIVE,
     HINT_TOLERANT,
@@ -112,6 +112,7 @@ from cloudgym.envs.workloads.vm import (
     VMInstance,
     VMUtilisation,
     cached_trace,
+    trace_files,
 )
 
 HISTORY_HOURS = 24
@@ -123,6 +124,11 @@ PENDING, RUNNING, REJECTED, DEPARTED, NOT_RUNNING_AT_START = 0, 1, 2, 3, 4
 """Status of a VM of the episode (``state.vms.status``); the last marks starting VMs that did not fit at reset."""
 TRAIT_INTERACTIVE, TRAIT_TOLERANT, TRAIT_SENSITIVE, TRAIT_TRULY_SENSITIVE = range(4)
 """Rows of ``state.traits``: vCPUs per node of interactive, declared tolerant, declared and truly sensitive VMs."""
+
+
+MAX_CORE_HOURS = 1 << 24
+"""Most vCPU-hours an episode may ask for (num_nodes x node_cores x hours x load_factor): 65x the default,
+whose reset draws its VMs in a fraction of a second."""
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -171,30 +177,46 @@ class OversubscriptionConfig(ScenarioPresets):
     sensitive_tightening: float = 0.2
     """Threshold reduction (x cores) of a node whose sold vCPUs are all truly sensitive (with hints)."""
 
+    FIELD_RANGES: ClassVar[Mapping[str, Range]] = {
+        # Sizes of one sub-env: nodes x their history, the ticks of an episode, and (with load_factor) how
+        # many VMs a reset draws (their product is bounded below).
+        "num_nodes": at_least(1, 1024),
+        "node_cores": at_least(2, 1024),
+        "hours": at_least(1, 8784, why="a (leap) year of hourly decisions"),
+        "ratios": at_least(1, 10),
+        "start_level": at_least(0),
+        "load_factor": positive(10),
+        "lifetime_util_correlation": unit_interval(high_open=True),
+        "hot_threshold": Range(0, 2, low_open=True),
+        "risk_weight": at_least(0, 1e9),
+        "trace_sample": unit_interval(low_open=True),
+        "hint_error_rate": unit_interval(),
+        "tolerant_weight": unit_interval(),
+        "sensitive_tightening": at_least(0),
+    }
+
     def __post_init__(self) -> None:
-        check_config(self.num_nodes >= 1, self, f"num_nodes must be >= 1, got {self.num_nodes}")
-        check_config(self.node_cores >= 2, self, f"node_cores must be >= 2, got {self.node_cores}")
-        check_config(self.hours >= 1, self, f"hours must be >= 1, got {self.hours}")
-        r = tuple(self.ratios)
-        check_config(len(r) >= 1, self, "ratios must not be empty")
+        check_fields(self)
+        r = self.ratios
+        check_config(1 <= len(r) <= 64, self, f"ratios must hold 1 to 64 ratios, got {len(r)}")
         check_config(
-            all(a >= 1.0 for a in r) and all(a < b for a, b in itertools.pairwise(r)),
+            all(a < b for a, b in itertools.pairwise(r)),
             self,
             f"ratios must be increasing and >= 1.0, got {r}",
         )
         check_config(
-            0 <= self.start_level < len(r),
+            self.start_level < len(r),
             self,
             f"start_level must index ratios (0..{len(r) - 1}), got {self.start_level}",
         )
-        check_config(self.load_factor > 0, self, f"load_factor must be positive, got {self.load_factor}")
+        # The VMs a reset draws grow with the cluster's core-hours times load_factor.
+        demand = self.num_nodes * self.node_cores * self.hours * self.load_factor
         check_config(
-            0 <= self.lifetime_util_correlation < 1,
+            demand <= MAX_CORE_HOURS,
             self,
-            f"lifetime_util_correlation must be in [0, 1), got {self.lifetime_util_correlation}",
+            f"num_nodes x node_cores x hours x load_factor = {demand:,.0f} vCPU-hours per episode, more than "
+            f"{MAX_CORE_HOURS:,} (a reset draws VMs for all of them)",
         )
-        check_config(0 < self.hot_threshold <= 2.0, self, f"hot_threshold must be in (0, 2], got {self.hot_threshold}")
-        check_config(self.risk_weight >= 0, self, f"risk_weight must be >= 0, got {self.risk_weight}")
         check_config(
             self.workload in GENERATORS,
             self,
@@ -202,23 +224,14 @@ class OversubscriptionConfig(ScenarioPresets):
         )
         if self.workload == "trace":
             check_config(self.trace_dir is not None, self, "workload='trace' needs trace_dir")
-            folder = Path(str(self.trace_dir))
-            check_config(folder.is_dir(), self, f"trace_dir {folder} is not a folder")
-            check_config((folder / "vmtable.csv").exists(), self, f"trace_dir {folder} has no vmtable.csv")
-            check_config(
-                any(folder.glob("vm_cpu_readings*.csv")), self, f"trace_dir {folder} has no vm_cpu_readings*.csv"
-            )
-        check_config(0 < self.trace_sample <= 1, self, f"trace_sample must be in (0, 1], got {self.trace_sample}")
+            try:  # found as the loader will find it (CLOUDGYM_TRACES, compressed files), never from the cwd
+                trace_files(str(self.trace_dir))
+            except (FileNotFoundError, NotADirectoryError) as missing:
+                raise ValueError(f"{type(self).__name__}.trace_dir: {missing}") from None
         check_config(
-            0 <= self.hint_error_rate <= 1, self, f"hint_error_rate must be in [0, 1], got {self.hint_error_rate}"
-        )
-        check_config(
-            0 <= self.tolerant_weight <= 1, self, f"tolerant_weight must be in [0, 1], got {self.tolerant_weight}"
-        )
-        check_config(
-            0 <= self.sensitive_tightening < self.hot_threshold,
+            self.sensitive_tightening < self.hot_threshold,
             self,
-            f"sensitive_tightening must be in [0, hot_threshold), got {self.sensitive_tightening}",
+            f"sensitive_tightening must be in [0, hot_threshold={self.hot_threshold}), got {self.sensitive_tightening}",
         )
 
     @property
@@ -622,6 +635,7 @@ METRICS = (
 
 class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionParams, OversubscriptionState]):
     config_cls = OversubscriptionConfig
+    state_size_fields = ("num_nodes", "hours")
     metrics: ClassVar[tuple[MetricSpec, ...]] = METRICS
 
     # ------------------------------------------------------------------ params and state

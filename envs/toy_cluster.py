@@ -53,7 +53,7 @@ Terminated after ``steps_per_episode`` jobs have arrived.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import numpy as np
@@ -64,6 +64,7 @@ from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, 
 from cloudgym.envs.core.cluster import Placements, ResourcePool
 from cloudgym.envs.core.power import EnergyMeter
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
+from cloudgym.envs.fields import Range, at_least, check_fields, positive
 from cloudgym.envs.workloads.toy import ToyJobGenerator, ToyJobs
 
 REWARD_PER_USD = 10.0
@@ -95,21 +96,30 @@ class ToyClusterConfig:
     reject_penalty_usd: float = 0.50
     """Charge for a job that did not fit where it was sent, $."""
 
+    FIELD_RANGES: ClassVar[Mapping[str, Range]] = {
+        # Upper bounds keep one sub-env's arrays (nodes, jobs of the episode, running jobs) small.
+        "num_nodes": at_least(2, 4096),
+        "node_cores": at_least(1, 1 << 20),
+        "steps_per_episode": at_least(1, 1_000_000),
+        "max_job_cores": at_least(1),
+        "max_job_duration": at_least(1, 100_000, why="running jobs per node are held for this many steps"),
+        "step_hours": positive(8760, why="at most a year per step"),
+        # Powers and prices far beyond any real server, still finite in an episode's sums.
+        "idle_w": at_least(0, 1e6),
+        "core_w": at_least(0, 1e5),
+        "price_range": positive(1e3),
+        "reject_penalty_usd": at_least(0, 1e9),
+    }
+
     def __post_init__(self) -> None:
-        check_config(self.num_nodes >= 2, self, f"num_nodes must be >= 2, got {self.num_nodes}")
-        check_config(self.node_cores >= 1, self, f"node_cores must be >= 1, got {self.node_cores}")
-        check_config(self.steps_per_episode >= 1, self, f"steps_per_episode must be >= 1, got {self.steps_per_episode}")
+        check_fields(self)
         check_config(
-            1 <= self.max_job_cores <= self.node_cores,
+            self.max_job_cores <= self.node_cores,
             self,
             f"max_job_cores must be in [1, node_cores={self.node_cores}], got {self.max_job_cores}",
         )
-        check_config(self.max_job_duration >= 1, self, f"max_job_duration must be >= 1, got {self.max_job_duration}")
-        check_config(self.step_hours > 0, self, f"step_hours must be positive, got {self.step_hours}")
-        check_config(self.idle_w >= 0 and self.core_w >= 0, self, "idle_w and core_w must be non-negative")
         low, high = self.price_range
-        check_config(0 < low < high, self, f"price_range must satisfy 0 < low < high, got {self.price_range}")
-        check_config(self.reject_penalty_usd >= 0, self, "reject_penalty_usd must be non-negative")
+        check_config(low < high, self, f"price_range must satisfy 0 < low < high, got {self.price_range}")
 
     @property
     def optimum_is_known(self) -> bool:
@@ -141,6 +151,7 @@ class ToyClusterState:
 
 class ToyClusterCore(BatchedCore[ToyClusterConfig, CoreParams, ToyClusterState]):
     config_cls = ToyClusterConfig
+    state_size_fields = ("num_nodes", "steps_per_episode", "max_job_duration")
     has_action_masks = True
     metrics: ClassVar[tuple[MetricSpec, ...]] = (
         MetricSpec(

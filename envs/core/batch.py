@@ -48,7 +48,8 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 from gymnasium import spaces
 
-from cloudgym.envs.core import tree
+from cloudgym.envs.core import memory, tree
+from cloudgym.envs.core.memory import check_num_envs, check_state_bytes
 from cloudgym.envs.workloads.generator import Generator
 
 EPISODE_KEY = "episode_stats"
@@ -238,21 +239,31 @@ class BatchedCore(ABC, Generic[ConfigT, ParamsT, StateT]):
     metrics: ClassVar[tuple[MetricSpec, ...]] = ()
     has_action_masks: ClassVar[bool] = False
     """True when :meth:`action_masks` returns masks (discrete actions that may be inadmissible)."""
+    state_size_fields: ClassVar[tuple[str, ...]] = ()
+    """Config fields that size one sub-env's state (named when num_envs x that state exceeds the memory limit)."""
 
     def __init__(self, num_envs: int, config: ConfigT) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, int | np.integer) or num_envs < 1:
-            raise ValueError(f"num_envs must be a positive integer, got {num_envs!r}")
+        num_envs = check_num_envs(num_envs)
         if not isinstance(config, self.config_cls):
             raise TypeError(f"{type(self).__name__} needs a {self.config_cls.__name__}, got {type(config).__name__}")
-        self.num_envs = int(num_envs)
         self.config = config
+        # Size one sub-env first: the state of num_envs of them must fit in the memory limit (refused
+        # here, naming the fields, rather than by a MemoryError or the kernel's OOM killer later).
+        self.num_envs = 1
+        params: ParamsT = self._derive(config)
+        state: StateT = self._init_state(params)
+        check_state_bytes(type(self).__name__, num_envs, memory.row_bytes(params, state), self.state_size_fields)
+        if num_envs > 1:
+            self.num_envs = num_envs
+            params = self._derive(config)
+            state = self._init_state(params)
         self.stats = EpisodeStats.zeros(self.num_envs)
         self._roots: list[np.random.SeedSequence] = [np.random.SeedSequence() for _ in range(self.num_envs)]
         self._env_index = np.arange(self.num_envs)
-        self.params: ParamsT = self._derive(config)
+        self.params: ParamsT = params
         self.single_observation_space: spaces.Space = self.params.observation_space
         self.single_action_space: spaces.Space = self.params.action_space
-        self.state: StateT = self._init_state(self.params)
+        self.state: StateT = state
 
     # ------------------------------------------------------------------ hooks an environment writes
     @abstractmethod

@@ -36,8 +36,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
+from typing import ClassVar
 
 import numpy as np
+
+from cloudgym.envs.fields import Range, check_fields, positive, unit_interval
 
 # ----------------------------------------------------------------------------- the roadmap
 
@@ -206,6 +210,20 @@ class ShockSpec:
     """Generations released from the shock on cost this share of the last earlier one's price (delta)..."""
     price_recovery_per_year: float = 0.10
     """... recovering linearly by this much per year, never above the projected price (eta)."""
+
+    FIELD_RANGES: ClassVar[Mapping[str, Range]] = {
+        # Multipliers of demand, capability and price: positive (a negative demand or price is no shock),
+        # bounded so an episode's demand and capacities stay finite.
+        "demand_factor": positive(100),
+        "model_size_factor": positive(10),
+        "hardware_factor": positive(100),
+        "hardware_growth_per_year": unit_interval(),
+        "price_factor": positive(10),
+        "price_recovery_per_year": Range(0, 10),
+    }
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,12 +38,20 @@ SIMULATOR_BASELINE_TCO_USD = 4.898e9
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("horizon_quarters", 2, "horizon_quarters must be in"),
+        ("horizon_quarters", 2, r"DCLifecycleConfig\.horizon_quarters: got 2; expected a value in \[4, 400\]"),
         ("shock_window", (10, 100), "shock_window"),
-        ("capacity_model", "magic", "capacity_model must be"),
+        (
+            "capacity_model",
+            "magic",
+            r"capacity_model: got 'magic' \(str\); expected one of 'compass_roofline', 'llm_slo'",
+        ),
         ("lifetime_years_levels", (3, 4), "must include default_lifetime_years"),
-        ("oversubscription_levels", (0.9,), "oversubscription_levels must be >= 1"),
-        ("building_life_years", 5, "building_life_years must cover the horizon"),
+        (
+            "oversubscription_levels",
+            (0.9,),
+            r"oversubscription_levels: element 0: got 0\.9; expected a value in \[1, 10\]",
+        ),
+        ("building_life_years", 5, r"building_life_years \(5\) must cover horizon_quarters \(60\)"),
     ],
 )
 def test_impossible_config_is_named(field: str, value: object, message: str) -> None:

@@ -56,7 +56,7 @@ def test_registered_both_ways() -> None:
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("oversubscription", 0.6, "oversubscription must be in"),
+        ("oversubscription", 0.6, r"GPUPowerCapConfig\.oversubscription: got 0\.6; expected a value in \[0, 0\.5\]"),
         ("instance", "llama-9b", "unknown instance preset"),
         ("gpus_per_server", 6, "multiple of the instance"),
         ("freq_levels_mhz", (1300.0, 1110.0), "must start at f_max"),

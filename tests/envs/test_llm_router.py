@@ -34,13 +34,13 @@ needs_trace = pytest.mark.skipif(not TRACE.exists(), reason=f"{TRACE} is absent 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"instances": ("llama2-7b-a100",)}, "at least 2 presets"),
-        ({"instances": ("llama2-7b-a100", "llama9-a100")}, "unknown instance presets"),
-        ({"mix": (0.5, -0.1)}, "mix must be"),
+        ({"instances": ("llama2-7b-a100",)}, r"instances must name 2 to 256 presets"),
+        ({"instances": ("llama2-7b-a100", "llama9-a100")}, r"instances: unknown presets \['llama9-a100'\]"),
+        ({"mix": (0.5, -0.1)}, r"LLMRouterConfig\.mix: element 1: got -0\.1; expected a value in \[0, 1000000\]"),
         ({"workload": "chat"}, "workload must be"),
         ({"max_batched_tokens": 2048}, "must hold the longest prompt"),
         ({"length_predictor": "bert"}, "length_predictor must be"),
-        ({"target_load": 0.0}, "target_load must be"),
+        ({"target_load": 0.0}, r"target_load: got 0\.0; expected a value in \(0, 5\]"),
     ],
 )
 def test_impossible_config_is_named(kwargs: dict, message: str) -> None:

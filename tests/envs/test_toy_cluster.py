@@ -16,7 +16,7 @@ ENV_ID = "ToyCluster-v0"
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("num_nodes", 1, "num_nodes must be >= 2"),
+        ("num_nodes", 1, r"ToyClusterConfig\.num_nodes: got 1; expected a value in \[2, 4096\]"),
         ("max_job_cores", 99, "max_job_cores must be in"),
         ("price_range", (0.5, 0.1), "price_range"),
     ],
