@@ -165,3 +165,21 @@ def test_envs_step_alike_with_kernel_and_numpy(
     assert len(got) == len(want)
     for t, (a, b) in enumerate(zip(got, want)):
         assert a == b, f"{env_id}: step {t} differs"
+
+
+def test_enqueue_kernel_equals_numpy_on_repeats_full_queues_and_misfits() -> None:
+    """Repeated pairs queue in order; a full instance and a context larger than the KV cache refuse, on both paths."""
+    specs = [tight_instance(chunked=False), preset("llama2-7b-a100")]
+    states, results = [], []
+    for use_kernel in (True, False):
+        cluster = LLMCluster(specs, slots=4, use_kernel=use_kernel)
+        state = cluster.new_state(2)
+        env_ids = np.array([1, 1, 0, 1, 1, 1, 1, 0, 0])
+        inst = np.array([0, 0, 1, 0, 1, 0, 0, 0, 0])
+        prompt = np.array([10, 20, 30, 40, 50, 60, 70, 80, 9000])  # the last never fits the tight GPU's cache
+        ok = cluster.enqueue(state, env_ids, inst, np.arange(9), prompt, np.full(9, 5), np.linspace(0, 1, 9))
+        results.append(ok)
+        states.append(state)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert results[0].tolist() == [True, True, True, True, True, True, False, True, False]
+    assert_same_state(states[0], states[1])

@@ -136,6 +136,9 @@ class LLMCluster:
         tag_arr = np.zeros(m, np.int64) if tag is None else np.asarray(tag, np.int64)
         estimate_arr = np.zeros(m) if estimate is None else np.asarray(estimate, np.float64)
         flat = env_ids * self.num_instances + instances
+        if self.use_kernel:
+            requests = kernel.Requests(flat, request, tag_arr, prompt, output, arrival, estimate_arr)
+            return kernel.enqueue(self.limits, state.flat(), requests)
         possible = self.fits_ever(prompt, output, instances)
         # Pairs that repeat are queued rank by rank, so each sees the slots the previous one took.
         order = np.argsort(flat, kind="stable")

@@ -32,6 +32,7 @@ Compilation is cached on disk (``cache=True``, numba's ``NUMBA_CACHE_DIR``).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import importlib
 import os
 import warnings
@@ -409,6 +410,92 @@ def _advance(
             preemptions[f] += preempted
             rnd += 1
     return -1, n_rec, rec_i[:n_rec], rec_f[:n_rec]
+
+
+@numba.njit(cache=True, nogil=True)
+def _enqueue(
+    num_instances: int,
+    block_tokens: np.ndarray,
+    room_blocks: np.ndarray,
+    flat: np.ndarray,
+    new: tuple[np.ndarray, ...],
+    slot_state: tuple[np.ndarray, ...],
+    times: tuple[np.ndarray, ...],
+    estimate: np.ndarray,
+    slot_high: np.ndarray,
+    queue_head: np.ndarray,
+    waiting: np.ndarray,
+) -> np.ndarray:
+    """``LLMCluster.enqueue`` one request at a time, in the given order (pairs are independent, so the numpy
+    path's rank-by-rank order comes to the same); (m,) accepted."""
+    n_request, n_tag, n_prompt, n_output, n_arrival, n_estimate = new
+    queue, status, request, tag, prompt, output, target, computed, generated, blocks = slot_state
+    arrival, first_token, last_token, max_gap = times
+    n_slots = status.shape[1]
+    accepted = np.zeros(flat.size, np.bool_)
+    for j in range(flat.size):
+        f = flat[j]
+        i = f % num_instances
+        # fits_ever: the whole context's blocks within the room above the watermark.
+        if -(-(n_prompt[j] + n_output[j]) // block_tokens[i]) > room_blocks[i]:
+            continue
+        slot = -1
+        for s in range(n_slots):
+            if status[f, s] == EMPTY:
+                slot = s
+                break
+        if slot < 0:
+            continue
+        status[f, slot] = WAITING
+        request[f, slot] = n_request[j]
+        tag[f, slot] = n_tag[j]
+        prompt[f, slot] = n_prompt[j]
+        output[f, slot] = n_output[j]
+        target[f, slot] = n_prompt[j]
+        computed[f, slot] = 0
+        generated[f, slot] = 0
+        blocks[f, slot] = 0
+        arrival[f, slot] = n_arrival[j]
+        first_token[f, slot] = -1.0
+        last_token[f, slot] = n_arrival[j]
+        max_gap[f, slot] = 0.0
+        estimate[f, slot] = n_estimate[j]
+        slot_high[f] = max(slot_high[f], slot + 1)
+        queue[f, (queue_head[f] + waiting[f]) % n_slots] = slot
+        waiting[f] += 1
+        accepted[j] = True
+    return accepted
+
+
+@dataclasses.dataclass(frozen=True)
+class Requests:
+    """Arrivals to queue (flat instance index and what ``LLMCluster.enqueue`` stores), (m,) each."""
+
+    flat: np.ndarray  # int64, sub-env x N + instance
+    request: np.ndarray  # int64
+    tag: np.ndarray  # int64
+    prompt: np.ndarray  # int64
+    output: np.ndarray  # int64
+    arrival: np.ndarray  # float64, s
+    estimate: np.ndarray  # float64
+
+
+def enqueue(limits: BatchingLimits, flat: LLMClusterState, new: Requests) -> np.ndarray:
+    """Queue the arrivals on their instances of the flat state; (m,) True where accepted (``LLMCluster.enqueue``)."""
+    accepted: np.ndarray = _enqueue(
+        limits.num_instances,
+        limits.block_tokens,
+        limits.capacity_blocks - limits.watermark_blocks,
+        new.flat,
+        (new.request, new.tag, new.prompt, new.output, new.arrival, new.estimate),
+        tuple(getattr(flat, name) for name in _SLOT_FIELDS),
+        (flat.arrival, flat.first_token, flat.last_token, flat.max_gap),
+        flat.estimate,
+        flat.slot_high,
+        flat.queue_head,
+        flat.waiting,
+    )
+    return accepted
 
 
 _COEF_FIELDS = (
