@@ -229,14 +229,20 @@ def _advance(
             part = partial_a[f]
             preempted = 0.0
 
-            # Preemption for decode KV growth.
+            # Preemption for decode KV growth. The decode count and context are summed here and victims taken
+            # out again: integers, exact in any order.
             need = 0
+            n_dec = 0
+            ctx_decode = 0.0
             for s in range(sh):
                 dec = status[f, s] == RUNNING and computed[f, s] >= target[f, s]
                 decoding[s] = dec
                 g = dec and computed[f, s] >= blocks[f, s] * bt
                 grow[s] = g
                 need += g
+                if dec:
+                    n_dec += 1
+                    ctx_decode += float(computed[f, s] + 1)
             while need > free:
                 victim = 0
                 best = np.int64(-1) if status[f, 0] != RUNNING else request[f, 0]
@@ -247,6 +253,9 @@ def _advance(
                         victim = s
                 free += blocks[f, victim]
                 need -= grow[victim]
+                if decoding[victim]:
+                    n_dec -= 1
+                    ctx_decode -= float(computed[f, victim] + 1)
                 blocks[f, victim] = 0
                 status[f, victim] = WAITING
                 decoding[victim] = False
@@ -263,9 +272,6 @@ def _advance(
                 q_len += 1
                 preempted += 1.0
             free -= need
-            n_dec = 0
-            for s in range(sh):
-                n_dec += decoding[s]
 
             # Prompt work: the part-prefilled prompt continues first (chunked mode).
             is_chunked = chunked[i]
@@ -317,10 +323,6 @@ def _advance(
                 n_prefill += chunk
                 pair_sum += chunk * before + chunk * (chunk + 1) / 2
                 read_sum += before + chunk
-            ctx_decode = 0.0
-            for s in range(sh):
-                if decoding[s]:
-                    ctx_decode += float(computed[f, s] + 1)
             pairs = ctx_decode + pair_sum
             kv_read = ctx_decode + read_sum
             if n_prefill + n_dec == 0:
@@ -337,6 +339,7 @@ def _advance(
             t_end = now + total
 
             # Decode: one token each; the previous one came at the clock.
+            any_done = False
             for s in range(sh):
                 if decoding[s]:
                     blocks[f, s] += grow[s]
@@ -344,7 +347,9 @@ def _advance(
                     generated[f, s] += 1
                     if total > max_gap[f, s]:
                         max_gap[f, s] = total
-                    done[s] = generated[f, s] >= output[f, s]
+                    finished = generated[f, s] >= output[f, s]
+                    done[s] = finished
+                    any_done |= finished
                 else:
                     done[s] = False
             # Prompt chunks that finish their prompt emit a token.
@@ -358,11 +363,13 @@ def _advance(
                     else:
                         first_token[f, s] = t_end
                     last_token[f, s] = t_end
-                    done[s] = generated[f, s] >= output[f, s]
+                    finished = generated[f, s] >= output[f, s]
+                    done[s] = finished
+                    any_done |= finished
 
             # Completions: record, free blocks and slots.
             n_done = 0
-            for s in range(sh):
+            for s in range(sh if any_done else 0):
                 if not done[s]:
                     continue
                 if n_rec == cap:
