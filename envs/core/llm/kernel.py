@@ -53,7 +53,7 @@ POW_LIBM, POW_SVML = 0, 1
 
 _SVML_SYMBOL = "__svml_pow8_ha"
 _LINKED_SYMBOL = "cloudgym_numpy_pow8"
-"""The name the kernel calls: numpy's SVML pow when numpy has it, else a never-called stand-in (see _link)."""
+"""The name the kernel calls: numpy's SVML pow when numpy uses it, else a never-called stand-in (see _link)."""
 
 KERNEL_ENV = "CLOUDGYM_LLM_KERNEL"
 """Environment variable: ``numpy`` makes clusters built afterwards use the numpy reference path."""
@@ -63,7 +63,7 @@ def _link() -> bool:
     """Give the kernel's external pow symbol an address; True when it is numpy's SVML routine.
 
     The symbol must resolve for the compiled (or cached) kernel to load even
-    where it is never called; without SVML it points at libm's ``pow`` and
+    where it is never called; without SVML it points at a stand-in and
     :func:`pow_mode` keeps the kernel on the libm branch.
     """
     _multiarray_umath = importlib.import_module("numpy._core._multiarray_umath")
@@ -74,7 +74,8 @@ def _link() -> bool:
         address = None
     usable = address is not None and bool(features.get("AVX512_SKX", False))
     if not usable:
-        address = ctypes.cast(ctypes.CDLL(None).pow, ctypes.c_void_p).value
+        # Any resolvable address will do: the kernel never calls the symbol in libm mode.
+        address = ctypes.cast(ctypes.pythonapi.Py_IsInitialized, ctypes.c_void_p).value
     llvm_binding.add_symbol(_LINKED_SYMBOL, address)
     return usable
 
