@@ -1,4 +1,4 @@
-"""The package: one `cloudgym` namespace, every id registered, the env library on numpy + gymnasium alone."""
+"""The package: one `cloudgym` namespace, every id registered, the env library on numpy, gymnasium and numba alone."""
 
 from __future__ import annotations
 
@@ -34,12 +34,12 @@ def test_only_the_cloudgym_top_level_name_is_installed(tmp_path) -> None:  # typ
         assert "ModuleNotFoundError" in result.stderr
 
 
-def test_env_library_needs_only_numpy_and_gymnasium(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """Every env is made, reset and stepped with torch, SB3, pandas, matplotlib, scipy and yaml blocked."""
+def test_env_library_needs_only_numpy_gymnasium_and_numba(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Every env is made, reset and stepped with torch, SB3, pandas, matplotlib, scipy, yaml and ray blocked."""
     script = textwrap.dedent(
         """
         import sys
-        BLOCKED = ("torch", "stable_baselines3", "sb3_contrib", "pandas", "matplotlib", "scipy", "yaml", "ray", "numba")
+        BLOCKED = ("torch", "stable_baselines3", "sb3_contrib", "pandas", "matplotlib", "scipy", "yaml", "ray")
         class Block:
             def find_spec(self, name, path=None, target=None):
                 if name.split(".")[0] in BLOCKED:

@@ -17,9 +17,14 @@ nothing of any env. One idea per module:
 * :mod:`.state`: the B-first state of B clusters (:class:`LLMClusterState`,
   :class:`InstanceActivity`) and what they complete (:class:`Completions`);
 * :mod:`.batching`: one vLLM-style iteration (preemption, chunked prefill,
-  admission, cost, tokens, completions) for many instances at once;
+  admission, cost, tokens, completions) for many instances at once, in numpy
+  (the reference);
+* :mod:`.kernel`: the same iteration compiled (numba), each instance running
+  on its own up to its horizon, bit-identical to :mod:`.batching`;
 * :mod:`.cluster`: :class:`LLMCluster`, the API envs use: queue arrivals,
-  advance every instance to a time, read what routers and power models need.
+  advance every instance to a time, read what routers and power models need
+  (the kernel by default; ``use_kernel=False`` or ``CLOUDGYM_LLM_KERNEL=numpy``
+  for the numpy path).
 
 ``docs/llm_router.md`` (section 6) lists the public API.
 """

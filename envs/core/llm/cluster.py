@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from cloudgym.envs.core.llm import kernel
 from cloudgym.envs.core.llm.batching import BatchingLimits, run_iteration
 from cloudgym.envs.core.llm.specs import InstanceSpec
 from cloudgym.envs.core.llm.state import (
@@ -50,7 +51,9 @@ class LLMCluster:
     rows as their core requires.
     """
 
-    def __init__(self, instances: Sequence[InstanceSpec], slots: int) -> None:
+    def __init__(self, instances: Sequence[InstanceSpec], slots: int, *, use_kernel: bool | None = None) -> None:
+        """``use_kernel``: advance with the compiled kernel (:mod:`~cloudgym.envs.core.llm.kernel`) or the numpy
+        reference (bit-identical, slower); None reads ``CLOUDGYM_LLM_KERNEL`` (``numpy`` for the reference)."""
         if len(instances) < 1:
             raise ValueError("an LLM cluster needs at least one instance")
         if slots < 1:
@@ -59,6 +62,7 @@ class LLMCluster:
         self.num_instances = len(self.instances)
         self.slots = int(slots)
         self.limits = BatchingLimits.of(self.instances, self.slots)
+        self.use_kernel = kernel.kernel_default() if use_kernel is None else bool(use_kernel)
         # The per-instance constants routers read too (the same arrays as the limits').
         self.coef = self.limits.coef
         self.block_tokens = self.limits.block_tokens
@@ -132,6 +136,9 @@ class LLMCluster:
         tag_arr = np.zeros(m, np.int64) if tag is None else np.asarray(tag, np.int64)
         estimate_arr = np.zeros(m) if estimate is None else np.asarray(estimate, np.float64)
         flat = env_ids * self.num_instances + instances
+        if self.use_kernel:
+            requests = kernel.Requests(flat, request, tag_arr, prompt, output, arrival, estimate_arr)
+            return kernel.enqueue(self.limits, state.flat(), requests)
         possible = self.fits_ever(prompt, output, instances)
         # Pairs that repeat are queued rank by rank, so each sees the slots the previous one took.
         order = np.argsort(flat, kind="stable")
@@ -173,11 +180,18 @@ class LLMCluster:
     def advance(self, state: LLMClusterState, until: np.ndarray) -> Completions:
         """Run every instance, iteration by iteration, until its clock reaches ``until`` (B,) or it idles.
 
-        Iterations of all (sub-env, instance) pairs that still lag are run
-        together, one round at a time; an instance with nothing to do (or only
-        requests that have not arrived yet) idles forward. Returns the
-        requests that completed.
+        An instance with nothing to do (or only requests that have not arrived
+        yet) idles forward. Returns the requests that completed, in the order
+        of the numpy path's rounds (round, then sub-env and instance, then slot).
+        The compiled kernel runs each instance on its own up to its horizon;
+        the numpy reference (``use_kernel=False``) runs them in lockstep rounds.
         """
+        if self.use_kernel:
+            return kernel.advance(self.limits, state.flat(), until)
+        return self._advance_numpy(state, until)
+
+    def _advance_numpy(self, state: LLMClusterState, until: np.ndarray) -> Completions:
+        """The reference: iterations of all (sub-env, instance) pairs that still lag run together, a round at a time."""
         views = state.flat()
         target = np.repeat(np.asarray(until, np.float64), self.num_instances)
         records: list[Completions] = []
