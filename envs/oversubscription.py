@@ -708,14 +708,25 @@ def _hour_exponents(
     out: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
     """Pass one of the hour's readings (modelled VMs): each occupied (tick, slot)'s exponent; 0 where free."""
+    mix = np.empty(TICKS_PER_HOUR, np.uint64)
     for b in range(width.size):
         w, at = width[b], base[b]
         for j in range(TICKS_PER_HOUR):
-            mix = mix_kernel(first_tick[b] + j)
-            for slot in range(w):
+            mix[j] = mix_kernel(first_tick[b] + j)
+        # Slot by slot, its 12 ticks inside: a slot's VM rarely changes within the hour, so its parameters
+        # are read once instead of once a tick.
+        for slot in range(w):
+            last = -1
+            lb, sg, vk, dk = np.float32(0.0), np.float32(0.0), np.uint32(0), np.uint32(0)
+            for j in range(TICKS_PER_HOUR):
                 i = at + j * w + slot
                 v = occupant[i]
-                out[i] = 0.0 if v < 0 else noise_exponent(log_base[b, v], sigma[b, v], vm_key[b, v], dep_key[b, v], mix)
+                if v < 0:
+                    out[i] = 0.0
+                    continue
+                if v != last:
+                    lb, sg, vk, dk, last = log_base[b, v], sigma[b, v], vm_key[b, v], dep_key[b, v], v
+                out[i] = noise_exponent(lb, sg, vk, dk, mix[j])
 
 
 @kernels.jit
@@ -777,19 +788,24 @@ def _hour_readings(
 ) -> None:  # pragma: no cover - compiled
     """Pass two: each tick's node demand and heat, hot nodes, saved cores and the hour's sums (as _step_numpy)."""
     num_nodes = hour_sum.shape[1]
-    demand = np.zeros(num_nodes)
-    heat = np.zeros(num_nodes)
+    demand = np.zeros((TICKS_PER_HOUR, num_nodes))
+    heat = np.zeros((TICKS_PER_HOUR, num_nodes))
     terms = np.zeros(num_nodes)
+    mix = np.empty(TICKS_PER_HOUR, np.uint64)
+    cos_t = np.empty(TICKS_PER_HOUR, np.float32)
+    sin_t = np.empty(TICKS_PER_HOUR, np.float32)
     day = cos_day.size
     for b in range(width.size):
         w, at = width[b], base[b]
         for j in range(TICKS_PER_HOUR):
             t = first_tick[b] + j
-            mix = mix_kernel(t)
-            cos_t, sin_t = cos_day[t % day], sin_day[t % day]
-            demand[:] = 0.0
-            heat[:] = 0.0
-            for slot in range(w):
+            mix[j] = mix_kernel(t)
+            cos_t[j], sin_t[j] = cos_day[t % day], sin_day[t % day]
+        demand[:] = 0.0
+        heat[:] = 0.0
+        # Slot by slot with the 12 ticks inside: each tick's node sums still add their VMs in slot order.
+        for slot in range(w):
+            for j in range(TICKS_PER_HOUR):
                 i = at + j * w + slot
                 v = occupant[i]
                 if v < 0:
@@ -797,17 +813,18 @@ def _hour_readings(
                 u = level[i]
                 if modelled:
                     u = finish_reading(
-                        u, amp_cos[b, v], amp_sin[b, v], cos_t, sin_t,
-                        burst_threshold[b, v], burst_level[b, v], dep_key[b, v], mix,
+                        u, amp_cos[b, v], amp_sin[b, v], cos_t[j], sin_t[j],
+                        burst_threshold[b, v], burst_level[b, v], dep_key[b, v], mix[j],
                     )  # fmt: skip
                 contrib = np.float32(u) * cores[b, v]
                 node = occupant_node[i]
-                demand[node] += np.float64(contrib)
+                demand[j, node] += np.float64(contrib)
                 if hints:
-                    heat[node] += np.float64(contrib * heat_weight[b, v])
+                    heat[j, node] += np.float64(contrib * heat_weight[b, v])
+        for j in range(TICKS_PER_HOUR):
             worst = -np.inf
             for node in range(num_nodes):
-                load = heat[node] if hints else demand[node]
+                load = heat[j, node] if hints else demand[j, node]
                 if hints:
                     s = sold[b, j, node]
                     share = sensitive[b, j, node] / s if s > 0 else 0.0
@@ -819,9 +836,9 @@ def _hour_readings(
                     hot[b, node] = True
                 if node == 0 or over > worst:
                     worst = over
-                hour_sum[b, node] += demand[node]
-                if not hour_max[b, node] >= demand[node]:
-                    hour_max[b, node] = demand[node]
+                hour_sum[b, node] += demand[j, node]
+                if not hour_max[b, node] >= demand[j, node]:
+                    hour_max[b, node] = demand[j, node]
                 excess = sold[b, j, node] - node_cores
                 terms[node] = excess if excess >= 0.0 else 0.0
             worst /= node_cores
@@ -829,7 +846,7 @@ def _hour_readings(
                 worst_overload[b] = worst
             saved[b] += kernels.numpy_sum(terms, 0, num_nodes)
             sold_core_ticks[b] += kernels.numpy_sum(sold[b, j], 0, num_nodes)
-            demand_core_ticks[b] += kernels.numpy_sum(demand, 0, num_nodes)
+            demand_core_ticks[b] += kernels.numpy_sum(demand[j], 0, num_nodes)
 
 
 def _max_concurrency(instance: VMInstance, episode_ticks: int) -> int:

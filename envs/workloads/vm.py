@@ -312,13 +312,13 @@ def daily_tables() -> tuple[np.ndarray, np.ndarray]:
 
 
 @kernels.jit
-def mix_kernel(tick: int) -> int:  # pragma: no cover - compiled
+def mix_kernel(tick: int) -> np.uint64:  # pragma: no cover - compiled
     """:func:`tick_mix` of one tick, as a uint64 holding 32 bits."""
     return np.uint64((np.int64(tick) * np.int64(0x9E3779B9) + np.int64(0x632BE5AB)) & np.int64(0xFFFFFFFF))
 
 
 @kernels.jit
-def hash32_kernel(x: int) -> int:  # pragma: no cover - compiled
+def hash32_kernel(x: np.uint64) -> np.uint64:  # pragma: no cover - compiled
     """:func:`cloudgym.envs.numerics.hash32` of one 32-bit value held in a uint64 (products masked to 32 bits)."""
     low = np.uint64(0xFFFFFFFF)
     x ^= x >> np.uint64(16)
@@ -330,7 +330,9 @@ def hash32_kernel(x: int) -> int:  # pragma: no cover - compiled
 
 
 @kernels.jit
-def noise_exponent(log_base: float, sigma: float, vm_key: int, dep_key: int, mix: int) -> float:  # pragma: no cover
+def noise_exponent(
+    log_base: float, sigma: float, vm_key: int, dep_key: int, mix: np.uint64
+) -> np.float32:  # pragma: no cover
     """Pass one of a reading: ``log_base + sigma * noise`` (float32), to be exponentiated by numpy."""
     h_vm = hash32_kernel(np.uint64(vm_key) ^ mix)
     h_dep = hash32_kernel(np.uint64(dep_key) ^ mix)
@@ -352,8 +354,8 @@ def finish_reading(
     burst_threshold: int,
     burst_level: float,
     dep_key: int,
-    mix: int,
-) -> float:  # pragma: no cover - compiled
+    mix: np.uint64,
+) -> np.float32:  # pragma: no cover - compiled
     """Pass two: the exponentiated ``level`` (float32) x the daily factor, or the burst level; at most 1."""
     daily = np.float32(amp_cos) * np.float32(cos_t)
     daily = daily + np.float32(amp_sin) * np.float32(sin_t)
