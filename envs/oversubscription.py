@@ -94,9 +94,10 @@ from typing import Any, ClassVar, NamedTuple
 import numpy as np
 from gymnasium import spaces
 
+from cloudgym.envs import kernels
 from cloudgym.envs.core import tree
 from cloudgym.envs.core.batch import BatchedCore, CoreParams, Info, MetricSpec, ScenarioPresets, check_config
-from cloudgym.envs.core.cluster import Placements, ResourcePool, place_sequentially
+from cloudgym.envs.core.cluster import Placements, ResourcePool, best_fit_node, next_free_slot, place_sequentially
 from cloudgym.envs.core.shells import CloudGymEnv, CloudGymVectorEnv
 from cloudgym.envs.fields import Range, at_least, check_fields, positive, unit_interval
 from cloudgym.envs.workloads.vm import (
@@ -104,6 +105,8 @@ from cloudgym.envs.workloads.vm import (
     HINT_TOLERANT,
     INTERACTIVE,
     TICKS_PER_HOUR,
+    ModelledUtilisation,
+    ReplayedUtilisation,
     SyntheticVMGenerator,
     ToyVMGenerator,
     TraceVMGenerator,
@@ -112,6 +115,10 @@ from cloudgym.envs.workloads.vm import (
     VMInstance,
     VMUtilisation,
     cached_trace,
+    daily_tables,
+    finish_reading,
+    mix_kernel,
+    noise_exponent,
     trace_files,
 )
 
@@ -579,6 +586,282 @@ def place_arrivals(
     return TickPlacement(valid & (node >= 0), np.where(valid, vm, -1), node, slot, cores, departure)
 
 
+# ----------------------------------------------------------------------------- the hour, compiled
+# The numpy step (OversubscriptionCore._step_numpy) makes some twenty numpy calls per tick for departures,
+# best fit rank by rank, readings and node sums. The kernels below do one hour of one sub-env per pass:
+# _hour_placements runs the 12 ticks' departures and arrivals and records, for every (tick, slot), the VM
+# there; readings are then computed for all 12 ticks at once (_hour_exponents, numpy's np.exp,
+# _hour_readings). Placement never depends on readings, so the split changes no number. Every sum adds in
+# the numpy step's order (node sums slot by slot, counters in numpy's pairwise order), so the trajectories
+# are bit-identical (tests/envs/test_oversubscription_kernels.py). The per-(tick, slot) arrays of a sub-env
+# start at base[b] and hold width[b] slots per tick: the slots in use when the hour starts plus its arrivals.
+
+
+@kernels.jit
+def _hour_placements(
+    first_tick: np.ndarray,
+    episode_ticks: int,
+    k_max: np.ndarray,
+    arrivals_at: np.ndarray,
+    departure: np.ndarray,
+    cores: np.ndarray,
+    vm_traits: np.ndarray,
+    status: np.ndarray,
+    used: np.ndarray,
+    limit: np.ndarray,
+    traits_used: np.ndarray,
+    slot_node: np.ndarray,
+    slot_item: np.ndarray,
+    slot_demand: np.ndarray,
+    slot_end: np.ndarray,
+    slot_high: np.ndarray,
+    width: np.ndarray,
+    base: np.ndarray,
+    occupant: np.ndarray,
+    occupant_node: np.ndarray,
+    sold: np.ndarray,
+    sensitive: np.ndarray,
+    booked: np.ndarray,
+    rejected_ticks: np.ndarray,
+    placed_now: np.ndarray,
+    rejected_now: np.ndarray,
+    log: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Departures and best-fit arrivals of the hour, tick by tick; placements logged as (sub-env, VM, slot).
+
+    Returns the number of placements, or -1 - b when sub-env b ran out of slots.
+    """
+    num_envs, num_nodes = used.shape[0], used.shape[2]
+    k_top = max(1, int(k_max.max()))
+    booked_terms = np.zeros(k_top)
+    rejected_terms = np.zeros(k_top)
+    need = np.zeros(1)
+    logged = 0
+    for b in range(num_envs):
+        w, at = width[b], base[b]
+        free = next_free_slot(slot_node, b, 0)
+        for j in range(TICKS_PER_HOUR):
+            t = first_tick[b] + j
+            now = np.float64(t)
+            for slot in range(w):
+                if slot_end[b, slot] <= now:
+                    node, v = slot_node[b, slot], slot_item[b, slot]
+                    used[b, 0, node] -= slot_demand[b, 0, slot]
+                    for r in range(4):
+                        traits_used[b, r, node] -= np.float64(vm_traits[b, v, r])
+                    status[b, v] = DEPARTED
+                    slot_node[b, slot] = -1
+                    slot_item[b, slot] = -1
+                    slot_demand[b, 0, slot] = 0.0
+                    slot_end[b, slot] = np.inf
+                    if slot < free:
+                        free = slot
+            # ResourcePool.release clamps at zero after its subtractions: rounding never leaves negative use.
+            for node in range(num_nodes):
+                if not used[b, 0, node] >= 0.0:
+                    used[b, 0, node] = 0.0
+                for r in range(4):
+                    if not traits_used[b, r, node] >= 0.0:
+                        traits_used[b, r, node] = 0.0
+            first = arrivals_at[b, t]
+            count = arrivals_at[b, t + 1] - first
+            for k in range(count):
+                v = first + k
+                need[0] = np.float64(cores[b, v])
+                span = np.float64(min(np.int64(departure[b, v]), episode_ticks) - t)
+                node = best_fit_node(limit, used, b, need)
+                if node < 0:
+                    status[b, v] = REJECTED
+                    rejected_terms[k] = need[0] * span
+                    rejected_now[b] += 1
+                    continue
+                if free >= w:
+                    return -1 - b
+                slot_node[b, free] = node
+                slot_item[b, free] = v
+                slot_demand[b, 0, free] = need[0]
+                slot_end[b, free] = np.float64(departure[b, v])
+                used[b, 0, node] += need[0]
+                # Traits are added in the same order as the numpy step's (after the tick's departures).
+                for r in range(4):
+                    traits_used[b, r, node] += np.float64(vm_traits[b, v, r])
+                status[b, v] = RUNNING
+                log[logged, 0], log[logged, 1], log[logged, 2] = b, v, free
+                logged += 1
+                slot_high[b] = max(slot_high[b], free + 1)
+                booked_terms[k] = need[0] * span
+                placed_now[b] += 1
+                free = next_free_slot(slot_node, b, free + 1)
+            if k_max[j] > 0:
+                # The numpy step sums (B, k_max) products padded with zeros, pairwise: the same order here.
+                booked[b] += kernels.numpy_sum(booked_terms, 0, k_max[j])
+                rejected_ticks[b] += kernels.numpy_sum(rejected_terms, 0, k_max[j])
+                booked_terms[:count] = 0.0
+                rejected_terms[:count] = 0.0
+            for slot in range(w):
+                node = slot_node[b, slot]
+                occupant[at + j * w + slot] = slot_item[b, slot] if node >= 0 else -1
+                occupant_node[at + j * w + slot] = node
+            for node in range(num_nodes):
+                sold[b, j, node] = used[b, 0, node]
+                sensitive[b, j, node] = traits_used[b, TRAIT_TRULY_SENSITIVE, node]
+    return logged
+
+
+@kernels.jit
+def _hour_exponents(
+    first_tick: np.ndarray,
+    width: np.ndarray,
+    base: np.ndarray,
+    occupant: np.ndarray,
+    log_base: np.ndarray,
+    sigma: np.ndarray,
+    vm_key: np.ndarray,
+    dep_key: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Pass one of the hour's readings (modelled VMs): each occupied (tick, slot)'s exponent; 0 where free."""
+    mix = np.empty(TICKS_PER_HOUR, np.uint64)
+    for b in range(width.size):
+        w, at = width[b], base[b]
+        for j in range(TICKS_PER_HOUR):
+            mix[j] = mix_kernel(first_tick[b] + j)
+        # Slot by slot, its 12 ticks inside: a slot's VM rarely changes within the hour, so its parameters
+        # are read once instead of once a tick.
+        for slot in range(w):
+            last = -1
+            lb, sg, vk, dk = np.float32(0.0), np.float32(0.0), np.uint32(0), np.uint32(0)
+            for j in range(TICKS_PER_HOUR):
+                i = at + j * w + slot
+                v = occupant[i]
+                if v < 0:
+                    out[i] = 0.0
+                    continue
+                if v != last:
+                    lb, sg, vk, dk, last = log_base[b, v], sigma[b, v], vm_key[b, v], dep_key[b, v], v
+                out[i] = noise_exponent(lb, sg, vk, dk, mix[j])  # type: ignore[arg-type]  # numpy scalars in numba
+
+
+@kernels.jit
+def _hour_replayed(
+    first_tick: np.ndarray,
+    width: np.ndarray,
+    base: np.ndarray,
+    occupant: np.ndarray,
+    pool: np.ndarray,
+    offset: np.ndarray,
+    start: np.ndarray,
+    length: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """The hour's readings of replayed VMs (``replayed_utilisation``): the pool's reading, the last one past the end."""
+    for b in range(width.size):
+        w, at = width[b], base[b]
+        for j in range(TICKS_PER_HOUR):
+            t = first_tick[b] + j
+            for slot in range(w):
+                i = at + j * w + slot
+                v = occupant[i]
+                if v >= 0:
+                    index = min(max(t - np.int64(start[b, v]), 0), max(np.int64(length[b, v]) - 1, 0))
+                    out[i] = pool[offset[b, v] + index]
+
+
+@kernels.jit
+def _hour_readings(
+    modelled: bool,
+    hints: bool,
+    first_tick: np.ndarray,
+    width: np.ndarray,
+    base: np.ndarray,
+    occupant: np.ndarray,
+    occupant_node: np.ndarray,
+    level: np.ndarray,
+    amp_cos: np.ndarray,
+    amp_sin: np.ndarray,
+    burst_threshold: np.ndarray,
+    burst_level: np.ndarray,
+    dep_key: np.ndarray,
+    cores: np.ndarray,
+    heat_weight: np.ndarray,
+    cos_day: np.ndarray,
+    sin_day: np.ndarray,
+    sold: np.ndarray,
+    sensitive: np.ndarray,
+    node_cores: float,
+    hot_threshold: float,
+    tightening: float,
+    hour_sum: np.ndarray,
+    hour_max: np.ndarray,
+    hot: np.ndarray,
+    saved: np.ndarray,
+    worst_overload: np.ndarray,
+    sold_core_ticks: np.ndarray,
+    demand_core_ticks: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Pass two: each tick's node demand and heat, hot nodes, saved cores and the hour's sums (as _step_numpy)."""
+    num_nodes = hour_sum.shape[1]
+    demand = np.zeros((TICKS_PER_HOUR, num_nodes))
+    heat = np.zeros((TICKS_PER_HOUR, num_nodes))
+    terms = np.zeros(num_nodes)
+    mix = np.empty(TICKS_PER_HOUR, np.uint64)
+    cos_t = np.empty(TICKS_PER_HOUR, np.float32)
+    sin_t = np.empty(TICKS_PER_HOUR, np.float32)
+    day = cos_day.size
+    for b in range(width.size):
+        w, at = width[b], base[b]
+        for j in range(TICKS_PER_HOUR):
+            t = first_tick[b] + j
+            mix[j] = mix_kernel(t)
+            cos_t[j], sin_t[j] = cos_day[t % day], sin_day[t % day]
+        demand[:] = 0.0
+        heat[:] = 0.0
+        # Slot by slot with the 12 ticks inside: each tick's node sums still add their VMs in slot order.
+        for slot in range(w):
+            for j in range(TICKS_PER_HOUR):
+                i = at + j * w + slot
+                v = occupant[i]
+                if v < 0:
+                    continue
+                u = level[i]
+                if modelled:
+                    u = finish_reading(
+                        u, amp_cos[b, v], amp_sin[b, v], cos_t[j], sin_t[j],
+                        burst_threshold[b, v], burst_level[b, v], dep_key[b, v], mix[j],
+                    )  # fmt: skip
+                contrib = np.float32(u) * cores[b, v]
+                node = occupant_node[i]
+                demand[j, node] += np.float64(contrib)
+                if hints:
+                    heat[j, node] += np.float64(contrib * heat_weight[b, v])
+        for j in range(TICKS_PER_HOUR):
+            worst = -np.inf
+            for node in range(num_nodes):
+                load = heat[j, node] if hints else demand[j, node]
+                if hints:
+                    s = sold[b, j, node]
+                    share = sensitive[b, j, node] / s if s > 0 else 0.0
+                    limit = (hot_threshold - tightening * share) * node_cores
+                else:
+                    limit = hot_threshold * node_cores
+                over = load - limit
+                if over > 1e-9:
+                    hot[b, node] = True
+                if node == 0 or over > worst:
+                    worst = over
+                hour_sum[b, node] += demand[j, node]
+                if not hour_max[b, node] >= demand[j, node]:
+                    hour_max[b, node] = demand[j, node]
+                excess = sold[b, j, node] - node_cores
+                terms[node] = excess if excess >= 0.0 else 0.0
+            worst /= node_cores
+            if not worst_overload[b] >= worst:
+                worst_overload[b] = worst
+            saved[b] += kernels.numpy_sum(terms, 0, num_nodes)
+            sold_core_ticks[b] += kernels.numpy_sum(sold[b, j], 0, num_nodes)
+            demand_core_ticks[b] += kernels.numpy_sum(demand[j], 0, num_nodes)
+
+
 def _max_concurrency(instance: VMInstance, episode_ticks: int) -> int:
     """Most VMs of the instance alive at once during the episode (bounds the running VMs: sizes the slots)."""
     if instance.num_vms == 0:
@@ -863,6 +1146,73 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionP
         return (c.hot_threshold - c.sensitive_tightening * share) * c.node_cores
 
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
+        if kernels.enabled() and isinstance(self.params.utilisation, ModelledUtilisation | ReplayedUtilisation):
+            return self._step_kernel(actions)
+        return self._step_numpy(actions)
+
+    def _step_kernel(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
+        """:meth:`_step_numpy` by the compiled hour kernels (bit-identical; see ``_hour_placements``)."""
+        s, c, counters = self.state, self.config, self.state.counters
+        b, n = self.num_envs, c.num_nodes
+        s.level[:] = actions
+        limit = self.ratio_limits(s.level)
+        counters.ratio_sum += self.params.ratios[s.level].sum(axis=1)
+        first = self.stats.length * TICKS_PER_HOUR
+        if int(first.max()) + TICKS_PER_HOUR > c.episode_ticks:
+            raise RuntimeError(f"a sub-env stepped past its episode's {c.hours} hours")
+        ticks = first[:, None] + np.arange(TICKS_PER_HOUR + 1)
+        arrived = np.take_along_axis(s.arrivals_at, ticks, axis=1)
+        counts = np.diff(arrived, axis=1)  # (B, 12) arrivals per tick
+        arrivals = arrived[:, -1] - arrived[:, 0]
+        width = np.minimum(s.slot_high + arrivals, s.slots.slots)
+        base = np.zeros(b, np.int64)
+        np.cumsum(width[:-1] * TICKS_PER_HOUR, out=base[1:])
+        size = int(base[-1] + width[-1] * TICKS_PER_HOUR)
+        occupant = np.empty(size, np.int64)
+        occupant_node = np.empty(size, np.int64)
+        sold = np.empty((b, TICKS_PER_HOUR, n))
+        sensitive = np.empty((b, TICKS_PER_HOUR, n))
+        placed_now = np.zeros(b, np.int64)
+        rejected_now = np.zeros(b, np.int64)
+        log = np.empty((int(arrivals.sum()), 3), np.int64)
+        logged = _hour_placements(
+            first, c.episode_ticks, counts.max(axis=0), s.arrivals_at, s.vms.departure, s.vms.cores, s.vms.traits,
+            s.vms.status, s.pool.used, limit, s.traits.used, s.slots.node, s.slots.item, s.slots.demand,
+            s.slots.end, s.slot_high, width, base, occupant, occupant_node, sold, sensitive,
+            counters.booked_core_ticks, counters.rejected_core_ticks, placed_now, rejected_now, log,
+        )  # fmt: skip
+        if logged < 0:
+            raise RuntimeError(f"sub-env {-1 - logged}: more live items than the {s.slots.slots} slots sized at reset")
+        if logged:
+            e, v, sl = log[:logged].T
+            s.slot_params.copy_from(s.vms, e, v, sl)
+        util = s.vms.util
+        level = np.empty(size, np.float32)
+        modelled = isinstance(self.params.utilisation, ModelledUtilisation)
+        if modelled:
+            _hour_exponents(
+                first, width, base, occupant, util["log_base"], util["sigma"], util["vm_key"], util["dep_key"], level
+            )
+            np.exp(level, out=level)
+        else:
+            pool = self.params.utilisation.pool  # type: ignore[attr-defined]
+            _hour_replayed(first, width, base, occupant, pool, util["offset"], util["start"], util["length"], level)
+        hour_sum = np.zeros((b, n))
+        hour_max = np.zeros((b, n))
+        hot = np.zeros((b, n), bool)
+        saved = np.zeros(b)
+        _hour_readings(
+            modelled, c.workload_hints, first, width, base, occupant, occupant_node, level,
+            util["amp_cos"], util["amp_sin"], util["burst_threshold"], util["burst_level"], util["dep_key"],
+            s.vms.cores, s.vms.heat_weight, *daily_tables(), sold, sensitive,
+            float(c.node_cores), float(c.hot_threshold), float(c.sensitive_tightening),
+            hour_sum, hour_max, hot, saved, counters.worst_overload, counters.sold_core_ticks,
+            counters.demand_core_ticks,
+        )  # fmt: skip
+        return self._end_hour(hour_sum, hour_max, hot, saved, placed_now, rejected_now)
+
+    def _step_numpy(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
+        """The hour in numpy, tick by tick: the reference the kernels are tested against."""
         s, c, counters = self.state, self.config, self.state.counters
         b, n = self.num_envs, c.num_nodes
         s.level[:] = actions
@@ -894,6 +1244,20 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionP
             saved += np.maximum(sold - c.node_cores, 0.0).sum(axis=1)
             counters.sold_core_ticks += sold.sum(axis=1)
             counters.demand_core_ticks += demand.sum(axis=1)
+        return self._end_hour(hour_sum, hour_max, hot, saved, placed_now, rejected_now)
+
+    def _end_hour(
+        self,
+        hour_sum: np.ndarray,
+        hour_max: np.ndarray,
+        hot: np.ndarray,
+        saved: np.ndarray,
+        placed_now: np.ndarray,
+        rejected_now: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
+        """Book the hour (sums and peaks of node demand (B, N), hot nodes, saved core-ticks and VMs (B,))."""
+        s, c, counters = self.state, self.config, self.state.counters
+        b = self.num_envs
         counters.saved_core_ticks += saved
         counters.placed_vms += placed_now
         counters.rejected_vms += rejected_now

@@ -7,13 +7,21 @@ the commit). A mismatch names the first step and the quantity that differs.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from tests.golden.trajectories import CASES, SHARED_TRACES, Case, load, run
+from tests.golden.trajectories import CASES, PLATFORM_FILE, SHARED_TRACES, Case, load, platform_fingerprint, run
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c.env_id}-{c.name}" for c in CASES])
 def test_golden_trajectory(case: Case) -> None:
+    recorded = json.loads(PLATFORM_FILE.read_text())["numpy_fingerprint"]
+    if platform_fingerprint() != recorded:
+        pytest.skip(
+            "the golden files were recorded where numpy's exp/log/pow round differently in the last bit (another "
+            "CPU kind); record them here on the last commit that matched: python -m tests.golden.trajectories --record"
+        )
     if case.needs_traces and not SHARED_TRACES.is_dir():
         pytest.skip(f"needs the public traces at {SHARED_TRACES}")
     expected = load(case)

@@ -13,6 +13,13 @@ instead of reducing a tiny last axis.
   arriving in the same step are placed one rank at a time (rank k of every
   sub-env in one call), so each placement sees the previous one's usage, as a
   real allocator would.
+
+:func:`place_sequentially` runs a compiled kernel (:mod:`cloudgym.envs.kernels`)
+that places each sub-env's items in one pass: a best fit over the nodes per
+item (:func:`best_fit_node`, which env kernels call too) and the first free
+slot kept as a pointer, moved on past occupied slots, instead of a scan of
+the whole slot table per rank. :func:`place_sequentially_numpy` is the numpy
+reference it is tested against (same nodes, slots and usage, bit for bit).
 """
 
 from __future__ import annotations
@@ -20,6 +27,8 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+
+from cloudgym.envs import kernels
 
 # Placement compares sums of float demands against limits; this much slack
 # absorbs rounding so that an item that fits exactly is not rejected.
@@ -209,6 +218,75 @@ class Placements:
         return out
 
 
+@kernels.jit
+def best_fit_node(limit: np.ndarray, used: np.ndarray, b: int, demand: np.ndarray) -> int:  # pragma: no cover
+    """:func:`best_fit` for sub-env ``b`` of ``limit``/``used`` (B, R, N) and one item's ``demand`` (R,); -1: none."""
+    best, best_room = -1, np.inf
+    for node in range(used.shape[2]):
+        fits = True
+        for r in range(used.shape[1]):
+            # As numpy computes it: (limit - used) - demand, compared with >= (a NaN never fits).
+            if not (limit[b, r, node] - used[b, r, node]) - demand[r] >= -FIT_TOLERANCE:
+                fits = False
+                break
+        if fits:
+            room = (limit[b, 0, node] - used[b, 0, node]) - demand[0]
+            if room < best_room:  # strictly: ties go to the lowest index, as np.argmin
+                best, best_room = node, room
+    return best
+
+
+@kernels.jit
+def next_free_slot(node: np.ndarray, b: int, start: int) -> int:  # pragma: no cover - compiled
+    """The first free slot of sub-env ``b`` at or after ``start`` (``node.shape[1]`` when none is)."""
+    slot = start
+    while slot < node.shape[1] and node[b, slot] >= 0:
+        slot += 1
+    return slot
+
+
+@kernels.jit
+def _place_sequentially_kernel(
+    limit: np.ndarray,
+    used: np.ndarray,
+    slot_node: np.ndarray,
+    slot_item: np.ndarray,
+    slot_demand: np.ndarray,
+    slot_end: np.ndarray,
+    demand: np.ndarray,
+    valid: np.ndarray,
+    end: np.ndarray,
+    item: np.ndarray,
+    chosen: np.ndarray,
+    slots_out: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Every sub-env's items in order; returns -1, or the first sub-env that ran out of slots."""
+    b_count, k_count, r_count = demand.shape
+    need = np.empty(r_count)
+    for b in range(b_count):
+        free = next_free_slot(slot_node, b, 0)
+        for k in range(k_count):
+            if not valid[b, k]:
+                continue
+            for r in range(r_count):
+                need[r] = demand[b, k, r]
+            node = best_fit_node(limit, used, b, need)
+            chosen[b, k] = node
+            if node < 0:
+                continue
+            if free >= slot_node.shape[1]:
+                return b
+            slot_node[b, free] = node
+            slot_item[b, free] = item[b, k]
+            for r in range(r_count):
+                slot_demand[b, r, free] = need[r]
+                used[b, r, node] += need[r]
+            slot_end[b, free] = end[b, k]
+            slots_out[b, k] = free
+            free = next_free_slot(slot_node, b, free + 1)
+    return -1
+
+
 def place_sequentially(
     pool: ResourcePool,
     placements: Placements,
@@ -219,7 +297,51 @@ def place_sequentially(
     limit: np.ndarray | None = None,
     slots_out: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Best-fit the arrivals of one step, rank by rank; (B, K) chosen nodes, -1 where rejected.
+    """Best-fit the arrivals of one step, in order per sub-env; (B, K) chosen nodes, -1 where rejected.
+
+    ``demand`` is (B, K, R), ``valid`` (B, K) marks real arrivals (rows are
+    padded to the largest K), ``end`` and ``item`` are (B, K). Each item sees
+    the usage of the ones before it and takes its sub-env's first free slot.
+    ``slots_out`` (B, K), when given, receives each placed item's slot in
+    ``placements`` (left as is where nothing was placed), so that an env can
+    keep per-slot data of its own beside the table. Raises when a sub-env has
+    more live items than slots (the table is sized at reset: a bug).
+    """
+    if not kernels.enabled():
+        return place_sequentially_numpy(pool, placements, demand, valid, end, item, limit, slots_out)
+    b, k_max, _ = demand.shape
+    chosen = np.full((b, k_max), -1, np.int64)
+    out = slots_out if slots_out is not None else np.full((b, k_max), -1, np.int64)
+    bad = _place_sequentially_kernel(
+        pool.capacity if limit is None else limit,
+        pool.used,
+        placements.node,
+        placements.item,
+        placements.demand,
+        placements.end,
+        np.asarray(demand, np.float64),
+        np.asarray(valid, np.bool_),
+        np.asarray(end, np.float64),
+        np.asarray(item, np.int64),
+        chosen,
+        out,
+    )
+    if bad >= 0:
+        raise RuntimeError(f"sub-env {bad}: more live items than the {placements.slots} slots sized at reset")
+    return chosen
+
+
+def place_sequentially_numpy(
+    pool: ResourcePool,
+    placements: Placements,
+    demand: np.ndarray,
+    valid: np.ndarray,
+    end: np.ndarray,
+    item: np.ndarray,
+    limit: np.ndarray | None = None,
+    slots_out: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`place_sequentially` in numpy, rank by rank (the reference the kernel is tested against).
 
     ``demand`` is (B, K, R), ``valid`` (B, K) marks real arrivals (rows are
     padded to the largest K), ``end`` and ``item`` are (B, K). Arrival k of

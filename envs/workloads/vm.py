@@ -66,6 +66,7 @@ from typing import Protocol
 
 import numpy as np
 
+from cloudgym.envs import kernels
 from cloudgym.envs.numerics import hash32, hash32_in_place, normal_cdf_fast
 from cloudgym.envs.workloads.traces import (
     MAX_TRACE_SECONDS,
@@ -235,7 +236,29 @@ def utilisation(
     deployment's; bursts come from the deployment's hash alone, so a deployment bursts together.
     ``tick`` is an int or an integer array that broadcasts against the parameters (a tick per row);
     the parameters share one shape.
+
+    Computed by the compiled kernel (:func:`utilisation_kernel`) when :func:`cloudgym.envs.kernels.enabled`
+    and the inputs have the table's dtypes, else by :func:`utilisation_numpy`; both give the same bits.
     """
+    if kernels.enabled():
+        out = utilisation_kernel(log_base, sigma, amp_cos, amp_sin, burst_threshold, burst_level, vm_key, dep_key, tick)
+        if out is not None:
+            return out
+    return utilisation_numpy(log_base, sigma, amp_cos, amp_sin, burst_threshold, burst_level, vm_key, dep_key, tick)
+
+
+def utilisation_numpy(
+    log_base: np.ndarray,
+    sigma: np.ndarray,
+    amp_cos: np.ndarray,
+    amp_sin: np.ndarray,
+    burst_threshold: np.ndarray,
+    burst_level: np.ndarray,
+    vm_key: np.ndarray,
+    dep_key: np.ndarray,
+    tick: int | np.ndarray,
+) -> np.ndarray:
+    """:func:`utilisation` in numpy: the reference the kernels are tested against."""
     # Written in place with one scratch buffer: the env evaluates this for every running VM at every reading.
     mix = tick_mix(tick)
     h_vm = np.bitwise_xor(vm_key, mix)
@@ -274,6 +297,190 @@ def utilisation(
     daily.fill(1.0)
     np.minimum(level, daily, out=level)
     return level
+
+
+# ----------------------------------------------------------------------------- the same readings, compiled
+# One reading is a hash, an exponential and a few products. The kernels compute each reading in two passes
+# around numpy's own float32 np.exp (numba's exp rounds differently in a third of the cases): pass one writes
+# the exponent, numpy exponentiates the whole buffer, pass two applies the daily cycle, bursts and the cap.
+# Every float32 operation is the reference's, in its order, so the readings are bit-identical.
+
+_NOISE_SCALE_F = float(_NOISE_SCALE)
+_NOISE_OFFSET_F = float(_NOISE_OFFSET)
+_DAILY_COS, _DAILY_SIN = daily_terms(np.arange(TICKS_PER_DAY))
+"""(cos, sin) of each tick of the day, float32: a reading's daily terms depend on its tick modulo a day alone
+(the same bits whether numpy computes one tick or an array; tested)."""
+_FLOAT32_COLUMNS = ("log_base", "sigma", "amp_cos", "amp_sin", "burst_level")
+_UINT32_COLUMNS = ("burst_threshold", "vm_key", "dep_key")
+
+
+def daily_tables() -> tuple[np.ndarray, np.ndarray]:
+    """(cos, sin) of the daily cycle for each tick of the day, (TICKS_PER_DAY,) float32 each (for kernels)."""
+    return _DAILY_COS, _DAILY_SIN
+
+
+@kernels.jit
+def mix_kernel(tick: int) -> np.uint64:  # pragma: no cover - compiled
+    """:func:`tick_mix` of one tick, as a uint64 holding 32 bits."""
+    return np.uint64((np.int64(tick) * np.int64(0x9E3779B9) + np.int64(0x632BE5AB)) & np.int64(0xFFFFFFFF))
+
+
+@kernels.jit
+def hash32_kernel(x: np.uint64) -> np.uint64:  # pragma: no cover - compiled
+    """:func:`cloudgym.envs.numerics.hash32` of one 32-bit value held in a uint64 (products masked to 32 bits)."""
+    low = np.uint64(0xFFFFFFFF)
+    x ^= x >> np.uint64(16)
+    x = (x * np.uint64(0x7FEB352D)) & low
+    x ^= x >> np.uint64(15)
+    x = (x * np.uint64(0x846CA68B)) & low
+    x ^= x >> np.uint64(16)
+    return x
+
+
+@kernels.jit
+def noise_exponent(
+    log_base: float, sigma: float, vm_key: int, dep_key: int, mix: np.uint64
+) -> np.float32:  # pragma: no cover
+    """Pass one of a reading: ``log_base + sigma * noise`` (float32), to be exponentiated by numpy."""
+    h_vm = hash32_kernel(np.uint64(vm_key) ^ mix)
+    h_dep = hash32_kernel(np.uint64(dep_key) ^ mix)
+    total = ((h_vm & np.uint64(0xFFFF)) + (h_vm >> np.uint64(16))) << np.uint64(2)
+    total += (((h_dep >> np.uint64(12)) & np.uint64(0xFFF)) + (h_dep & np.uint64(0xFFF))) * np.uint64(48)
+    level = np.float32(total) * np.float32(_NOISE_SCALE_F)
+    level = level - np.float32(_NOISE_OFFSET_F)
+    level = level * np.float32(sigma)
+    return level + np.float32(log_base)
+
+
+@kernels.jit
+def finish_reading(
+    level: float,
+    amp_cos: float,
+    amp_sin: float,
+    cos_t: float,
+    sin_t: float,
+    burst_threshold: int,
+    burst_level: float,
+    dep_key: int,
+    mix: np.uint64,
+) -> np.float32:  # pragma: no cover - compiled
+    """Pass two: the exponentiated ``level`` (float32) x the daily factor, or the burst level; at most 1."""
+    daily = np.float32(amp_cos) * np.float32(cos_t)
+    daily = daily + np.float32(amp_sin) * np.float32(sin_t)
+    daily = daily + np.float32(1.0)
+    out = np.float32(level) * daily
+    if (hash32_kernel(np.uint64(dep_key) ^ mix) >> np.uint64(24)) < np.uint64(burst_threshold):
+        out = np.float32(burst_level)
+    # np.minimum(level, 1): the level unless it is above 1.
+    if not out <= np.float32(1.0):
+        out = np.float32(1.0)
+    return out
+
+
+@kernels.jit
+def _exponents_3d(
+    log_base: np.ndarray, sigma: np.ndarray, vm_key: np.ndarray, dep_key: np.ndarray, mix: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    # Parameters (one 3-d shape) and ticks' mixes (another) broadcast against out by indexing a length-1 axis at 0.
+    p, t = log_base.shape, mix.shape
+    for i in range(out.shape[0]):
+        ip, it = (i if p[0] > 1 else 0), (i if t[0] > 1 else 0)
+        for j in range(out.shape[1]):
+            jp, jt = (j if p[1] > 1 else 0), (j if t[1] > 1 else 0)
+            for k in range(out.shape[2]):
+                kp, kt = (k if p[2] > 1 else 0), (k if t[2] > 1 else 0)
+                out[i, j, k] = noise_exponent(
+                    log_base[ip, jp, kp], sigma[ip, jp, kp], vm_key[ip, jp, kp], dep_key[ip, jp, kp],
+                    mix[it, jt, kt],
+                )  # fmt: skip
+
+
+@kernels.jit
+def _finish_3d(
+    out: np.ndarray,
+    amp_cos: np.ndarray,
+    amp_sin: np.ndarray,
+    burst_threshold: np.ndarray,
+    burst_level: np.ndarray,
+    dep_key: np.ndarray,
+    mix: np.ndarray,
+    cos_t: np.ndarray,
+    sin_t: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    p, t = amp_cos.shape, mix.shape
+    for i in range(out.shape[0]):
+        ip, it = (i if p[0] > 1 else 0), (i if t[0] > 1 else 0)
+        for j in range(out.shape[1]):
+            jp, jt = (j if p[1] > 1 else 0), (j if t[1] > 1 else 0)
+            for k in range(out.shape[2]):
+                kp, kt = (k if p[2] > 1 else 0), (k if t[2] > 1 else 0)
+                out[i, j, k] = finish_reading(
+                    out[i, j, k], amp_cos[ip, jp, kp], amp_sin[ip, jp, kp], cos_t[it, jt, kt], sin_t[it, jt, kt],
+                    burst_threshold[ip, jp, kp], burst_level[ip, jp, kp], dep_key[ip, jp, kp], mix[it, jt, kt],
+                )  # fmt: skip
+
+
+def _as_3d(a: np.ndarray) -> np.ndarray:
+    """``a`` (up to 3-d) as a C-contiguous 3-d array, length-1 axes first."""
+    return np.ascontiguousarray(a.reshape((1,) * (3 - a.ndim) + a.shape))
+
+
+def utilisation_kernel(
+    log_base: np.ndarray,
+    sigma: np.ndarray,
+    amp_cos: np.ndarray,
+    amp_sin: np.ndarray,
+    burst_threshold: np.ndarray,
+    burst_level: np.ndarray,
+    vm_key: np.ndarray,
+    dep_key: np.ndarray,
+    tick: int | np.ndarray,
+) -> np.ndarray | None:
+    """:func:`utilisation` by the compiled passes; None when the inputs are not the VM table's kind.
+
+    The kernels take the table's dtypes (float32 parameters, uint32 keys, integer ticks), parameters of
+    one shape and up to three dimensions; anything else is left to the numpy reference, which defines
+    the result.
+    """
+    arrays = {
+        "log_base": np.asarray(log_base),
+        "sigma": np.asarray(sigma),
+        "amp_cos": np.asarray(amp_cos),
+        "amp_sin": np.asarray(amp_sin),
+        "burst_threshold": np.asarray(burst_threshold),
+        "burst_level": np.asarray(burst_level),
+        "vm_key": np.asarray(vm_key),
+        "dep_key": np.asarray(dep_key),
+    }
+    ticks = np.asarray(tick)
+    shapes = {a.shape for a in arrays.values()}
+    if (
+        len(shapes) != 1
+        or any(arrays[f].dtype != np.float32 for f in _FLOAT32_COLUMNS)
+        or any(arrays[f].dtype != np.uint32 for f in _UINT32_COLUMNS)
+        or ticks.dtype.kind not in "iu"
+    ):
+        return None
+    shape = np.broadcast_shapes(ticks.shape, *shapes)
+    if len(shape) > 3:
+        return None
+    # Each input in its own shape (no broadcast copies); the kernels index a length-1 axis at 0.
+    p = {f: _as_3d(a) for f, a in arrays.items()}
+    t3 = _as_3d(ticks.astype(np.int64, copy=False))
+    shape3 = (1,) * (3 - len(shape)) + shape
+    if any(len({p["log_base"].shape[d], t3.shape[d], shape3[d]} - {1}) > 1 for d in range(3)):
+        return None  # aligned on the right, the inputs broadcast differently: numpy's rules decide
+    # Per tick, not per reading: its counter word and daily terms (the tick array is the small one).
+    mix = tick_mix(t3).astype(np.uint64)
+    day = t3 % TICKS_PER_DAY
+    out = np.empty(shape3, np.float32)
+    _exponents_3d(p["log_base"], p["sigma"], p["vm_key"], p["dep_key"], mix, out)
+    np.exp(out, out=out)
+    _finish_3d(
+        out, p["amp_cos"], p["amp_sin"], p["burst_threshold"], p["burst_level"], p["dep_key"], mix,
+        _DAILY_COS[day], _DAILY_SIN[day],
+    )  # fmt: skip
+    return out.reshape(shape)
 
 
 def utilisation_of(params: Mapping[str, np.ndarray], tick: int | np.ndarray) -> np.ndarray:

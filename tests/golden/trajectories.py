@@ -87,6 +87,21 @@ def _cases() -> Iterator[Case]:
 
 
 CASES: tuple[Case, ...] = tuple(_cases())
+PLATFORM_FILE = GOLDEN_DIR / "data" / "_platform.json"
+
+
+def platform_fingerprint() -> str:
+    """Digest of numpy's transcendental functions on fixed inputs.
+
+    numpy picks their implementation by CPU (SVML on AVX-512, others elsewhere), and they differ in the last
+    bit for a few per cent of inputs: trajectories recorded on one kind of CPU are bit-identical only on a
+    machine whose fingerprint is the same.
+    """
+    x = np.random.default_rng(0).uniform(0.01, 50.0, 4096)
+    y = np.random.default_rng(1).uniform(-2.0, 3.0, 4096)
+    funcs = (np.power(x, y), np.exp(y * 7.0), np.log(x), np.log1p(x), np.tanh(y), np.sin(x), np.cos(x))
+    f32 = (np.exp(y.astype(np.float32)), np.log(x.astype(np.float32)))
+    return digest([*funcs, *f32])
 
 
 # ----------------------------------------------------------------------------- digests
@@ -206,6 +221,8 @@ def load(case: Case) -> dict[str, Any]:
 
 
 def record(cases: tuple[Case, ...] = CASES) -> None:
+    PLATFORM_FILE.parent.mkdir(parents=True, exist_ok=True)
+    PLATFORM_FILE.write_text(json.dumps({"numpy_fingerprint": platform_fingerprint()}) + "\n")
     for case in cases:
         result = run(case)
         case.file.parent.mkdir(parents=True, exist_ok=True)

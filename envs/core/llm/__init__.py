@@ -23,7 +23,7 @@ nothing of any env. One idea per module:
   on its own up to its horizon, bit-identical to :mod:`.batching`;
 * :mod:`.cluster`: :class:`LLMCluster`, the API envs use: queue arrivals,
   advance every instance to a time, read what routers and power models need
-  (the kernel by default; ``use_kernel=False`` or ``CLOUDGYM_LLM_KERNEL=numpy``
+  (the kernel by default; ``use_kernel=False`` or ``CLOUDGYM_KERNELS=numpy``
   for the numpy path).
 
 ``docs/llm_router.md`` (section 6) lists the public API.

@@ -53,7 +53,7 @@ class LLMCluster:
 
     def __init__(self, instances: Sequence[InstanceSpec], slots: int, *, use_kernel: bool | None = None) -> None:
         """``use_kernel``: advance with the compiled kernel (:mod:`~cloudgym.envs.core.llm.kernel`) or the numpy
-        reference (bit-identical, slower); None reads ``CLOUDGYM_LLM_KERNEL`` (``numpy`` for the reference)."""
+        reference (bit-identical, slower); None reads ``CLOUDGYM_KERNELS`` (``numpy`` for the reference)."""
         if len(instances) < 1:
             raise ValueError("an LLM cluster needs at least one instance")
         if slots < 1:

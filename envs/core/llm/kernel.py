@@ -34,7 +34,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import importlib
-import os
 import warnings
 from typing import Any
 
@@ -45,6 +44,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
+from cloudgym.envs import kernels
 from cloudgym.envs.core.llm.batching import BatchingLimits
 from cloudgym.envs.core.llm.state import EMPTY, RUNNING, WAITING, Completions, LLMClusterState
 
@@ -55,7 +55,6 @@ _SVML_SYMBOL = "__svml_pow8_ha"
 _LINKED_SYMBOL = "cloudgym_numpy_pow8"
 """The name the kernel calls: numpy's SVML pow when numpy uses it, else a never-called stand-in (see _link)."""
 
-KERNEL_ENV = "CLOUDGYM_LLM_KERNEL"
 """Environment variable: ``numpy`` makes clusters built afterwards use the numpy reference path."""
 
 
@@ -105,7 +104,7 @@ def _svml_pow(typingctx: Any, x: Any, y: Any) -> Any:
 @numba.njit(cache=True, error_model="numpy")
 def _pow(x: float, y: float, mode: int) -> float:
     if mode == POW_SVML:
-        return _svml_pow(x, y)
+        return _svml_pow(x, y)  # type: ignore[call-arg]  # numba intrinsics take the typing context implicitly
     return x**y
 
 
@@ -150,11 +149,11 @@ def pow_mode() -> int:
 
 
 def kernel_default() -> bool:
-    """Whether clusters use the kernel unless told otherwise: yes, unless ``CLOUDGYM_LLM_KERNEL=numpy``."""
-    value = os.environ.get(KERNEL_ENV, "kernel").strip().lower()
-    if value not in ("kernel", "numba", "numpy"):
-        raise ValueError(f"{KERNEL_ENV}={value!r}: expected 'kernel' (the default, also 'numba') or 'numpy'")
-    return value != "numpy"
+    """Whether clusters use the kernel unless told otherwise: the one switch of every compiled kernel.
+
+    ``CLOUDGYM_KERNELS=numpy`` (or :func:`cloudgym.envs.kernels.set_enabled`) selects the numpy reference.
+    """
+    return kernels.enabled()
 
 
 # Columns of the kernel's completion records.
