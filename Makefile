@@ -31,6 +31,7 @@ typecheck: venv
 	rm -rf .typecheck && mkdir -p .typecheck/cloudgym
 	for f in cloudgym/*.py cloudgym/py.typed; do ln -s ../../$$f .typecheck/cloudgym/; done
 	for d in envs agents baselines; do ln -s ../../$$d .typecheck/cloudgym/$$d; done
+	ln -s ../../cloudgym/commands .typecheck/cloudgym/commands
 	cd .typecheck && ../$(VENV)/bin/mypy --config-file ../setup.cfg -p cloudgym
 
 # What CI runs: lint, types and the whole suite on gymnasium 1.2.2 (with RLlib), then the

@@ -604,7 +604,10 @@ def connect_ray(address: str | None, num_cpus: int) -> bool:
     """Join the cluster at ``address`` (``auto`` or ``HOST:PORT``) or start a small local instance.
 
     Returns whether this call started Ray (and so should shut it down).
-    Inside a Ray Tune trial Ray is already up and this does nothing.
+    Inside a Ray Tune trial Ray is already up and this does nothing. A joined
+    cluster with fewer free CPUs than ``num_cpus`` (one per env runner) is
+    refused at once, with the numbers: RLlib would otherwise wait forever for
+    env runners that cannot be placed.
     """
     import os
 
@@ -623,6 +626,14 @@ def connect_ray(address: str | None, num_cpus: int) -> bool:
         )
     else:
         ray.init(address=address, logging_level=logging.WARNING)
+        free = float(ray.available_resources().get("CPU", 0.0))
+        if free < num_cpus:
+            total = float(ray.cluster_resources().get("CPU", 0.0))
+            ray.shutdown()
+            raise ValueError(
+                f"the Ray cluster at {address} has {free:g} free CPUs (of {total:g}); {num_cpus} env runners need "
+                f"{num_cpus} (one each): lower --num-env-runners or add nodes"
+            )
     return True
 
 

@@ -17,6 +17,7 @@ from gymnasium import spaces
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cloudgym.agents.checkpoints import UntrustedCheckpointError
 from tests.scripts import load_script
 
 pytest.importorskip("ray.rllib", reason="the rllib extra is not installed")
@@ -213,9 +214,12 @@ def test_ppo_trains_and_its_checkpoint_evaluates_through_evaluate_py(
         f"eval/{m}" for m in cloudgym.evaluation.metric_names(env_id, env_kwargs)
     } <= _event_tags(run_dir)
 
+    with pytest.raises(UntrustedCheckpointError, match="unpickling"):  # RLlib's module checkpoint is pickled state
+        evaluate_py.main(["--env", env_id, "--policy", str(run_dir), "--episodes", "4", *kwargs_arg])
     rows = evaluate_py.main(
-        ["--env", env_id, "--policy", str(run_dir), "--episodes", "4", *kwargs_arg, "--csv", str(tmp_path / "e.csv")]
-    )
+        ["--env", env_id, "--policy", str(run_dir), "--episodes", "4", *kwargs_arg, "--csv", str(tmp_path / "e.csv"),
+         "--trust-checkpoint"]
+    )  # fmt: skip
     assert len(rows) == 4
     assert rows[0]["policy"] == info.name
     # The loaded checkpoint acts exactly as the module did at the end of training.
@@ -345,3 +349,19 @@ def test_sync_mode_builds_single_envs() -> None:
     )
     obs, _ = env.reset(seed=0)
     assert set(obs) == {rllib.OBSERVATIONS_KEY, rllib.MASK_KEY}
+
+
+def test_joining_a_cluster_too_small_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    """--address with more env runners than free CPUs names the numbers instead of hanging."""
+    import ray
+
+    calls: list[str] = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append("init"))
+    monkeypatch.setattr(ray, "available_resources", lambda: {"CPU": 2.0})
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 4.0})
+    monkeypatch.setattr(ray, "shutdown", lambda: calls.append("shutdown"))
+    with pytest.raises(ValueError, match=r"has 2 free CPUs \(of 4\); 8 env runners need 8"):
+        rllib.connect_ray("auto", num_cpus=8)
+    assert calls == ["init", "shutdown"]
+    assert rllib.connect_ray("auto", num_cpus=2)  # enough: joined
