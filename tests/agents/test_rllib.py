@@ -335,7 +335,7 @@ def _cmdline(pid: str) -> bytes:
 @pytest.mark.slow
 def test_bench_rllib_flag_prints_native_and_sync_side_by_side(capsys: pytest.CaptureFixture[str]) -> None:
     bench = load_script("bench")
-    out = bench.main(["--env", TOY, "--batch", "8", "--seconds", "0.5", "--no-extras", "--rllib"])
+    out = bench.main(["--env", TOY, "--batch", "8", "--seconds", "0.5", "--no-extras", "--no-kernels", "--rllib"])
     (row,) = out["rllib_sampling"]
     assert row["rllib_native_steps_per_s"] > 0
     assert row["rllib_sync_steps_per_s"] > 0
