@@ -364,7 +364,9 @@ class DCLifecycleConfig(ScenarioPresets):
     FIELD_RANGES: ClassVar[Mapping[str, Range]] = {
         "base_year": Range(1900, 2200, low_open=True, high_open=True, why="a calendar year"),
         "horizon_quarters": at_least(4, 400, why="quarters of one sub-env's arrays"),
-        "release_interval_years": Range(0.25, 100, why="generations released within the horizon are arrays"),
+        "release_interval_years": Range(
+            0.05, 100, why="one generation array entry per release: (B, T, G) tables; several may share a quarter"
+        ),
         "gpus_per_server": at_least(1, 64),
         "gpu_share_of_server_power": unit_interval(low_open=True),
         "max_generation_lag": at_least(1, MAX_GRID),
