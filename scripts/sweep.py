@@ -6,4 +6,4 @@ from cloudgym.commands.sweep import main
 if __name__ == "__main__":
     from cloudgym.cli import run
 
-    run(main)
+    raise SystemExit(run(main, prog="scripts/sweep.py"))

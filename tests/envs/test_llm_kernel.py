@@ -152,12 +152,9 @@ def _rollout(env_id: str, kwargs: dict, steps: int) -> list[str]:
         ("GPUPowerCap-v0", GPU_SMALL, 30),
     ],
 )
-def test_envs_step_alike_with_kernel_and_numpy(
-    monkeypatch: pytest.MonkeyPatch, env_id: str, kwargs: dict, steps: int
-) -> None:
-    monkeypatch.setenv(kernel.KERNEL_ENV, "numpy")
-    want = _rollout(env_id, kwargs, steps)
-    monkeypatch.setenv(kernel.KERNEL_ENV, "kernel")
+def test_envs_step_alike_with_kernel_and_numpy(env_id: str, kwargs: dict, steps: int) -> None:
+    with kernels.numpy_reference():
+        want = _rollout(env_id, kwargs, steps)
     got = _rollout(env_id, kwargs, steps)
     assert len(got) == len(want)
     for t, (a, b) in enumerate(zip(got, want)):
