@@ -595,6 +595,110 @@ def place_arrivals(
 # the numpy step's order (node sums slot by slot, counters in numpy's pairwise order), so the trajectories
 # are bit-identical (tests/envs/test_oversubscription_kernels.py). The per-(tick, slot) arrays of a sub-env
 # start at base[b] and hold width[b] slots per tick: the slots in use when the hour starts plus its arrivals.
+# kernel_hour drives them for one step (OversubscriptionCore._step calls it when the kernels are on).
+
+
+@kernels.jit
+def _tick_departures(
+    b: int,
+    w: int,
+    now: float,
+    free: int,
+    vm_traits: np.ndarray,
+    status: np.ndarray,
+    used: np.ndarray,
+    traits_used: np.ndarray,
+    slot_node: np.ndarray,
+    slot_item: np.ndarray,
+    slot_demand: np.ndarray,
+    slot_end: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """Vacate sub-env ``b``'s slots (of the first ``w``) whose VM leaves by ``now``: the first free slot after."""
+    for slot in range(w):
+        if slot_end[b, slot] <= now:
+            node, v = slot_node[b, slot], slot_item[b, slot]
+            used[b, 0, node] -= slot_demand[b, 0, slot]
+            for r in range(4):
+                traits_used[b, r, node] -= np.float64(vm_traits[b, v, r])
+            status[b, v] = DEPARTED
+            slot_node[b, slot] = -1
+            slot_item[b, slot] = -1
+            slot_demand[b, 0, slot] = 0.0
+            slot_end[b, slot] = np.inf
+            if slot < free:
+                free = slot
+    # ResourcePool.release clamps at zero after its subtractions: rounding never leaves negative use.
+    for node in range(used.shape[2]):
+        if not used[b, 0, node] >= 0.0:
+            used[b, 0, node] = 0.0
+        for r in range(4):
+            if not traits_used[b, r, node] >= 0.0:
+                traits_used[b, r, node] = 0.0
+    return free
+
+
+@kernels.jit
+def _tick_arrivals(
+    b: int,
+    t: int,
+    w: int,
+    free: int,
+    logged: int,
+    episode_ticks: int,
+    arrivals_at: np.ndarray,
+    departure: np.ndarray,
+    cores: np.ndarray,
+    vm_traits: np.ndarray,
+    status: np.ndarray,
+    used: np.ndarray,
+    limit: np.ndarray,
+    traits_used: np.ndarray,
+    slot_node: np.ndarray,
+    slot_item: np.ndarray,
+    slot_demand: np.ndarray,
+    slot_end: np.ndarray,
+    slot_high: np.ndarray,
+    need: np.ndarray,
+    booked_terms: np.ndarray,
+    rejected_terms: np.ndarray,
+    placed_now: np.ndarray,
+    rejected_now: np.ndarray,
+    log: np.ndarray,
+) -> tuple[int, int]:  # pragma: no cover - compiled
+    """Best fit of sub-env ``b``'s arrivals at tick ``t``: (placements logged, first free slot).
+
+    The placements logged are -1 - b when the sub-env ran out of slots.
+    """
+    first = arrivals_at[b, t]
+    count = arrivals_at[b, t + 1] - first
+    for k in range(count):
+        v = first + k
+        need[0] = np.float64(cores[b, v])
+        span = np.float64(min(np.int64(departure[b, v]), np.int64(episode_ticks)) - t)
+        node = best_fit_node(limit, used, b, need)
+        if node < 0:
+            status[b, v] = REJECTED
+            rejected_terms[k] = need[0] * span
+            rejected_now[b] += 1
+            continue
+        if free >= w:
+            return -1 - b, free
+        slot_node[b, free] = node
+        slot_item[b, free] = v
+        slot_demand[b, 0, free] = need[0]
+        slot_end[b, free] = np.float64(departure[b, v])
+        used[b, 0, node] += need[0]
+        # Traits are added in the same order as the numpy step's (after the tick's departures).
+        for r in range(4):
+            traits_used[b, r, node] += np.float64(vm_traits[b, v, r])
+        status[b, v] = RUNNING
+        log[logged, 0], log[logged, 1], log[logged, 2] = b, v, free
+        logged += 1
+        slot_high[b] = max(slot_high[b], free + 1)
+        booked_terms[k] = need[0] * span
+        placed_now[b] += 1
+        free = next_free_slot(slot_node, b, free + 1)
+    return logged, free
 
 
 @kernels.jit
@@ -642,58 +746,20 @@ def _hour_placements(
         free = next_free_slot(slot_node, b, 0)
         for j in range(TICKS_PER_HOUR):
             t = first_tick[b] + j
-            now = np.float64(t)
-            for slot in range(w):
-                if slot_end[b, slot] <= now:
-                    node, v = slot_node[b, slot], slot_item[b, slot]
-                    used[b, 0, node] -= slot_demand[b, 0, slot]
-                    for r in range(4):
-                        traits_used[b, r, node] -= np.float64(vm_traits[b, v, r])
-                    status[b, v] = DEPARTED
-                    slot_node[b, slot] = -1
-                    slot_item[b, slot] = -1
-                    slot_demand[b, 0, slot] = 0.0
-                    slot_end[b, slot] = np.inf
-                    if slot < free:
-                        free = slot
-            # ResourcePool.release clamps at zero after its subtractions: rounding never leaves negative use.
-            for node in range(num_nodes):
-                if not used[b, 0, node] >= 0.0:
-                    used[b, 0, node] = 0.0
-                for r in range(4):
-                    if not traits_used[b, r, node] >= 0.0:
-                        traits_used[b, r, node] = 0.0
-            first = arrivals_at[b, t]
-            count = arrivals_at[b, t + 1] - first
-            for k in range(count):
-                v = first + k
-                need[0] = np.float64(cores[b, v])
-                span = np.float64(min(np.int64(departure[b, v]), episode_ticks) - t)
-                node = best_fit_node(limit, used, b, need)
-                if node < 0:
-                    status[b, v] = REJECTED
-                    rejected_terms[k] = need[0] * span
-                    rejected_now[b] += 1
-                    continue
-                if free >= w:
-                    return -1 - b
-                slot_node[b, free] = node
-                slot_item[b, free] = v
-                slot_demand[b, 0, free] = need[0]
-                slot_end[b, free] = np.float64(departure[b, v])
-                used[b, 0, node] += need[0]
-                # Traits are added in the same order as the numpy step's (after the tick's departures).
-                for r in range(4):
-                    traits_used[b, r, node] += np.float64(vm_traits[b, v, r])
-                status[b, v] = RUNNING
-                log[logged, 0], log[logged, 1], log[logged, 2] = b, v, free
-                logged += 1
-                slot_high[b] = max(slot_high[b], free + 1)
-                booked_terms[k] = need[0] * span
-                placed_now[b] += 1
-                free = next_free_slot(slot_node, b, free + 1)
+            free = _tick_departures(
+                b, w, np.float64(t), free, vm_traits, status, used, traits_used, slot_node, slot_item, slot_demand,
+                slot_end,
+            )  # fmt: skip
+            logged, free = _tick_arrivals(
+                b, t, w, free, logged, episode_ticks, arrivals_at, departure, cores, vm_traits, status, used, limit,
+                traits_used, slot_node, slot_item, slot_demand, slot_end, slot_high, need, booked_terms,
+                rejected_terms, placed_now, rejected_now, log,
+            )  # fmt: skip
+            if logged < 0:
+                return logged
             if k_max[j] > 0:
                 # The numpy step sums (B, k_max) products padded with zeros, pairwise: the same order here.
+                count = arrivals_at[b, t + 1] - arrivals_at[b, t]
                 booked[b] += kernels.numpy_sum(booked_terms, 0, k_max[j])
                 rejected_ticks[b] += kernels.numpy_sum(rejected_terms, 0, k_max[j])
                 booked_terms[:count] = 0.0
@@ -768,6 +834,102 @@ def _hour_replayed(
 
 
 @kernels.jit
+def _hour_node_demand(
+    modelled: bool,
+    hints: bool,
+    b: int,
+    w: int,
+    at: int,
+    occupant: np.ndarray,
+    occupant_node: np.ndarray,
+    level: np.ndarray,
+    amp_cos: np.ndarray,
+    amp_sin: np.ndarray,
+    burst_threshold: np.ndarray,
+    burst_level: np.ndarray,
+    dep_key: np.ndarray,
+    cores: np.ndarray,
+    heat_weight: np.ndarray,
+    mix: np.ndarray,
+    cos_t: np.ndarray,
+    sin_t: np.ndarray,
+    demand: np.ndarray,
+    heat: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Sub-env ``b``'s (12, N) node demand and heat of the hour, into ``demand`` and ``heat`` (overwritten)."""
+    demand[:] = 0.0
+    heat[:] = 0.0
+    # Slot by slot with the 12 ticks inside: each tick's node sums still add their VMs in slot order.
+    for slot in range(w):
+        for j in range(TICKS_PER_HOUR):
+            i = at + j * w + slot
+            v = occupant[i]
+            if v < 0:
+                continue
+            u = level[i]
+            if modelled:
+                u = finish_reading(
+                    u, amp_cos[b, v], amp_sin[b, v], cos_t[j], sin_t[j],
+                    burst_threshold[b, v], burst_level[b, v], dep_key[b, v], mix[j],
+                )  # fmt: skip
+            contrib = np.float32(u) * cores[b, v]
+            node = occupant_node[i]
+            demand[j, node] += np.float64(contrib)
+            if hints:
+                heat[j, node] += np.float64(contrib * heat_weight[b, v])
+
+
+@kernels.jit
+def _hour_node_sums(
+    hints: bool,
+    b: int,
+    demand: np.ndarray,
+    heat: np.ndarray,
+    sold: np.ndarray,
+    sensitive: np.ndarray,
+    node_cores: float,
+    hot_threshold: float,
+    tightening: float,
+    terms: np.ndarray,
+    hour_sum: np.ndarray,
+    hour_max: np.ndarray,
+    hot: np.ndarray,
+    saved: np.ndarray,
+    worst_overload: np.ndarray,
+    sold_core_ticks: np.ndarray,
+    demand_core_ticks: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Sub-env ``b``'s hot nodes, saved cores and the hour's sums from its (12, N) node demand and heat."""
+    num_nodes = hour_sum.shape[1]
+    for j in range(TICKS_PER_HOUR):
+        worst = -np.inf
+        for node in range(num_nodes):
+            load = heat[j, node] if hints else demand[j, node]
+            if hints:
+                s = sold[b, j, node]
+                share = sensitive[b, j, node] / s if s > 0 else 0.0
+                limit = (hot_threshold - tightening * share) * node_cores
+            else:
+                limit = hot_threshold * node_cores
+            over = load - limit
+            if over > 1e-9:
+                hot[b, node] = True
+            if node == 0 or over > worst:
+                worst = over
+            hour_sum[b, node] += demand[j, node]
+            if not hour_max[b, node] >= demand[j, node]:
+                hour_max[b, node] = demand[j, node]
+            excess = sold[b, j, node] - node_cores
+            terms[node] = excess if excess >= 0.0 else 0.0
+        worst /= node_cores
+        if not worst_overload[b] >= worst:
+            worst_overload[b] = worst
+        saved[b] += kernels.numpy_sum(terms, 0, num_nodes)
+        sold_core_ticks[b] += kernels.numpy_sum(sold[b, j], 0, num_nodes)
+        demand_core_ticks[b] += kernels.numpy_sum(demand[j], 0, num_nodes)
+
+
+@kernels.jit
 def _hour_readings(
     modelled: bool,
     hints: bool,
@@ -809,57 +971,89 @@ def _hour_readings(
     sin_t = np.empty(TICKS_PER_HOUR, np.float32)
     day = cos_day.size
     for b in range(width.size):
-        w, at = width[b], base[b]
         for j in range(TICKS_PER_HOUR):
             t = first_tick[b] + j
             mix[j] = mix_kernel(t)
             cos_t[j], sin_t[j] = cos_day[t % day], sin_day[t % day]
-        demand[:] = 0.0
-        heat[:] = 0.0
-        # Slot by slot with the 12 ticks inside: each tick's node sums still add their VMs in slot order.
-        for slot in range(w):
-            for j in range(TICKS_PER_HOUR):
-                i = at + j * w + slot
-                v = occupant[i]
-                if v < 0:
-                    continue
-                u = level[i]
-                if modelled:
-                    u = finish_reading(
-                        u, amp_cos[b, v], amp_sin[b, v], cos_t[j], sin_t[j],
-                        burst_threshold[b, v], burst_level[b, v], dep_key[b, v], mix[j],
-                    )  # fmt: skip
-                contrib = np.float32(u) * cores[b, v]
-                node = occupant_node[i]
-                demand[j, node] += np.float64(contrib)
-                if hints:
-                    heat[j, node] += np.float64(contrib * heat_weight[b, v])
-        for j in range(TICKS_PER_HOUR):
-            worst = -np.inf
-            for node in range(num_nodes):
-                load = heat[j, node] if hints else demand[j, node]
-                if hints:
-                    s = sold[b, j, node]
-                    share = sensitive[b, j, node] / s if s > 0 else 0.0
-                    limit = (hot_threshold - tightening * share) * node_cores
-                else:
-                    limit = hot_threshold * node_cores
-                over = load - limit
-                if over > 1e-9:
-                    hot[b, node] = True
-                if node == 0 or over > worst:
-                    worst = over
-                hour_sum[b, node] += demand[j, node]
-                if not hour_max[b, node] >= demand[j, node]:
-                    hour_max[b, node] = demand[j, node]
-                excess = sold[b, j, node] - node_cores
-                terms[node] = excess if excess >= 0.0 else 0.0
-            worst /= node_cores
-            if not worst_overload[b] >= worst:
-                worst_overload[b] = worst
-            saved[b] += kernels.numpy_sum(terms, 0, num_nodes)
-            sold_core_ticks[b] += kernels.numpy_sum(sold[b, j], 0, num_nodes)
-            demand_core_ticks[b] += kernels.numpy_sum(demand[j], 0, num_nodes)
+        _hour_node_demand(
+            modelled, hints, b, width[b], base[b], occupant, occupant_node, level, amp_cos, amp_sin,
+            burst_threshold, burst_level, dep_key, cores, heat_weight, mix, cos_t, sin_t, demand, heat,
+        )  # fmt: skip
+        _hour_node_sums(
+            hints, b, demand, heat, sold, sensitive, node_cores, hot_threshold, tightening, terms, hour_sum,
+            hour_max, hot, saved, worst_overload, sold_core_ticks, demand_core_ticks,
+        )  # fmt: skip
+
+
+def kernel_hour(
+    config: OversubscriptionConfig,
+    utilisation: ModelledUtilisation | ReplayedUtilisation,
+    s: OversubscriptionState,
+    length: np.ndarray,
+    limit: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One step's hour by the compiled kernels, on state ``s`` at hours ``length`` (B,) under ``limit`` (B, 1, N).
+
+    Returns what ``OversubscriptionCore._end_hour`` books: (B, N) sums and
+    peaks of node demand, (B, N) hot nodes, (B,) saved core-ticks, placed and
+    rejected VMs; ``s`` and its counters are updated as by ``_step_numpy``.
+    """
+    c, counters = config, s.counters
+    b, n = length.shape[0], c.num_nodes
+    first = length * TICKS_PER_HOUR
+    if int(first.max()) + TICKS_PER_HOUR > c.episode_ticks:
+        raise RuntimeError(f"a sub-env stepped past its episode's {c.hours} hours")
+    ticks = first[:, None] + np.arange(TICKS_PER_HOUR + 1)
+    arrived = np.take_along_axis(s.arrivals_at, ticks, axis=1)
+    counts = np.diff(arrived, axis=1)  # (B, 12) arrivals per tick
+    arrivals = arrived[:, -1] - arrived[:, 0]
+    width = np.minimum(s.slot_high + arrivals, s.slots.slots)
+    base = np.zeros(b, np.int64)
+    np.cumsum(width[:-1] * TICKS_PER_HOUR, out=base[1:])
+    size = int(base[-1] + width[-1] * TICKS_PER_HOUR)
+    occupant = np.empty(size, np.int64)
+    occupant_node = np.empty(size, np.int64)
+    sold = np.empty((b, TICKS_PER_HOUR, n))
+    sensitive = np.empty((b, TICKS_PER_HOUR, n))
+    placed_now = np.zeros(b, np.int64)
+    rejected_now = np.zeros(b, np.int64)
+    log = np.empty((int(arrivals.sum()), 3), np.int64)
+    logged = _hour_placements(
+        first, c.episode_ticks, counts.max(axis=0), s.arrivals_at, s.vms.departure, s.vms.cores, s.vms.traits,
+        s.vms.status, s.pool.used, limit, s.traits.used, s.slots.node, s.slots.item, s.slots.demand,
+        s.slots.end, s.slot_high, width, base, occupant, occupant_node, sold, sensitive,
+        counters.booked_core_ticks, counters.rejected_core_ticks, placed_now, rejected_now, log,
+    )  # fmt: skip
+    if logged < 0:
+        raise RuntimeError(f"sub-env {-1 - logged}: more live items than the {s.slots.slots} slots sized at reset")
+    if logged:
+        e, v, sl = log[:logged].T
+        s.slot_params.copy_from(s.vms, e, v, sl)
+    util = s.vms.util
+    level = np.empty(size, np.float32)
+    modelled = isinstance(utilisation, ModelledUtilisation)
+    if isinstance(utilisation, ModelledUtilisation):
+        _hour_exponents(
+            first, width, base, occupant, util["log_base"], util["sigma"], util["vm_key"], util["dep_key"], level
+        )
+        np.exp(level, out=level)
+    else:
+        _hour_replayed(
+            first, width, base, occupant, utilisation.pool, util["offset"], util["start"], util["length"], level
+        )
+    hour_sum = np.zeros((b, n))
+    hour_max = np.zeros((b, n))
+    hot = np.zeros((b, n), bool)
+    saved = np.zeros(b)
+    _hour_readings(
+        modelled, c.workload_hints, first, width, base, occupant, occupant_node, level,
+        util["amp_cos"], util["amp_sin"], util["burst_threshold"], util["burst_level"], util["dep_key"],
+        s.vms.cores, s.vms.heat_weight, *daily_tables(), sold, sensitive,
+        float(c.node_cores), float(c.hot_threshold), float(c.sensitive_tightening),
+        hour_sum, hour_max, hot, saved, counters.worst_overload, counters.sold_core_ticks,
+        counters.demand_core_ticks,
+    )  # fmt: skip
+    return hour_sum, hour_max, hot, saved, placed_now, rejected_now
 
 
 def _max_concurrency(instance: VMInstance, episode_ticks: int) -> int:
@@ -1146,70 +1340,15 @@ class OversubscriptionCore(BatchedCore[OversubscriptionConfig, OversubscriptionP
         return (c.hot_threshold - c.sensitive_tightening * share) * c.node_cores
 
     def _step(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
-        if kernels.enabled() and isinstance(self.params.utilisation, ModelledUtilisation | ReplayedUtilisation):
-            return self._step_kernel(actions)
-        return self._step_numpy(actions)
-
-    def _step_kernel(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
-        """:meth:`_step_numpy` by the compiled hour kernels (bit-identical; see ``_hour_placements``)."""
-        s, c, counters = self.state, self.config, self.state.counters
-        b, n = self.num_envs, c.num_nodes
+        utilisation = self.params.utilisation
+        if not (kernels.enabled() and isinstance(utilisation, ModelledUtilisation | ReplayedUtilisation)):
+            return self._step_numpy(actions)
+        # The compiled hour (kernel_hour): bit-identical to _step_numpy, the reference.
+        s = self.state
         s.level[:] = actions
         limit = self.ratio_limits(s.level)
-        counters.ratio_sum += self.params.ratios[s.level].sum(axis=1)
-        first = self.stats.length * TICKS_PER_HOUR
-        if int(first.max()) + TICKS_PER_HOUR > c.episode_ticks:
-            raise RuntimeError(f"a sub-env stepped past its episode's {c.hours} hours")
-        ticks = first[:, None] + np.arange(TICKS_PER_HOUR + 1)
-        arrived = np.take_along_axis(s.arrivals_at, ticks, axis=1)
-        counts = np.diff(arrived, axis=1)  # (B, 12) arrivals per tick
-        arrivals = arrived[:, -1] - arrived[:, 0]
-        width = np.minimum(s.slot_high + arrivals, s.slots.slots)
-        base = np.zeros(b, np.int64)
-        np.cumsum(width[:-1] * TICKS_PER_HOUR, out=base[1:])
-        size = int(base[-1] + width[-1] * TICKS_PER_HOUR)
-        occupant = np.empty(size, np.int64)
-        occupant_node = np.empty(size, np.int64)
-        sold = np.empty((b, TICKS_PER_HOUR, n))
-        sensitive = np.empty((b, TICKS_PER_HOUR, n))
-        placed_now = np.zeros(b, np.int64)
-        rejected_now = np.zeros(b, np.int64)
-        log = np.empty((int(arrivals.sum()), 3), np.int64)
-        logged = _hour_placements(
-            first, c.episode_ticks, counts.max(axis=0), s.arrivals_at, s.vms.departure, s.vms.cores, s.vms.traits,
-            s.vms.status, s.pool.used, limit, s.traits.used, s.slots.node, s.slots.item, s.slots.demand,
-            s.slots.end, s.slot_high, width, base, occupant, occupant_node, sold, sensitive,
-            counters.booked_core_ticks, counters.rejected_core_ticks, placed_now, rejected_now, log,
-        )  # fmt: skip
-        if logged < 0:
-            raise RuntimeError(f"sub-env {-1 - logged}: more live items than the {s.slots.slots} slots sized at reset")
-        if logged:
-            e, v, sl = log[:logged].T
-            s.slot_params.copy_from(s.vms, e, v, sl)
-        util = s.vms.util
-        level = np.empty(size, np.float32)
-        modelled = isinstance(self.params.utilisation, ModelledUtilisation)
-        if modelled:
-            _hour_exponents(
-                first, width, base, occupant, util["log_base"], util["sigma"], util["vm_key"], util["dep_key"], level
-            )
-            np.exp(level, out=level)
-        else:
-            pool = self.params.utilisation.pool  # type: ignore[attr-defined]
-            _hour_replayed(first, width, base, occupant, pool, util["offset"], util["start"], util["length"], level)
-        hour_sum = np.zeros((b, n))
-        hour_max = np.zeros((b, n))
-        hot = np.zeros((b, n), bool)
-        saved = np.zeros(b)
-        _hour_readings(
-            modelled, c.workload_hints, first, width, base, occupant, occupant_node, level,
-            util["amp_cos"], util["amp_sin"], util["burst_threshold"], util["burst_level"], util["dep_key"],
-            s.vms.cores, s.vms.heat_weight, *daily_tables(), sold, sensitive,
-            float(c.node_cores), float(c.hot_threshold), float(c.sensitive_tightening),
-            hour_sum, hour_max, hot, saved, counters.worst_overload, counters.sold_core_ticks,
-            counters.demand_core_ticks,
-        )  # fmt: skip
-        return self._end_hour(hour_sum, hour_max, hot, saved, placed_now, rejected_now)
+        s.counters.ratio_sum += self.params.ratios[s.level].sum(axis=1)
+        return self._end_hour(*kernel_hour(self.config, utilisation, s, self.stats.length, limit))
 
     def _step_numpy(self, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, Info]:
         """The hour in numpy, tick by tick: the reference the kernels are tested against."""

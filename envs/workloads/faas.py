@@ -817,6 +817,43 @@ def _refuse_duplicate(seen: dict[tuple[str, ...], int], key: tuple[str, ...], pa
         raise TraceFormatError(path, line, f"{what} {'/'.join(key)} appears twice (first on line {first})")
 
 
+def _read_invocations(
+    path: Path, base: int, per_app: dict[str, dict[int, int]], triggers: dict[str, list[bool]]
+) -> None:
+    """Add one day's invocation file to ``per_app`` (minute ``base`` + m: count) and ``triggers``, per app."""
+    functions: dict[tuple[str, ...], int] = {}
+    for line, fields in csv_rows(path, _INVOCATION_HEADER):
+        owner, app, func, trigger = (x.strip() for x in fields[:4])
+        if not owner or not app or not func:
+            raise TraceFormatError(path, line, "empty HashOwner, HashApp or HashFunction")
+        if trigger not in _GROUP_OF:
+            raise TraceFormatError(path, line, f"unknown Trigger {trigger!r} (known: {', '.join(TRIGGERS)})", "Trigger")
+        _refuse_duplicate(functions, (owner, app, func), path, line, "function")
+        try:
+            counts = np.array(fields[4:], dtype=np.float64)
+        except ValueError:
+            bad = next(i for i, x in enumerate(fields[4:]) if not _is_float(x))
+            raise TraceFormatError(path, line, f"{fields[4 + bad]!r} is not a number", str(bad + 1)) from None
+        invalid = ~np.isfinite(counts) | (counts < 0) | (counts != np.floor(counts))
+        invalid |= counts > MAX_COUNT_PER_MINUTE
+        if invalid.any():
+            bad = int(np.argmax(invalid))
+            raise TraceFormatError(
+                path,
+                line,
+                f"{fields[4 + bad]!r} is not a whole count in [0, {MAX_COUNT_PER_MINUTE:.0e}]",
+                str(bad + 1),
+            )
+        key = f"{owner}/{app}"
+        events = per_app.setdefault(key, {})
+        for minute in np.flatnonzero(counts).tolist():
+            events[base + minute] = events.get(base + minute, 0) + int(counts[minute])
+        groups = triggers.setdefault(key, [False] * 4)
+        groups[_GROUP_OF[trigger]] = True
+    if not functions:
+        raise TraceFormatError(path, 2, "no function rows after the header")
+
+
 def load_azure2019(folder: str | os.PathLike[str], days: Sequence[int] | None = None) -> AppTrace:
     """Load the Azure Functions 2019 trace (per-day CSV files) aggregated to applications.
 
@@ -852,41 +889,7 @@ def load_azure2019(folder: str | os.PathLike[str], days: Sequence[int] | None = 
     mem_sum: dict[str, float] = {}
     mem_weight: dict[str, float] = {}
     for offset, day in enumerate(chosen):
-        path = found[day]
-        base = offset * MINUTES_PER_DAY
-        functions: dict[tuple[str, ...], int] = {}
-        for line, fields in csv_rows(path, _INVOCATION_HEADER):
-            owner, app, func, trigger = (x.strip() for x in fields[:4])
-            if not owner or not app or not func:
-                raise TraceFormatError(path, line, "empty HashOwner, HashApp or HashFunction")
-            if trigger not in _GROUP_OF:
-                raise TraceFormatError(
-                    path, line, f"unknown Trigger {trigger!r} (known: {', '.join(TRIGGERS)})", "Trigger"
-                )
-            _refuse_duplicate(functions, (owner, app, func), path, line, "function")
-            try:
-                counts = np.array(fields[4:], dtype=np.float64)
-            except ValueError:
-                bad = next(i for i, x in enumerate(fields[4:]) if not _is_float(x))
-                raise TraceFormatError(path, line, f"{fields[4 + bad]!r} is not a number", str(bad + 1)) from None
-            invalid = ~np.isfinite(counts) | (counts < 0) | (counts != np.floor(counts))
-            invalid |= counts > MAX_COUNT_PER_MINUTE
-            if invalid.any():
-                bad = int(np.argmax(invalid))
-                raise TraceFormatError(
-                    path,
-                    line,
-                    f"{fields[4 + bad]!r} is not a whole count in [0, {MAX_COUNT_PER_MINUTE:.0e}]",
-                    str(bad + 1),
-                )
-            key = f"{owner}/{app}"
-            events = per_app.setdefault(key, {})
-            for minute in np.flatnonzero(counts).tolist():
-                events[base + minute] = events.get(base + minute, 0) + int(counts[minute])
-            groups = triggers.setdefault(key, [False] * 4)
-            groups[_GROUP_OF[trigger]] = True
-        if not functions:
-            raise TraceFormatError(path, 2, "no function rows after the header")
+        _read_invocations(found[day], offset * MINUTES_PER_DAY, per_app, triggers)
         dpath = _side_file(root, f"function_durations_percentiles.anon.d{day:02d}.csv")
         if dpath is not None:
             seen: dict[tuple[str, ...], int] = {}
