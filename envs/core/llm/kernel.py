@@ -161,17 +161,326 @@ _R_ROUND, _R_FLAT, _R_SLOT, _R_REQUEST, _R_TAG, _R_PROMPT, _R_OUTPUT = range(7)
 _R_ARRIVAL, _R_FIRST, _R_FINISH, _R_GAP = range(4)
 
 
+# The phase helpers of _advance are inlined into it in numba's IR (inline="always"; called, they cost it about
+# twice the time). Every array a helper takes still costs a reference count up and down per call, so the helpers
+# take only the arrays they use and the rare phases (idle jump, preemption, completions) run only when needed.
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _idle_jump(
+    f: int,
+    until: float,
+    clock: np.ndarray,
+    waiting: np.ndarray,
+    q_head_a: np.ndarray,
+    last_done: np.ndarray,
+    queue: np.ndarray,
+    arrival: np.ndarray,
+) -> tuple[bool, float]:
+    """advance(): an idle instance jumps to its queue head's arrival, or to the horizon; (go on, clock)."""
+    now = clock[f]
+    head_arrival = np.inf
+    if waiting[f] > 0:
+        head_arrival = arrival[f, queue[f, q_head_a[f]]]
+    jump = min(max(head_arrival, now), until)
+    if jump > now:
+        clock[f] = jump
+        last_done[f] = 0
+        now = jump
+    return head_arrival <= now and now < until, now
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _scan_decode(
+    f: int,
+    sh: int,
+    bt: int,
+    status: np.ndarray,
+    target: np.ndarray,
+    computed: np.ndarray,
+    blocks: np.ndarray,
+    decoding: np.ndarray,
+    grow: np.ndarray,
+) -> tuple[int, int, float]:
+    """Mark the decoding slots and those whose KV grows a block; (blocks needed, decode count, decode context)."""
+    need = 0
+    n_dec = 0
+    ctx_decode = 0.0
+    for s in range(sh):
+        dec = status[f, s] == RUNNING and computed[f, s] >= target[f, s]
+        decoding[s] = dec
+        g = dec and computed[f, s] >= blocks[f, s] * bt
+        grow[s] = g
+        need += g
+        if dec:
+            n_dec += 1
+            ctx_decode += float(computed[f, s] + 1)
+    return need, n_dec, ctx_decode
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _preempt(
+    f: int,
+    sh: int,
+    now: float,
+    need: int,
+    free: int,
+    counts: tuple[int, float, int, int, int, int],
+    slot_state: tuple[np.ndarray, ...],
+    last_token: np.ndarray,
+    decoding: np.ndarray,
+    grow: np.ndarray,
+) -> tuple[int, int, float, int, int, int, int, float]:
+    """Preempt the latest requests until the KV growth fits; (free, n_dec, ctx_decode, n_run, q_head, q_len,
+    partial, preempted). Victims come out of the decode count and context again: integers, exact in any order."""
+    queue, status, request, _tag, prompt, _output, target, computed, generated, blocks = slot_state
+    n_dec, ctx_decode, n_run, q_head, q_len, part = counts
+    n_slots = status.shape[1]
+    preempted = 0.0
+    while need > free:
+        victim = 0
+        best = np.int64(-1) if status[f, 0] != RUNNING else request[f, 0]
+        for s in range(1, sh):
+            v = request[f, s] if status[f, s] == RUNNING else np.int64(-1)
+            if v > best:
+                best = v
+                victim = s
+        free += blocks[f, victim]
+        need -= grow[victim]
+        if decoding[victim]:
+            n_dec -= 1
+            ctx_decode -= float(computed[f, victim] + 1)
+        blocks[f, victim] = 0
+        status[f, victim] = WAITING
+        decoding[victim] = False
+        grow[victim] = False
+        target[f, victim] = prompt[f, victim] + generated[f, victim]
+        computed[f, victim] = 0
+        if generated[f, victim] > 0:
+            last_token[f, victim] = now
+        if part == victim:
+            part = -1
+        n_run -= 1
+        q_head = (q_head - 1) % n_slots
+        queue[f, q_head] = victim
+        q_len += 1
+        preempted += 1.0
+    free -= need
+    return free, n_dec, ctx_decode, n_run, q_head, q_len, part, preempted
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _schedule(
+    f: int,
+    now: float,
+    budget: np.int64,
+    is_chunked: bool,
+    bt: int,
+    room: tuple[np.int64, np.int64, np.int64],
+    queued: tuple[int, int, int, int],
+    slots: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    p_slot: np.ndarray,
+    p_chunk: np.ndarray,
+) -> tuple[np.int64, int, int, int, int, int]:
+    """Prompt work into ``p_slot``/``p_chunk``: the part-prefilled prompt first (chunked mode), then admission,
+    FCFS, the first head that does not fit stopping it; (free, n_run, q_head, q_len, partial, prompt count)."""
+    queue, status, target, computed, blocks, arrival = slots
+    free, watermark, batch_limit = room
+    n_run, q_head, q_len, part = queued
+    n_slots = status.shape[1]
+    n_p = 0
+    if part >= 0:
+        c = min(np.int64(target[f, part] - computed[f, part]), max(budget, np.int64(0)))
+        if c > 0:
+            p_slot[n_p] = part
+            p_chunk[n_p] = c
+            n_p += 1
+        budget -= c
+        if computed[f, part] + c >= target[f, part]:
+            part = -1
+    prefilled = np.int64(0)
+    while q_len > 0 and n_run < batch_limit and budget > 0 and part < 0:
+        head = queue[f, q_head]
+        t = np.int64(target[f, head])
+        need_blocks = -(-t // bt)
+        ok = arrival[f, head] <= now
+        ok = ok and need_blocks <= free - watermark
+        ok = ok and (is_chunked or prefilled == 0 or prefilled + t <= budget)
+        if not ok:
+            break
+        status[f, head] = RUNNING
+        blocks[f, head] = need_blocks
+        free -= need_blocks
+        n_run += 1
+        c = min(t, budget) if is_chunked else t
+        p_slot[n_p] = head
+        p_chunk[n_p] = c
+        n_p += 1
+        if is_chunked:
+            budget -= c
+        prefilled += c
+        if c < t:
+            part = head
+        q_head = (q_head + 1) % n_slots
+        q_len -= 1
+    return free, n_run, q_head, q_len, part, n_p
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _prompt_sums(
+    f: int, n_p: int, p_slot: np.ndarray, p_chunk: np.ndarray, computed: np.ndarray
+) -> tuple[float, float, float]:
+    """The prompt chunks' tokens, attention pairs and KV tokens read (integer sums, exact in any order)."""
+    n_prefill = 0.0
+    pair_sum = 0.0
+    read_sum = 0.0
+    for j in range(n_p):
+        chunk = float(p_chunk[j])
+        before = float(computed[f, p_slot[j]])
+        n_prefill += chunk
+        pair_sum += chunk * before + chunk * (chunk + 1) / 2
+        read_sum += before + chunk
+    return n_prefill, pair_sum, read_sum
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _roofline(
+    mode: int, tokens: float, pairs: float, kv_read: float, freq: float, c: tuple[float, ...]
+) -> tuple[float, float, float]:
+    """The roofline of iteration_time, operation for operation, ``c`` the instance's coefficients;
+    (total, compute, memory)."""
+    fpt, fpp, fps, wbytes, kvb, bps, overlap, overhead, comm_tok = c
+    compute = (fpt * tokens + fpp * pairs) / (fps * freq)
+    memory = (wbytes + kvb * kv_read) / bps
+    comm = comm_tok * tokens
+    p = overlap
+    hi = max(compute, memory)
+    lo = min(compute, memory)
+    joined = hi * _pow(1.0 + _pow(lo / (hi if hi > 0 else 1.0), p, mode), 1.0 / p, mode)
+    total = overhead + joined + comm
+    return total, compute, memory
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _emit(
+    f: int,
+    sh: int,
+    n_p: int,
+    total: float,
+    t_end: float,
+    scratch: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    slots: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    times: tuple[np.ndarray, ...],
+) -> bool:
+    """Decode one token each (the previous one came at the clock), then the prompt chunks that finish their
+    prompt emit one; marks ``done``, True when any request finished."""
+    decoding, grow, done, p_slot, p_chunk = scratch
+    output, target, computed, generated, blocks = slots
+    first_token, last_token, max_gap = times
+    any_done = False
+    for s in range(sh):
+        if decoding[s]:
+            blocks[f, s] += grow[s]
+            computed[f, s] += 1
+            generated[f, s] += 1
+            if total > max_gap[f, s]:
+                max_gap[f, s] = total
+            finished = generated[f, s] >= output[f, s]
+            done[s] = finished
+            any_done |= finished
+        else:
+            done[s] = False
+    for j in range(n_p):
+        s = p_slot[j]
+        computed[f, s] += p_chunk[j]
+        if computed[f, s] >= target[f, s]:
+            generated[f, s] += 1
+            if first_token[f, s] >= 0:
+                max_gap[f, s] = max(max_gap[f, s], t_end - last_token[f, s])
+            else:
+                first_token[f, s] = t_end
+            last_token[f, s] = t_end
+            finished = generated[f, s] >= output[f, s]
+            done[s] = finished
+            any_done |= finished
+    return any_done
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _complete(
+    f: int,
+    sh: int,
+    rnd: int,
+    t_end: float,
+    free: np.int64,
+    done: np.ndarray,
+    records: tuple[int, np.ndarray, np.ndarray],
+    slot_state: tuple[np.ndarray, ...],
+    times: tuple[np.ndarray, ...],
+) -> tuple[int, np.int64, int, np.ndarray, np.ndarray]:
+    """Completions: record (doubling the record arrays when full), free blocks and slots;
+    (completed, free, records, int records, float records)."""
+    _queue, status, request, tag, prompt, _output, _target, _computed, generated, blocks = slot_state
+    arrival, first_token, _last_token, max_gap = times
+    n_rec, rec_i, rec_f = records
+    n_done = 0
+    for s in range(sh):
+        if not done[s]:
+            continue
+        if n_rec == rec_i.shape[0]:
+            cap = 2 * rec_i.shape[0]
+            grown_i = np.empty((cap, 7), np.int64)
+            grown_f = np.empty((cap, 4), np.float64)
+            grown_i[:n_rec] = rec_i[:n_rec]
+            grown_f[:n_rec] = rec_f[:n_rec]
+            rec_i, rec_f = grown_i, grown_f
+        rec_i[n_rec, _R_ROUND] = rnd
+        rec_i[n_rec, _R_FLAT] = f
+        rec_i[n_rec, _R_SLOT] = s
+        rec_i[n_rec, _R_REQUEST] = request[f, s]
+        rec_i[n_rec, _R_TAG] = tag[f, s]
+        rec_i[n_rec, _R_PROMPT] = prompt[f, s]
+        rec_i[n_rec, _R_OUTPUT] = generated[f, s]
+        rec_f[n_rec, _R_ARRIVAL] = arrival[f, s]
+        rec_f[n_rec, _R_FIRST] = first_token[f, s]
+        rec_f[n_rec, _R_FINISH] = t_end
+        rec_f[n_rec, _R_GAP] = max_gap[f, s]
+        n_rec += 1
+        n_done += 1
+        free += blocks[f, s]
+        blocks[f, s] = 0
+        status[f, s] = EMPTY
+        request[f, s] = -1
+    return n_done, free, n_rec, rec_i, rec_f
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _coef_at(coef: tuple[np.ndarray, ...], i: int) -> tuple[float, ...]:
+    """Instance ``i``'s roofline coefficients."""
+    fpt, fpp, fps, wbytes, kvb, bps, overlap, overhead, comm_tok = coef
+    return fpt[i], fpp[i], fps[i], wbytes[i], kvb[i], bps[i], overlap[i], overhead[i], comm_tok[i]
+
+
+@numba.njit(cache=True, error_model="numpy", nogil=True, inline="always")
+def _account(f: int, spent: tuple[float, float, float, float, int, float], activity: tuple[np.ndarray, ...]) -> None:
+    """The activity of the interval the iteration started in."""
+    busy_s, compute_s, memory_s, prefill_tok, decode_tok, iterations, preemptions = activity
+    total, compute, memory, n_prefill, n_dec, preempted = spent
+    busy_s[f] += total
+    compute_s[f] += compute
+    memory_s[f] += memory
+    prefill_tok[f] += n_prefill
+    decode_tok[f] += n_dec
+    iterations[f] += 1.0
+    preemptions[f] += preempted
+
+
 @numba.njit(cache=True, error_model="numpy", nogil=True)
 def _advance(
     horizon: np.ndarray,
     num_instances: int,
     mode: int,
-    block_tokens: np.ndarray,
-    capacity_blocks: np.ndarray,
-    watermark_blocks: np.ndarray,
-    max_batch: np.ndarray,
-    max_tokens: np.ndarray,
-    chunked: np.ndarray,
+    limits: tuple[np.ndarray, ...],
     coef: tuple[np.ndarray, ...],
     inst_state: tuple[np.ndarray, ...],
     slot_state: tuple[np.ndarray, ...],
@@ -180,241 +489,66 @@ def _advance(
 ) -> tuple[int, int, np.ndarray, np.ndarray]:
     """Run every flat instance whose clock lags its horizon; (bad instance or -1, records, int and float records).
 
-    The phases mirror ``batching._Iteration`` step for step (see its methods
-    for the why of each rule); comments name the phase.
+    The phases mirror ``batching._Iteration`` step for step (see its methods for the why of each rule).
     """
-    fpt, fpp, fps, wbytes, kvb, bps, overlap, overhead, comm_tok = coef
+    block_tokens, capacity_blocks, watermark_blocks, max_batch, max_tokens, chunked = limits
     clock, freq, kv_used, running, waiting, q_head_a, partial_a, last_done, slot_high = inst_state
-    queue, status, request, tag, prompt, output, target, computed, generated, blocks = slot_state
-    arrival, first_token, last_token, max_gap = times
-    busy_s, compute_s, memory_s, prefill_tok, decode_tok, iterations, preemptions = activity
-
+    queue, status, _request, _tag, _prompt, output, target, computed, generated, blocks = slot_state
+    arrival, _first_token, last_token, _max_gap = times
     n_flat, n_slots = status.shape
-    decoding = np.zeros(n_slots, np.bool_)
-    grow = np.zeros(n_slots, np.bool_)
-    done = np.zeros(n_slots, np.bool_)
-    p_slot = np.zeros(n_slots + 1, np.int64)
-    p_chunk = np.zeros(n_slots + 1, np.int64)
-    cap = 64
-    rec_i = np.empty((cap, 7), np.int64)
-    rec_f = np.empty((cap, 4), np.float64)
-    n_rec = 0
-
+    decoding, grow, done = np.zeros(n_slots, np.bool_), np.zeros(n_slots, np.bool_), np.zeros(n_slots, np.bool_)
+    p_slot, p_chunk = np.zeros(n_slots + 1, np.int64), np.zeros(n_slots + 1, np.int64)
+    rec_i, rec_f, n_rec = np.empty((64, 7), np.int64), np.empty((64, 4), np.float64), 0
     for f in range(n_flat):
         until = horizon[f // num_instances]
-        if not clock[f] < until:
-            continue
         i = f % num_instances
         bt = block_tokens[i]
+        c_i = _coef_at(coef, i)
         rnd = 0
         while clock[f] < until:
             now = clock[f]
-            # advance(): an idle instance jumps to its queue head's arrival, or to the horizon.
             if running[f] == 0:
-                head_arrival = np.inf
-                if waiting[f] > 0:
-                    head_arrival = arrival[f, queue[f, q_head_a[f]]]
-                jump = min(max(head_arrival, now), until)
-                if jump > now:
-                    clock[f] = jump
-                    last_done[f] = 0
-                    now = jump
-                if not (head_arrival <= now and now < until):
+                go, now = _idle_jump(f, until, clock, waiting, q_head_a, last_done, queue, arrival)
+                if not go:
                     break
             sh = slot_high[f]
             free = capacity_blocks[i] - kv_used[f]
-            n_run = running[f]
-            q_head = q_head_a[f]
-            q_len = waiting[f]
-            part = partial_a[f]
-            preempted = 0.0
-
-            # Preemption for decode KV growth. The decode count and context are summed here and victims taken
-            # out again: integers, exact in any order.
-            need = 0
-            n_dec = 0
-            ctx_decode = 0.0
-            for s in range(sh):
-                dec = status[f, s] == RUNNING and computed[f, s] >= target[f, s]
-                decoding[s] = dec
-                g = dec and computed[f, s] >= blocks[f, s] * bt
-                grow[s] = g
-                need += g
-                if dec:
-                    n_dec += 1
-                    ctx_decode += float(computed[f, s] + 1)
-            while need > free:
-                victim = 0
-                best = np.int64(-1) if status[f, 0] != RUNNING else request[f, 0]
-                for s in range(1, sh):
-                    v = request[f, s] if status[f, s] == RUNNING else np.int64(-1)
-                    if v > best:
-                        best = v
-                        victim = s
-                free += blocks[f, victim]
-                need -= grow[victim]
-                if decoding[victim]:
-                    n_dec -= 1
-                    ctx_decode -= float(computed[f, victim] + 1)
-                blocks[f, victim] = 0
-                status[f, victim] = WAITING
-                decoding[victim] = False
-                grow[victim] = False
-                target[f, victim] = prompt[f, victim] + generated[f, victim]
-                computed[f, victim] = 0
-                if generated[f, victim] > 0:
-                    last_token[f, victim] = now
-                if part == victim:
-                    part = -1
-                n_run -= 1
-                q_head = (q_head - 1) % n_slots
-                queue[f, q_head] = victim
-                q_len += 1
-                preempted += 1.0
-            free -= need
-
-            # Prompt work: the part-prefilled prompt continues first (chunked mode).
-            is_chunked = chunked[i]
-            budget = max_tokens[i] - n_dec if is_chunked else max_tokens[i]
-            n_p = 0
-            if part >= 0:
-                c = min(np.int64(target[f, part] - computed[f, part]), max(budget, 0))
-                if c > 0:
-                    p_slot[n_p] = part
-                    p_chunk[n_p] = c
-                    n_p += 1
-                budget -= c
-                if computed[f, part] + c >= target[f, part]:
-                    part = -1
-            # Admission, FCFS; the first head that does not fit stops it.
-            prefilled = np.int64(0)
-            while q_len > 0 and n_run < max_batch[i] and budget > 0 and part < 0:
-                head = queue[f, q_head]
-                t = np.int64(target[f, head])
-                need_blocks = -(-t // bt)
-                ok = arrival[f, head] <= now
-                ok = ok and need_blocks <= free - watermark_blocks[i]
-                ok = ok and (is_chunked or prefilled == 0 or prefilled + t <= budget)
-                if not ok:
-                    break
-                status[f, head] = RUNNING
-                blocks[f, head] = need_blocks
-                free -= need_blocks
-                n_run += 1
-                c = min(t, budget) if is_chunked else t
-                p_slot[n_p] = head
-                p_chunk[n_p] = c
-                n_p += 1
-                if is_chunked:
-                    budget -= c
-                prefilled += c
-                if c < t:
-                    part = head
-                q_head = (q_head + 1) % n_slots
-                q_len -= 1
-
-            # Cost: the roofline of iteration_time, operation for operation.
-            n_prefill = 0.0
-            pair_sum = 0.0
-            read_sum = 0.0
-            for j in range(n_p):
-                chunk = float(p_chunk[j])
-                before = float(computed[f, p_slot[j]])
-                n_prefill += chunk
-                pair_sum += chunk * before + chunk * (chunk + 1) / 2
-                read_sum += before + chunk
+            need, n_dec, ctx_decode = _scan_decode(f, sh, bt, status, target, computed, blocks, decoding, grow)
+            n_run, q_head, q_len, part, preempted = running[f], q_head_a[f], waiting[f], partial_a[f], 0.0
+            if need > free:
+                counts = (n_dec, ctx_decode, n_run, q_head, q_len, part)
+                free, n_dec, ctx_decode, n_run, q_head, q_len, part, preempted = _preempt(
+                    f, sh, now, need, free, counts, slot_state, last_token, decoding, grow
+                )
+            else:
+                free -= need
+            budget = max_tokens[i] - n_dec if chunked[i] else max_tokens[i]
+            room, queued = (free, watermark_blocks[i], max_batch[i]), (n_run, q_head, q_len, part)
+            slots = (queue, status, target, computed, blocks, arrival)
+            free, n_run, q_head, q_len, part, n_p = _schedule(
+                f, now, budget, chunked[i], bt, room, queued, slots, p_slot, p_chunk
+            )
+            n_prefill, pair_sum, read_sum = _prompt_sums(f, n_p, p_slot, p_chunk, computed)
             pairs = ctx_decode + pair_sum
             kv_read = ctx_decode + read_sum
             if n_prefill + n_dec == 0:
                 return f, n_rec, rec_i[:n_rec], rec_f[:n_rec]
-            tokens = n_prefill + float(n_dec)
-            compute = (fpt[i] * tokens + fpp[i] * pairs) / (fps[i] * freq[f])
-            memory = (wbytes[i] + kvb[i] * kv_read) / bps[i]
-            comm = comm_tok[i] * tokens
-            p = overlap[i]
-            hi = max(compute, memory)
-            lo = min(compute, memory)
-            joined = hi * _pow(1.0 + _pow(lo / (hi if hi > 0 else 1.0), p, mode), 1.0 / p, mode)
-            total = overhead[i] + joined + comm
+            total, compute, memory = _roofline(mode, n_prefill + float(n_dec), pairs, kv_read, freq[f], c_i)
             t_end = now + total
-
-            # Decode: one token each; the previous one came at the clock.
-            any_done = False
-            for s in range(sh):
-                if decoding[s]:
-                    blocks[f, s] += grow[s]
-                    computed[f, s] += 1
-                    generated[f, s] += 1
-                    if total > max_gap[f, s]:
-                        max_gap[f, s] = total
-                    finished = generated[f, s] >= output[f, s]
-                    done[s] = finished
-                    any_done |= finished
-                else:
-                    done[s] = False
-            # Prompt chunks that finish their prompt emit a token.
-            for j in range(n_p):
-                s = p_slot[j]
-                computed[f, s] += p_chunk[j]
-                if computed[f, s] >= target[f, s]:
-                    generated[f, s] += 1
-                    if first_token[f, s] >= 0:
-                        max_gap[f, s] = max(max_gap[f, s], t_end - last_token[f, s])
-                    else:
-                        first_token[f, s] = t_end
-                    last_token[f, s] = t_end
-                    finished = generated[f, s] >= output[f, s]
-                    done[s] = finished
-                    any_done |= finished
-
-            # Completions: record, free blocks and slots.
+            scratch = (decoding, grow, done, p_slot, p_chunk)
             n_done = 0
-            for s in range(sh if any_done else 0):
-                if not done[s]:
-                    continue
-                if n_rec == cap:
-                    cap *= 2
-                    grown_i = np.empty((cap, 7), np.int64)
-                    grown_f = np.empty((cap, 4), np.float64)
-                    grown_i[:n_rec] = rec_i[:n_rec]
-                    grown_f[:n_rec] = rec_f[:n_rec]
-                    rec_i, rec_f = grown_i, grown_f
-                rec_i[n_rec, _R_ROUND] = rnd
-                rec_i[n_rec, _R_FLAT] = f
-                rec_i[n_rec, _R_SLOT] = s
-                rec_i[n_rec, _R_REQUEST] = request[f, s]
-                rec_i[n_rec, _R_TAG] = tag[f, s]
-                rec_i[n_rec, _R_PROMPT] = prompt[f, s]
-                rec_i[n_rec, _R_OUTPUT] = generated[f, s]
-                rec_f[n_rec, _R_ARRIVAL] = arrival[f, s]
-                rec_f[n_rec, _R_FIRST] = first_token[f, s]
-                rec_f[n_rec, _R_FINISH] = t_end
-                rec_f[n_rec, _R_GAP] = max_gap[f, s]
-                n_rec += 1
-                n_done += 1
-                free += blocks[f, s]
-                blocks[f, s] = 0
-                status[f, s] = EMPTY
-                request[f, s] = -1
+            if _emit(f, sh, n_p, total, t_end, scratch, (output, target, computed, generated, blocks), times[1:]):
+                n_done, free, n_rec, rec_i, rec_f = _complete(
+                    f, sh, rnd, t_end, free, done, (n_rec, rec_i, rec_f), slot_state, times
+                )
             n_run -= n_done
-
             # Write back the per-instance values, then the activity of the interval the iteration started in.
             clock[f] = t_end
             kv_used[f] = capacity_blocks[i] - free
-            running[f] = n_run
-            waiting[f] = q_len
-            q_head_a[f] = q_head
-            partial_a[f] = part
-            last_done[f] = n_done
+            running[f], waiting[f], q_head_a[f], partial_a[f], last_done[f] = n_run, q_len, q_head, part, n_done
             if n_run + q_len == 0:
                 slot_high[f] = 0
-            busy_s[f] += total
-            compute_s[f] += compute
-            memory_s[f] += memory
-            prefill_tok[f] += n_prefill
-            decode_tok[f] += n_dec
-            iterations[f] += 1.0
-            preemptions[f] += preempted
+            _account(f, (total, compute, memory, n_prefill, n_dec, preempted), activity)
             rnd += 1
     return -1, n_rec, rec_i[:n_rec], rec_f[:n_rec]
 
@@ -538,12 +672,14 @@ def advance(limits: BatchingLimits, flat: LLMClusterState, until: np.ndarray) ->
         np.ascontiguousarray(until, np.float64),
         limits.num_instances,
         pow_mode(),
-        limits.block_tokens,
-        limits.capacity_blocks,
-        limits.watermark_blocks,
-        limits.max_batch,
-        limits.max_tokens,
-        limits.chunked,
+        (
+            limits.block_tokens,
+            limits.capacity_blocks,
+            limits.watermark_blocks,
+            limits.max_batch,
+            limits.max_tokens,
+            limits.chunked,
+        ),
         tuple(getattr(c, name) for name in _COEF_FIELDS),
         tuple(getattr(flat, name) for name in _INSTANCE_FIELDS),
         tuple(getattr(flat, name) for name in _SLOT_FIELDS),
