@@ -55,8 +55,6 @@ _SVML_SYMBOL = "__svml_pow8_ha"
 _LINKED_SYMBOL = "cloudgym_numpy_pow8"
 """The name the kernel calls: numpy's SVML pow when numpy uses it, else a never-called stand-in (see _link)."""
 
-"""Environment variable: ``numpy`` makes clusters built afterwards use the numpy reference path."""
-
 
 def _link() -> bool:
     """Give the kernel's external pow symbol an address; True when it is numpy's SVML routine.
