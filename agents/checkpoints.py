@@ -121,6 +121,8 @@ class CheckpointInfo:
     files: dict[str, str]
     """File name (relative to the folder) -> sha256 of every file the loader reads."""
     extra: dict[str, Any]
+    scenario: str | None = None
+    """The compare.py scenario the agent was trained on (``scenario:``); compare.py evaluates it there."""
 
 
 def _yaml() -> Any:
@@ -152,6 +154,11 @@ def write_metadata(folder: Path, info: dict[str, Any]) -> Path:
         raise ValueError(f"checkpoint metadata lacks {sorted(missing)}")
     if info["loader"] not in LOADERS:
         raise ValueError(f"loader {info['loader']!r} is not registered; known: {', '.join(LOADERS)}")
+    if "scenario" not in info:
+        # Where the agent learnt, so compare.py evaluates it there: the report's scenario its env kwargs match.
+        from cloudgym.reports import scenario_of
+
+        info = {**info, "scenario": scenario_of(info["env_id"], info.get("env_kwargs") or {})}
     folder.mkdir(parents=True, exist_ok=True)
     sealed = {name: file_sha256(folder / name) for name in LOADERS[info["loader"]].files}
     out = folder / METADATA_FILE
@@ -187,6 +194,9 @@ def read_checkpoint(folder: str | Path) -> CheckpointInfo:
     files = data.get("files") or {}
     if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise ValueError(f"{meta_path}: field 'files' must map file names to sha256 hex digests")
+    scenario = data.get("scenario")
+    if scenario is not None and not isinstance(scenario, str):
+        raise ValueError(f"{meta_path}: field 'scenario' must be a scenario name, got {scenario!r}")
     known = {f.name for f in dataclasses.fields(CheckpointInfo)} - {"path", "extra"}
     return CheckpointInfo(
         path=meta_path.parent,
@@ -202,6 +212,7 @@ def read_checkpoint(folder: str | Path) -> CheckpointInfo:
         final_metrics=dict(data.get("final_metrics") or {}),
         files=dict(files),
         extra={k: v for k, v in data.items() if k not in known},
+        scenario=scenario,
     )
 
 

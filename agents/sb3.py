@@ -211,9 +211,24 @@ def load_sb3_policy(info: CheckpointInfo, env: CloudGymVectorEnv, *, trust: bool
 
 
 class PeriodicEvaluation(BaseCallback):
-    """Every ``eval_freq`` env steps: evaluate the current model on held-out seeds, log ``eval/*``."""
+    """Every ``eval_freq`` env steps: evaluate the current model on held-out seeds, log ``eval/*``.
 
-    def __init__(self, env_id: str, env_kwargs: Mapping[str, Any], eval_freq: int, episodes: int) -> None:
+    With ``references`` (the default), the first and the final evaluation also
+    log the best heuristic's and the bound's results on the same seeds under
+    ``ref/<policy>/<column>`` (see :func:`cloudgym.reports.reference_results`),
+    so the custom-scalars layout :func:`cloudgym.reports.write_tensorboard_layout`
+    draws the agent's curve and those lines in one chart per metric.
+    """
+
+    def __init__(
+        self,
+        env_id: str,
+        env_kwargs: Mapping[str, Any],
+        eval_freq: int,
+        episodes: int,
+        *,
+        references: bool = True,
+    ) -> None:
         super().__init__()
         self.env_id = env_id
         self.env_kwargs = dict(env_kwargs)
@@ -221,14 +236,17 @@ class PeriodicEvaluation(BaseCallback):
         self.seeds = held_out_seeds(episodes)
         self.history: list[dict[str, float]] = []
         self._next = 0
+        self.references = references
+        self._reference_means: dict[str, dict[str, float]] | None = None
 
     def _on_step(self) -> bool:
         if self.num_timesteps >= self._next:
-            self.run_evaluation()
+            self.run_evaluation(final=False)
             self._next = self.num_timesteps + self.eval_freq
         return True
 
-    def run_evaluation(self) -> list[dict[str, Any]]:
+    def run_evaluation(self, *, final: bool = True) -> list[dict[str, Any]]:
+        """Evaluate and log at the current step; reference lines at the first evaluation and when ``final``."""
         policy = self.model.policy
 
         def factory(env: CloudGymVectorEnv) -> SB3Policy:
@@ -242,6 +260,21 @@ class PeriodicEvaluation(BaseCallback):
             mean, _ = summarise(rows, column)
             entry[column] = mean
             self.logger.record(f"eval/{column}", mean)
+        if self.references and (final or not self.history):
+            for name, means in self.reference_means().items():
+                for column, mean in means.items():
+                    self.logger.record(f"ref/{name}/{column}", mean)
         self.logger.dump(self.num_timesteps)
         self.history.append(entry)
         return rows
+
+    def reference_means(self) -> dict[str, dict[str, float]]:
+        """The reference policies' mean results on the evaluation seeds (computed once: they do not learn)."""
+        if self._reference_means is None:
+            from cloudgym.reports import reference_results
+
+            self._reference_means = {
+                name: {c: summarise(rows, c)[0] for c in rows[0] if c not in ("env_id", "policy", "seed", "scenario")}
+                for name, rows in reference_results(self.env_id, self.env_kwargs, self.seeds).items()
+            }
+        return self._reference_means

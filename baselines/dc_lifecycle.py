@@ -23,7 +23,7 @@ from cloudgym.benchmarks import Benchmark, register_benchmark
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.dc_lifecycle import COST_CATEGORIES, DCLifecycleCore
 from cloudgym.policy import BatchedPolicy, register_policy
-from cloudgym.reports import EnvReport, pyplot, register_report, save_figure
+from cloudgym.reports import EnvReport, Headline, pyplot, register_report, save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -364,6 +364,10 @@ register_report(
         env_id=ENV_ID,
         scenarios=SCENARIOS,
         episodes=6,
+        full_episodes=64,
+        headline=Headline(label="TCO + unserved penalty", unit="$M", higher_is_better=False, scale=-1.0),
+        bound="perfect_foresight",
+        paper_policy="co_optimising",
         plots=(plot_tco, plot_breakdown, plot_fleet),
         tradeoff=("unserved_share", "tco_usd"),
     )

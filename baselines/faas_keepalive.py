@@ -34,7 +34,7 @@ from cloudgym.envs.faas_keepalive import (
 )
 from cloudgym.envs.workloads.faas import MAX_MEMORY_MB, ProcessArrays
 from cloudgym.policy import BatchedPolicy, register_policy
-from cloudgym.reports import EnvReport, pyplot, register_report, save_figure
+from cloudgym.reports import EnvReport, Headline, pyplot, register_report, save_figure
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -406,6 +406,10 @@ register_report(
     EnvReport(
         env_id=ENV_ID,
         episodes=256,
+        full_episodes=1024,
+        headline=Headline(label="episode return (cold starts and idle memory, weighted)"),
+        bound="oracle",
+        paper_policy="hybrid_4h",
         plots=(plot_paper_figure,),
         tradeoff=("wasted_gb_min", "cold_start_pct"),
     )

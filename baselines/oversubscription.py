@@ -37,7 +37,7 @@ from cloudgym.envs.oversubscription import (
 )
 from cloudgym.envs.workloads.vm import TICKS_PER_HOUR
 from cloudgym.policy import BatchedPolicy, Policy, register_policy
-from cloudgym.reports import EnvReport, register_report
+from cloudgym.reports import EnvReport, Headline, register_report
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -519,6 +519,10 @@ register_report(
         env_id=ENV_ID,
         scenarios={"default": {}},
         episodes=16,
+        full_episodes=256,
+        headline=Headline(label="episode return (saved cores, hot windows)"),
+        bound="oracle_arrivals",
+        looser_bounds=("oracle",),
         plots=(plot_saved_vs_hot, tradeoff_table, plot_prototypes),
     )
 )

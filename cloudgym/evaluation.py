@@ -74,8 +74,9 @@ def evaluate(
     ``policy`` is a registered name, a checkpoint path, a factory
     ``(env) -> Policy``, or a policy already built for a vector env of
     ``len(seeds)`` sub-envs (then ``len(seeds)`` must not exceed ``batch_size``).
-    A checkpoint runs on the env kwargs it was trained with (``env_kwargs``
-    given here override them); ``trust_checkpoint`` allows formats that load
+    A checkpoint runs on the env kwargs it was trained with, over the given
+    ``env_kwargs``, or with ``env_kwargs=None`` over its training scenario's
+    (``scenario:`` in checkpoint.yaml); ``trust_checkpoint`` allows formats that load
     by unpickling (see :mod:`cloudgym.agents.checkpoints`).
     """
     seeds = [int(s) for s in seeds]
@@ -87,8 +88,14 @@ def evaluate(
         env_kwargs = {**dict(env_kwargs or {}), **spec.env_kwargs}
     elif spec is None and isinstance(policy, str | Path) and Path(policy).is_dir():
         from cloudgym.agents.checkpoints import read_checkpoint
+        from cloudgym.reports import get_report
 
-        env_kwargs = {**read_checkpoint(policy).env_kwargs, **dict(env_kwargs or {})}
+        info = read_checkpoint(policy)
+        if env_kwargs is None:
+            # No env given: the scenario the agent was trained on (its kwargs under the checkpoint's own).
+            env_kwargs = dict(get_report(env_id).scenarios.get(info.scenario or "", {}))
+            scenario = info.scenario or scenario
+        env_kwargs = {**env_kwargs, **info.env_kwargs}
     rows: list[Row] = []
     bar = None
     if progress:
@@ -159,9 +166,12 @@ def _evaluate_chunk(
 
 
 def summarise(rows: Sequence[Row], column: str) -> tuple[float, float]:
-    """Mean and standard deviation of a column over rows (NaN-aware)."""
+    """Mean and sample standard deviation (``ddof=1``, as every table uses) of a column over rows, NaN-aware."""
     values = np.array([r[column] for r in rows], dtype=np.float64)
-    return float(np.nanmean(values)), float(np.nanstd(values))
+    finite = values[~np.isnan(values)]
+    if finite.size == 0:
+        return float("nan"), float("nan")
+    return float(finite.mean()), float(finite.std(ddof=1)) if finite.size > 1 else 0.0
 
 
 def write_eval_scalars(writer: Any, rows: Sequence[Row], step: int, metrics: Sequence[str]) -> None:

@@ -13,7 +13,7 @@ Hyperparameters: the ``PPO_BC`` section of ``agents/hyperparams/DCLifecycle-v0.y
 ``SeedSequence(seed)``; evaluation uses the held-out seeds (1,000,000 on).
 The checkpoint is an SB3 PPO ``model.zip`` with ``checkpoint.yaml``; its
 ``env_kwargs`` hold only the action grid the agent was trained with, so
-compare.py runs it on every scenario (``trained_scenario`` records where it
+compare.py runs it on the scenario it was trained on (``scenario`` records where it
 learnt). The demonstrations and the cloning live in
 ``cloudgym.agents.dc_lifecycle_agent``.
 """
@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> Path:
             "timesteps": int(model.num_timesteps),
             "num_envs": int(run["num_envs"]),
             "env_kwargs": recorded,
-            "trained_scenario": env_kwargs["scenario"],
+            "scenario": env_kwargs["scenario"],
             "training_env_kwargs": env_kwargs,
             "hyperparams_file": args.hyperparams.name,
             "hyperparams": yaml_safe(section),

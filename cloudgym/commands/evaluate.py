@@ -33,7 +33,7 @@ class Args:
     policy: str | None
     episodes: int
     seed_offset: int
-    env_kwargs: dict[str, Any]
+    env_kwargs: dict[str, Any] | None
     csv: Path | None
     list: bool
     trust_checkpoint: bool
@@ -45,7 +45,12 @@ def parse_args(argv: list[str] | None = None) -> Args:
     p.add_argument("--policy", help="a baseline name (see --list) or a checkpoint folder")
     p.add_argument("--episodes", type=int, default=16, help="held-out episodes (default 16)")
     p.add_argument("--seed-offset", type=int, default=0, help="start later in the held-out seeds")
-    p.add_argument("--env-kwargs", type=yaml_mapping, default={}, help="env config fields as a YAML mapping")
+    p.add_argument(
+        "--env-kwargs",
+        type=yaml_mapping,
+        default=None,
+        help="env config fields as a YAML mapping (default: a checkpoint's training scenario, else the env's defaults)",
+    )
     p.add_argument("--csv", type=Path, help="write one row per episode here")
     p.add_argument("--list", action="store_true", help="list the env's registered policies and exit")
     p.add_argument(
@@ -54,7 +59,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
         help="allow a checkpoint format that loads by unpickling (RLlib, a foreign SB3 zip): it can run code",
     )
     args = Args(**vars(p.parse_args(argv)))
-    if not isinstance(args.env_kwargs, dict):
+    if args.env_kwargs is not None and not isinstance(args.env_kwargs, dict):
         p.error(f"--env-kwargs must be a YAML mapping, got {args.env_kwargs!r}")
     if not args.list and args.policy is None:
         p.error("--policy is required (or --list)")

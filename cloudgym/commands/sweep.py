@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> Path:
     plots = plot_returns(frame, out / "plots")
     report = get_report(spec.env_id)
     if report.tradeoff is not None:
-        plots.append(plot_tradeoff(frame, out / "plots", *report.tradeoff))
+        plots += plot_tradeoff(frame, out / "plots", *report.tradeoff)
     for plot in report.plots:
         plots += plot(frame.dropna(axis=1, how="all"), out / "plots")
 

@@ -7,7 +7,11 @@ Hyperparameters come from ``agents/hyperparams/<env>.yaml`` (section = algorithm
 Experience is collected through the SB3 adapter straight over the native
 vector env (B sub-envs in one numpy call). Every ``eval_freq`` steps the
 current policy runs on held-out seeds and logs ``eval/return`` and
-``eval/<metric>``, the tags compare.py writes for baselines. The run folder
+``eval/<metric>``, the tags compare.py writes for baselines; the first and
+last evaluation also log the best heuristic and the bound on the same seeds
+as ``ref/<policy>/<metric>``, and a custom-scalars layout (TensorBoard's
+"Custom Scalars" tab) draws the agent and those lines in one chart per
+metric. The run folder
 ``<out>/<env>/<name>/`` receives the TensorBoard events, ``model.zip`` and
 ``checkpoint.yaml`` (config, final metrics, the command that reproduces it);
 ``--ship`` copies the checkpoint to ``agents/checkpoints/<env>/<name>/``
@@ -33,6 +37,7 @@ from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, reproduce_c
 from cloudgym.agents.sb3 import PeriodicEvaluation, algorithm, check_algorithm_fits, load_hyperparams, yaml_safe
 from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from cloudgym.evaluation import make_vector_env, summarise
+from cloudgym.reports import write_tensorboard_layout
 
 
 @dataclasses.dataclass
@@ -92,12 +97,13 @@ def main(argv: list[str] | None = None) -> Path:
         run.get("policy", "MlpPolicy"), vec_env, seed=args.seed, device="cpu", verbose=0, **algo_kwargs
     )
     model.set_logger(configure(str(run_dir), ["tensorboard", "csv"]))
+    write_tensorboard_layout(run_dir, args.env, env_kwargs)  # one chart per metric: the agent and ref/* lines
     evaluation = PeriodicEvaluation(args.env, env_kwargs, eval_freq, eval_episodes)
     started = time.time()
     model.learn(total_timesteps=timesteps, callback=evaluation, progress_bar=args.progress)
     elapsed = time.time() - started
     model.save(run_dir / "model.zip")
-    rows = evaluation.run_evaluation()  # the final, held-out numbers that checkpoint.yaml records
+    rows = evaluation.run_evaluation(final=True)  # the final, held-out numbers that checkpoint.yaml records
     final = {c: summarise(rows, c)[0] for c in rows[0] if c not in ("env_id", "policy", "seed", "scenario")}
     command = reproduce_command("python scripts/train.py", argv)
     write_metadata(

@@ -282,8 +282,8 @@ def test_tune_sweep_writes_one_row_per_trial_and_plots(
     episodes = pd.read_csv(out / "results.csv")
     assert {"t00", "t01", "cheapest_fit", "random"} <= set(episodes["policy"])
     assert (episodes.groupby("policy").size() == 4).all()
-    assert (out / "plots" / f"{TOY}_returns.png").exists()
-    assert (out / "plots" / f"{TOY}_cost_usd_vs_active_node_hours.png").exists()
+    assert (out / "plots" / f"{TOY}_default_headline.png").exists()
+    assert (out / "plots" / f"{TOY}_default_cost_usd_vs_active_node_hours.png").exists()
     assert seen == [{"t00", "t01", "cheapest_fit", "first_fit", "least_loaded", "random"}]
     # Every trial's checkpoint loads as a policy.
     for folder in trials["checkpoint"]:

@@ -317,7 +317,7 @@ def test_shipped_agent_loads_and_plans_the_realistic_preset() -> None:
 
     folder = CHECKPOINT_ROOT / ENV_ID / "ppo_bc_realistic"
     info = read_checkpoint(folder)
-    assert info.extra["trained_scenario"] == "realistic"
+    assert info.scenario == "realistic"
     assert "reward_scale_usd" not in info.env_kwargs  # returns in compare.py are in $M like every baseline's
     assert (folder / "model.zip").stat().st_size < 2_000_000
     seeds = held_out_seeds(2)
