@@ -418,7 +418,7 @@ def results_table(frame: pd.DataFrame) -> str:
                     )
                     cells.append(_headroom_cell(h))
                 else:
-                    cells.append("n/a (no bound)")
+                    cells.append("n/a (bound not run: short run, see --full)" if report.bound else "n/a (no bound)")
             lines.append(f"| {policy} | {_role(policy, result, report)} | " + " | ".join(cells) + " |")
         if paper is not None and paper != best:
             lines.append("")
