@@ -142,8 +142,6 @@ MAX_DURATION_S = 600.0
 BURR_C, BURR_K, BURR_SCALE_MB = 11.652, 0.221, 107.083
 MAX_MEMORY_MB = 1536.0
 
-BURST_ON_MINUTES = (2.0, 30.0)
-"""Mean length of a burst of the (legacy) on/off chain, minutes; :func:`sample_app` no longer draws chains."""
 CV_TAIL_MAX = 30.0
 """Largest designed inter-arrival CV: Figure 6 stops at CV 10 with 3-9% of apps beyond; their CVs are drawn
 log-uniform in [10, CV_TAIL_MAX] (our choice: a 14-day app has a few thousand gaps at most)."""
@@ -273,7 +271,8 @@ class AppProcess:
     key: int
     """64-bit key of the app's counter-based random stream."""
     rate_on: float
-    """Poisson rate of the non-timer functions while the burst chain is on, invocations/min (before diurnal)."""
+    """Poisson rate of a hand-made app's stream while its burst chain is on, invocations/min (before diurnal;
+    :func:`sample_app` draws renewal streams instead and sets 0)."""
     p_off: float
     """Probability per minute that an on burst ends (0: never bursty)."""
     p_on: float
@@ -573,7 +572,7 @@ class ProcessArrays:
     next_switch: np.ndarray  # (A,) int64, minute the burst chain next switches (NO_TIMER: never)
     next_candidate: np.ndarray  # (A,) int64, next candidate minute of the Poisson stream (NO_TIMER while off)
     next_timer: np.ndarray  # (A,) int64, next minute the timers fire (NO_TIMER when none)
-    next_client: np.ndarray  # (A,) float64, time of the periodic client's next arrival, minutes (inf when none)
+    next_client: np.ndarray  # (A,) float64, time of the renewal stream's next invoked minute, minutes (inf: none)
     next_event: np.ndarray  # (A,) int64, the earliest of the four (the app has nothing to do before it)
     cv_class: np.ndarray  # (A,) int64, CLASS_NAMES index of the app's Figure 6 curve (-1: hand-made); bookkeeping
     target_cv: np.ndarray  # (A,) float64, the app's designed inter-arrival CV (NaN: hand-made); bookkeeping
