@@ -32,9 +32,11 @@ from cloudgym.envs.workloads.faas_targets import (
     FIG3A_ANY_TRIGGER_PCT,
     FIG3B_COMBINATIONS_PCT,
     FIG5_APP_DAILY,
+    FIG5A_APP_DAILY_CDF,
     FIG6_ATC,
     FIG6_CV_POINTS,
     FIG6_TIMER_SHARE,
+    max_timer_share_with_a_std,
 )
 
 CURVES = ("all", "no_timer", "any_timer", "timer_only")
@@ -97,6 +99,7 @@ class Calibration:
     combinations_pct: dict[str, float]  # Figure 3(b) combination -> % of apps
     any_trigger_pct: dict[str, float]  # Figure 3(a) letter -> % of apps
     daily_pct: dict[str, float]  # at most hourly / per minute, % of apps
+    fig5a_cdf: np.ndarray  # CDF of invocations over the horizon / days at FIG5A_APP_DAILY_CDF's rates
     functions_one_pct: float  # % of apps with one function
     functions_pct: dict[str, float]  # Figure 2 trigger letter -> % of functions
     top_apps_invocation_pct: float  # % of invocations carried by the top 18.6% of apps
@@ -141,6 +144,8 @@ def calibrate(apps: int = 2000, days: int = 14, first_seed: int = 0) -> Calibrat
             "at_most_hourly_pct": 100.0 * float(np.mean(daily <= 24)),
             "at_most_per_minute_pct": 100.0 * float(np.mean(daily <= MINUTES_PER_DAY)),
         },
+        # A small slack so that exactly k invocations over 14 days count as <= k / 14 a day.
+        fig5a_cdf=np.array([np.mean(daily <= x * (1.0 + 1e-9)) for x in FIG5A_APP_DAILY_CDF]),
         functions_one_pct=100.0 * float(np.mean([a.num_functions == 1 for a in procs])),
         functions_pct={k: 100.0 * sum(a.functions.count(k) for a in procs) / n_functions for k in FIG2_FUNCTIONS_PCT},
         top_apps_invocation_pct=100.0
@@ -166,6 +171,10 @@ def report(cal: Calibration) -> str:
         "",
         f"Share of apps with a CV that have a timer: {cal.timer_share_fig6:.3f} (Figure 6 implies {FIG6_TIMER_SHARE})",
         "",
+        f"Apps with a CV (at least 2 inter-arrival times over the horizon): {cal.fig6_apps['all']}; "
+        f"Figure 5(a) leaves at most {100.0 * max_timer_share_with_a_std():.1f}% of apps with a timer among "
+        "the apps with a CV over 14 days",
+        "",
     ]
     lines += ["Figure 3(b), % of apps by trigger combination (ATC target / generator):", ""]
     lines.append("| combination | target | generator | gap |")
@@ -184,6 +193,11 @@ def report(cal: Calibration) -> str:
     lines.append(
         f"| invocations of the top 18.6% of apps (%) (Figure 5(b)) | 99.6 | {cal.top_apps_invocation_pct:.1f} |"
     )
+    lines += ["", "Figure 5(a), CDF of the apps' average daily invocations (ATC subset target / generator):", ""]
+    lines.append("| invocations a day | target | generator |")
+    lines.append("|---|---|---|")
+    for (x, v), g in zip(FIG5A_APP_DAILY_CDF.items(), cal.fig5a_cdf):
+        lines.append(f"| {x:.3g} | {v:.3f} | {g:.3f} |")
     lines += ["", "Figure 2, % of functions per trigger (ATC target / generator):", ""]
     lines.append("| trigger | target | generator |")
     lines.append("|---|---|---|")

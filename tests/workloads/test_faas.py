@@ -13,7 +13,11 @@ from hypothesis import strategies as st
 
 from cloudgym.envs.workloads import faas
 from cloudgym.envs.workloads.faas_calibration import calibrate, report, stream_stats
-from cloudgym.envs.workloads.faas_targets import FIG3B_COMBINATIONS_PCT
+from cloudgym.envs.workloads.faas_targets import (
+    FIG3B_COMBINATIONS_PCT,
+    FIG5A_APP_DAILY_CDF,
+    max_timer_share_with_a_std,
+)
 
 TRACE_2021 = (
     Path(__file__).resolve().parents[2] / ".." / "shared" / "traces" / "AzureFunctionsInvocationTrace2021_first998.csv"
@@ -112,6 +116,19 @@ def test_calibration_report_prints_every_target() -> None:
         assert f"| {curve} |" in text
     for combo in FIG3B_COMBINATIONS_PCT:
         assert f"| {combo} |" in text
+    for rate, target in FIG5A_APP_DAILY_CDF.items():
+        assert f"| {rate:.3g} | {target:.3f} |" in text
+
+
+def test_figure_5a_cdf_counts_apps_by_invocations_per_day() -> None:
+    # The generator's Figure 5(a) CDF: invocations over the horizon / days, exactly k per 14 days counted at k / 14.
+    cal = calibrate(apps=60, days=2)
+    apps = [faas.sample_app(np.random.default_rng(i)) for i in range(60)]
+    daily = faas.simulate_counts(apps, 2 * faas.MINUTES_PER_DAY).sum(axis=1) / 2.0
+    expected = [np.mean(daily <= x * (1.0 + 1e-9)) for x in FIG5A_APP_DAILY_CDF]
+    assert cal.fig5a_cdf.tolist() == pytest.approx(expected)
+    # Figure 5(a) bounds Figure 6's timer share if its population were the apps with a defined Std (14 days).
+    assert max_timer_share_with_a_std() == pytest.approx(0.2915 / (1.0 - 0.061))
 
 
 def test_stream_stats_cv_is_the_notebooks() -> None:
