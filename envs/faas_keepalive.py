@@ -46,8 +46,9 @@ a platform's would. Every cold start, invocation and wasted GB-minute of the
 episode itself is counted.
 
 The synthetic workload is event driven (:class:`~cloudgym.envs.workloads.faas.ProcessArrays`):
-each app's next event (timer, client arrival, candidate minute of its
-Poisson stream, switch of its burst chain) is known, so a minute touches only
+each app's next event (timer, next invoked minute of its renewal stream;
+hand-made apps also a candidate minute of a Poisson stream or a switch of a
+burst chain) is known, so a minute touches only
 the apps with an event and the ~20% of apps that are invoked; the dynamics,
 histograms and observation features are updated sparsely for those apps,
 with a few whole-batch array operations per minute for the rest.

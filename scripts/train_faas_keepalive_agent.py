@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> Path:
     p.add_argument("--ship", action="store_true", help="copy to agents/checkpoints/FaaSKeepAlive-v0/<name>")
     args = Args(**vars(p.parse_args(argv)))
     hp = agent.load_section()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)  # the machine's cores are shared
     started = time.time()
     x, y, w = agent.collect(hp, args.seed)
     model, losses = agent.fit(hp, x, y, w, args.seed)
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> Path:
             "seed": args.seed,
             "timesteps": int(x.shape[0]),
             "env_kwargs": env_kwargs,
+            "scenario": "default",  # the compare.py scenario it was trained on (default env kwargs)
             "hyperparams_file": agent.HYPERPARAMS.name,
             "hyperparams": {**dataclasses.asdict(hp), "hidden": list(hp.hidden)},
             "eval_episodes": hp.eval_episodes,

@@ -25,18 +25,34 @@ figure; ``tests/workloads/test_faas.py`` measures every one of them):
   solve P(<= 24/day) = 45% ("at most once per hour") and P(<= 1440/day) =
   81% ("at most once per minute"); the top 18.6% of apps then carry 99.9% of
   invocations (paper: 99.6%).
-* Functions per app: 1: 54%, 2: 16%, 3: 10%, 4-5: 8%, 6-10: 7%, 11-30: 5%;
-  each function's trigger: HTTP 55%, queue 15%, timer 15.6%, orchestration
-  7%, storage 3%, event 2%, other 2.4%.
-* Timer functions of an app fire together every P minutes, P the cron-like
-  period (1, 2, 5, 10, 15, 30 min, 1, 2, 3, 4, 6, 12, 24 h) nearest to the
-  app's per-function rate: inter-arrival CV 0. The other functions share a
-  Poisson stream modulated by the diurnal cycle and, for a fraction
-  ``BURSTY_SHARE`` of apps, by an on/off Markov chain (bursts of a few
-  invocations within minutes, then silence) that gives inter-arrival CV > 1.
-* Diurnal cycle: rate x (1 + a sin(2 pi (t + phase) / 1440)), a ~ U(0, 2/3),
-  phase within +-2 h of a common clock: fleet load swings over a base of
-  about half the peak.
+* Trigger combination of the app: Figure 3(b)'s 13 combinations at their
+  ATC shares (H 43.27%, T 13.36%, Q 9.47%, ...), the remaining 9.6% spread
+  equally over 12 other combinations (:data:`~cloudgym.envs.workloads.faas_targets.OTHER_COMBINATIONS`,
+  ours). Functions per app: 1: 54%, 2: 16%, 3: 10%, 4-5: 8%, 6-10: 7%,
+  11-30: 5% (Figure 1); every 1-function app has a single trigger (so
+  P(1 function | one trigger) = 0.54 / 0.75), every app at least one
+  function per trigger of its combination, the other functions' triggers
+  drawn within the combination by Figure 2's shares of functions.
+* Inter-arrival regularity (Figure 6): an app's invocations, all functions
+  pooled, are one renewal stream of invoked minutes whose CV is drawn from
+  the Figure 6 curve of the app's class: "no timers", "only timers", or
+  timer plus another trigger (that curve solved from "at least one timer"
+  and "only timers" with Figure 3's shares). The CV's quantile is
+  rank-correlated with the rate's (Gaussian copula, :data:`CV_RATE_CORRELATION`)
+  and capped so that at least :data:`MIN_BURSTS_PER_HORIZON` bursts fit in
+  14 days: rare apps cannot show high CVs. Intervals are
+  1 + (M - 1) x factor minutes (mean M = 1 / P(invoked minute)): up to CV
+  (M - 1) / M a jittered period (a share of exponential), above it bursts
+  of consecutive minutes separated by exponential silences
+  (:func:`renewal_shape`). CV 0: timer-only apps fire every timer function at
+  the cron period (1, 2, 5, 10, 15, 30 min, 1, 2, 3, 4, 6, 12, 24 h) nearest
+  their rate; other CV-0 apps invoke every M whole minutes. An invoked
+  minute holds a zero-truncated Poisson count whose mean keeps the app's
+  daily invocations. ``python -m cloudgym.envs.workloads.faas_calibration``
+  prints every statistic beside its target.
+* Diurnal cycle: the count of an invoked minute has mean rate x (1 + a
+  sin(2 pi (t + phase) / 1440)), a ~ U(0, 2/3), phase within +-2 h of a
+  common clock: fleet load swings over a base of about half the peak.
 * Mean execution time: lognormal(mu=-0.38, sigma=2.36) s, capped at 600 s
   (the Consumption plan's limit); an execution occupies ceil(duration / 60)
   minutes.
@@ -72,6 +88,14 @@ from typing import Generic, Protocol, TypeVar
 import numpy as np
 
 from cloudgym.envs.numerics import mix64_in_place, normal_ppf
+from cloudgym.envs.workloads.faas_targets import (
+    FIG2_FUNCTIONS_PCT,
+    FIG3B_COMBINATIONS_PCT,
+    FIG6_ATC,
+    FIG6_CV_POINTS,
+    OTHER_COMBINATIONS,
+    mixed_timer_curve,
+)
 from cloudgym.envs.workloads.traces import (
     MAX_TRACE_SECONDS,
     TraceCache,
@@ -118,20 +142,26 @@ MAX_DURATION_S = 600.0
 BURR_C, BURR_K, BURR_SCALE_MB = 11.652, 0.221, 107.083
 MAX_MEMORY_MB = 1536.0
 
-BURSTY_SHARE = 0.6
-"""Share of apps whose non-timer invocations come in on/off bursts (calibrated to ~40% of apps with CV > 1)."""
-BURST_ON_MINUTES = (2.0, 30.0)
-"""Mean length of a burst, minutes (log-uniform)."""
-BURST_INVOCATION_MINUTES = (2.0, 20.0)
-"""Mean invocations per burst (log-uniform)."""
-MAX_BURST_DUTY = 0.5
-PERIODIC_CLIENT_SHARE = 0.25
-"""Share of apps whose non-timer invocations come from a periodic client (polling, health checks): a
-renewal process with intervals uniform in period x [1 - j, 1 + j] (our modelling choice; see the docstring)."""
-PERIODIC_JITTER = (0.0, 0.3)
-"""Range of the jitter j of periodic clients (inter-arrival CV = j / sqrt(3) <= 0.17)."""
-MIN_CLIENT_PERIOD_MIN = 2.0
-"""Periodic clients faster than this are Poisson instead (one arrival per minute at most)."""
+CV_TAIL_MAX = 30.0
+"""Largest designed inter-arrival CV: Figure 6 stops at CV 10 with 3-9% of apps beyond; their CVs are drawn
+log-uniform in [10, CV_TAIL_MAX] (our choice: a 14-day app has a few thousand gaps at most)."""
+LONG_GAPS_PER_HORIZON = 100.0
+"""A stream with CV > 0 draws its mean interval so that at least this many long gaps fall in
+:data:`CALIBRATION_HORIZON_MIN` on average: a busy app (invoked nearly every minute) is made of bursts of
+consecutive minutes separated by silences, not an app that is never silent (whose CV would be 0)."""
+CALIBRATION_HORIZON_MIN = 14 * 1440
+"""The horizon of the published statistics (the 2019 trace's 14 days), minutes."""
+CV_RATE_CORRELATION = 0.5
+"""Gaussian-copula correlation between an app's rate quantile and its CV quantile (our choice). Figure 6's CVs
+are realised ones: an app invoked a few times in 14 days cannot show a high CV (with g gaps the CV is at most
+about sqrt(g)), so high CVs belong to apps busy enough to have bursts and silences. The copula keeps each
+class's CV distribution as drawn and only moves high CVs to busier apps."""
+MIN_BURSTS_PER_HORIZON = 3.0
+"""A designed CV is capped at sqrt(2 x invoked minutes / this): at least this many bursts of about CV^2 / 2
+consecutive minutes fit in the horizon (else the app's few invocations would form one burst and a CV of 0)."""
+CLASS_NO_TIMER, CLASS_TIMER_ONLY, CLASS_MIXED_TIMER = 0, 1, 2
+"""The app classes whose CV is drawn from a Figure 6 curve: no timer, timer only, timer and another trigger."""
+CLASS_NAMES = ("no_timer", "timer_only", "mixed_timer")
 DIURNAL_MAX_AMPLITUDE = 2.0 / 3.0
 DIURNAL_PHASE_JITTER_MIN = 120
 
@@ -241,7 +271,8 @@ class AppProcess:
     key: int
     """64-bit key of the app's counter-based random stream."""
     rate_on: float
-    """Poisson rate of the non-timer functions while the burst chain is on, invocations/min (before diurnal)."""
+    """Poisson rate of a hand-made app's stream while its burst chain is on, invocations/min (before diurnal;
+    :func:`sample_app` draws renewal streams instead and sets 0)."""
     p_off: float
     """Probability per minute that an on burst ends (0: never bursty)."""
     p_on: float
@@ -253,11 +284,17 @@ class AppProcess:
     diurnal_phase_min: int
     """Phase of the diurnal cycle, minutes."""
     client_period_min: float
-    """Mean interval of the app's periodic client, minutes (0: none)."""
-    client_jitter: float
-    """Jitter j of the periodic client: intervals uniform in period x [1 - j, 1 + j]."""
+    """Renewal stream of invoked minutes: an interval is 1 + client_period_min x factor minutes, E[factor] = 1
+    (0 and no ``client_phase_min``: no stream; see :class:`ProcessArrays`)."""
+    client_exp_weight: float
+    """w in factor = (1 - w) + w x Exponential(1) when a long gap is drawn: 0 periodic, 1 memoryless."""
+    client_burst_p: float
+    """Probability that an interval is a long gap (factor as above, / p); else the next minute (factor 0)."""
+    client_rate: float
+    """Poisson rate behind the stream's counts, invocations/min: an invoked minute holds a zero-truncated
+    Poisson(client_rate x diurnal) count (0: one invocation)."""
     client_phase_min: float
-    """First arrival of the periodic client, minutes."""
+    """First arrival of the stream, minutes (inf: none)."""
     timer_period_min: int
     """Period of the app's timer functions, minutes (0: no timer)."""
     timer_phase_min: int
@@ -274,6 +311,14 @@ class AppProcess:
     """Mean execution time, s."""
     triggers: tuple[bool, bool, bool, bool]
     """Whether the app has functions of each of :data:`TRIGGER_GROUPS`."""
+    combination: str = ""
+    """Trigger letters of the app as Figure 3(b) spells them (H T Q S E O o; "" for hand-made apps)."""
+    functions: str = ""
+    """Trigger letter of each function, as ``combination`` spells them ("" for hand-made apps)."""
+    cv_class: int = -1
+    """:data:`CLASS_NAMES` index of the Figure 6 curve its CV was drawn from (-1: hand-made app)."""
+    target_cv: float = float("nan")
+    """The inter-arrival CV its stream was designed for (the realised one differs by sampling)."""
 
 
 def _log_uniform(u: float, low: float, high: float) -> float:
@@ -306,73 +351,171 @@ def burr_memory_mb_scalar(u: float) -> float:
     return min(BURR_SCALE_MB * ((1.0 - u) ** (-1.0 / BURR_K) - 1.0) ** (1.0 / BURR_C), MAX_MEMORY_MB)
 
 
+_COMBOS = tuple(FIG3B_COMBINATIONS_PCT) + OTHER_COMBINATIONS
+_COMBO_CDF = np.cumsum(
+    [FIG3B_COMBINATIONS_PCT[c][0] for c in FIG3B_COMBINATIONS_PCT]
+    + [(100.0 - sum(v[0] for v in FIG3B_COMBINATIONS_PCT.values())) / len(OTHER_COMBINATIONS)] * len(OTHER_COMBINATIONS)
+)
+_COMBO_CDF = _COMBO_CDF / _COMBO_CDF[-1]
+_LETTER_TRIGGER = {
+    "H": "http",
+    "T": "timer",
+    "Q": "queue",
+    "S": "storage",
+    "E": "event",
+    "O": "orchestration",
+    "o": "others",
+}
+_TRIGGER_LETTER = {v: k for k, v in _LETTER_TRIGGER.items()}
+_SINGLE_SHARE = sum(FIG3B_COMBINATIONS_PCT[c][0] for c in FIG3B_COMBINATIONS_PCT if len(c) == 1) + sum(
+    (100.0 - sum(v[0] for v in FIG3B_COMBINATIONS_PCT.values())) / len(OTHER_COMBINATIONS)
+    for c in OTHER_COMBINATIONS
+    if len(c) == 1
+)
+ONE_FUNCTION_SHARE_OF_SINGLE = FUNCTIONS_PER_APP[0][2] / (_SINGLE_SHARE / 100.0)
+"""P(1 function | one trigger): every 1-function app has one trigger, so Figure 1's 54% of 1-function apps
+all come from the single-trigger combinations; every other app draws its band among 2+ functions."""
+_MULTI_BAND_CDF = np.cumsum([share for _, _, share in FUNCTIONS_PER_APP[1:]]) / sum(
+    s for _, _, s in FUNCTIONS_PER_APP[1:]
+)
+
+
+def _fig6_curves() -> tuple[tuple[float, ...], ...]:
+    return (FIG6_ATC["no_timer"], FIG6_ATC["timer_only"], mixed_timer_curve())
+
+
+_CV_CURVES = _fig6_curves()
+
+
+def sample_target_cv(u: float, cv_class: int) -> float:
+    """Quantile ``u`` of the Figure 6 curve of ``cv_class``: linear in CV between read points, a point mass at
+    0, log-uniform from 10 to :data:`CV_TAIL_MAX` above the last point."""
+    cdf = _CV_CURVES[cv_class]
+    if u < cdf[0]:
+        return 0.0
+    for i in range(1, len(FIG6_CV_POINTS)):
+        if u < cdf[i]:
+            lo, hi = FIG6_CV_POINTS[i - 1], FIG6_CV_POINTS[i]
+            return lo + (hi - lo) * (u - cdf[i - 1]) / max(cdf[i] - cdf[i - 1], 1e-12)
+    top = FIG6_CV_POINTS[-1]
+    return top * (CV_TAIL_MAX / top) ** ((u - cdf[-1]) / max(1.0 - cdf[-1], 1e-12))
+
+
+def renewal_shape(mean_interval: float, cv: float) -> tuple[float, float]:
+    """(w, p) of a stream of invoked minutes with mean interval ``mean_interval`` >= 1 and interval CV ``cv``.
+
+    Intervals are X = 1 + (M - 1) x factor, factor = B x ((1 - w) + w E) / p with B ~ Bernoulli(p),
+    E ~ Exponential(1): E[X] = M. Up to cv = (M - 1) / M the stream is a jittered period (p = 1,
+    w = cv M / (M - 1): std (M - 1) w); above, gaps of one minute (bursts in consecutive minutes) alternate
+    with exponential silences (w = 1), p solving cv^2 = (2 - p)(M - 1)^2 / (p M^2).
+    """
+    excess = mean_interval - 1.0
+    if cv <= 0.0 or excess <= 0.0:
+        return 0.0, 1.0
+    if cv * mean_interval <= excess:
+        return cv * mean_interval / excess, 1.0
+    return 1.0, 2.0 * excess * excess / (cv * cv * mean_interval * mean_interval + excess * excess)
+
+
+def count_rate(mean_count: float) -> float:
+    """The Poisson rate mu whose zero-truncated mean mu / (1 - exp(-mu)) is ``mean_count`` (>= 1), by Newton."""
+    if mean_count <= 1.0 + 1e-12:
+        return 1e-9
+    mu = max(mean_count - 1.0, 1e-6) if mean_count < 2.0 else mean_count
+    for _ in range(60):
+        e = math.exp(-mu)
+        f = mu / (1.0 - e) - mean_count
+        df = (1.0 - e - mu * e) / (1.0 - e) ** 2
+        step = f / df
+        mu = max(mu - step, 1e-12)
+        if abs(step) < 1e-12 * max(mu, 1.0):
+            break
+    return mu
+
+
 def sample_app(rng: np.random.Generator) -> AppProcess:
     """One synthetic application calibrated to Azure Functions 2019 (see the module docstring)."""
     u = rng.random(13).tolist()
     key = int(rng.integers(0, 2**62, dtype=np.int64)) * 2 + 1
     log10_daily = _truncated_normal(u[0], DAILY_LOG10_MU, DAILY_LOG10_SIGMA, *DAILY_LOG10_RANGE)
     daily = 10.0**log10_daily
-    # Functions and their triggers.
-    band = min(int(np.searchsorted(_BAND_CDF, u[1], side="right")), len(FUNCTIONS_PER_APP) - 1)
-    low, high, _ = FUNCTIONS_PER_APP[band]
-    n_func = int(low + min(int(u[2] * (high - low + 1)), high - low))
-    kinds = np.minimum(np.searchsorted(_TRIGGER_CDF, rng.random(n_func), side="right"), len(TRIGGERS) - 1)
+    # Trigger combination (Figure 3(b)), then the functions: one per trigger of the combination at least.
+    combo = _COMBOS[min(int(np.searchsorted(_COMBO_CDF, u[1], side="right")), len(_COMBOS) - 1)]
+    if len(combo) == 1 and u[2] < ONE_FUNCTION_SHARE_OF_SINGLE:
+        n_func = 1
+    else:
+        band = min(int(np.searchsorted(_MULTI_BAND_CDF, rng.random(), side="right")), len(FUNCTIONS_PER_APP) - 2)
+        low, high, _ = FUNCTIONS_PER_APP[band + 1]
+        n_func = max(int(low + min(int(rng.random() * (high - low + 1)), high - low)), len(combo))
+    kinds = [_LETTER_TRIGGER[c] for c in combo]
+    weights = np.array([FIG2_FUNCTIONS_PCT[c] for c in combo])
+    extra = rng.choice(len(combo), size=n_func - len(combo), p=weights / weights.sum()).tolist()
+    kinds += [kinds[i] for i in extra]
     groups = [False, False, False, False]
-    for kind in kinds.tolist():
-        groups[_GROUP_OF[TRIGGERS[kind]]] = True
-    n_timer = int(np.count_nonzero(kinds == TRIGGERS.index("timer")))
-    # Timers: every timer function fires at the app's cron period nearest its share of the rate.
-    period = phase = 0
-    if n_timer:
+    for kind in kinds:
+        groups[_GROUP_OF[kind]] = True
+    n_timer = kinds.count("timer")
+    cv_class = CLASS_NO_TIMER if n_timer == 0 else CLASS_TIMER_ONLY if n_timer == n_func else CLASS_MIXED_TIMER
+    z_rate = _STANDARD_NORMAL.inv_cdf(min(max(u[0], 1e-15), 1.0 - 1e-15))
+    z_own = _STANDARD_NORMAL.inv_cdf(min(max(u[3], 1e-15), 1.0 - 1e-15))
+    u_cv = _STANDARD_NORMAL.cdf(CV_RATE_CORRELATION * z_rate + math.sqrt(1.0 - CV_RATE_CORRELATION**2) * z_own)
+    cv = sample_target_cv(u_cv, cv_class)
+    # The app's invocations, all functions pooled, are one stream of invoked minutes with the designed CV.
+    rate = daily / MINUTES_PER_DAY
+    period = phase = timer_count = 0
+    client_period = client_w = 0.0
+    client_p = 1.0
+    client_rate = 0.0
+    client_phase = math.inf
+    if cv_class == CLASS_TIMER_ONLY and cv == 0.0:
+        # Timers alone and strictly periodic: every timer function fires at the cron period nearest its rate.
         target = MINUTES_PER_DAY * n_func / daily
         period = int(TIMER_PERIODS_MIN[int(np.argmin(np.abs(_LOG_TIMER_PERIODS - math.log(max(target, 1e-9)))))])
-        phase = int(u[3] * period)
-    stochastic_daily = daily * (1.0 - n_timer / n_func)
-    rate = stochastic_daily / MINUTES_PER_DAY
-    # Bursts: an on/off chain; a burst lasts L minutes and holds m invocations on average.
-    p_off, p_on, start_on, rate_on = 0.0, 1.0, True, rate
-    client_period = client_jitter = client_phase = 0.0
-    client_period_target = 1.0 / rate if rate > 0 else 0.0
-    if (
-        rate > 0
-        and BURSTY_SHARE <= u[4] < BURSTY_SHARE + PERIODIC_CLIENT_SHARE
-        and (client_period_target >= MIN_CLIENT_PERIOD_MIN)
-    ):
-        client_period = client_period_target
-        client_jitter = PERIODIC_JITTER[0] + u[11] * (PERIODIC_JITTER[1] - PERIODIC_JITTER[0])
-        client_phase = u[5] * client_period
-        rate_on = 0.0
-    elif rate > 0 and u[4] < BURSTY_SHARE:
-        length = _log_uniform(u[5], *BURST_ON_MINUTES)
-        per_burst = _log_uniform(u[6], *BURST_INVOCATION_MINUTES)
-        duty = min(rate * length / per_burst, MAX_BURST_DUTY)
-        rate_on = rate / duty
-        p_off = 1.0 / length
-        p_on = p_off * duty / (1.0 - duty)
-        start_on = bool(u[7] < duty)
+        phase = int(u[4] * period)
+        timer_count = n_timer
+    else:
+        mean_interval = 1.0 / -math.expm1(-rate)
+        if cv == 0.0:
+            mean_interval = float(max(1, round(mean_interval)))  # a whole-minute period: CV exactly 0
+        else:
+            invoked = CALIBRATION_HORIZON_MIN / mean_interval
+            cv = min(cv, math.sqrt(2.0 * invoked / MIN_BURSTS_PER_HORIZON))
+            mean_interval = max(
+                mean_interval, 1.0 + cv * math.sqrt(LONG_GAPS_PER_HORIZON / (2.0 * CALIBRATION_HORIZON_MIN))
+            )
+        client_w, client_p = renewal_shape(mean_interval, cv)
+        client_period = mean_interval - 1.0
+        client_rate = count_rate(rate * mean_interval)
+        client_phase = u[5] * mean_interval
     amplitude = u[8] * DIURNAL_MAX_AMPLITUDE
     diurnal_phase = round((u[9] * 2.0 - 1.0) * DIURNAL_PHASE_JITTER_MIN)
     z = _STANDARD_NORMAL.inv_cdf(min(max(u[12], 1e-15), 1.0 - 1e-15))
     duration = min(math.exp(DURATION_LOG_MU + DURATION_LOG_SIGMA * z), MAX_DURATION_S)
     return AppProcess(
         key=key,
-        rate_on=float(rate_on),
-        p_off=float(p_off),
-        p_on=float(p_on),
-        start_on=start_on,
+        rate_on=0.0,
+        p_off=0.0,
+        p_on=1.0,
+        start_on=True,
         diurnal_amplitude=amplitude,
         diurnal_phase_min=diurnal_phase,
         client_period_min=float(client_period),
-        client_jitter=float(client_jitter),
+        client_exp_weight=float(client_w),
+        client_burst_p=float(client_p),
+        client_rate=float(client_rate),
         client_phase_min=float(client_phase),
         timer_period_min=period,
         timer_phase_min=phase,
-        timer_count=n_timer,
+        timer_count=timer_count,
         daily_invocations=float(daily),
         num_functions=n_func,
         memory_mb=burr_memory_mb_scalar(u[10]),
         duration_s=duration,
         triggers=(groups[0], groups[1], groups[2], groups[3]),
+        combination=combo,
+        functions="".join(_TRIGGER_LETTER[k] for k in kinds),
+        cv_class=cv_class,
+        target_cv=float(cv),
     )
 
 
@@ -394,7 +537,10 @@ def _whole_minutes(x: np.ndarray) -> np.ndarray:
 class ProcessArrays:
     """The invocation processes of many apps, one row each, driven event by event by :func:`process_events`.
 
-    Each app's non-timer invocations are a Poisson stream of rate
+    An app drawn by :func:`sample_app` has a timer or a renewal stream of
+    invoked minutes (``client_*``: intervals 1 + period x factor, see
+    :func:`renewal_shape`; each invoked minute a zero-truncated Poisson count).
+    Hand-made apps may also have a Poisson stream: its invocations have rate
     ``rate_on x (1 + a sin(...))`` while its burst chain is on. The stream is
     generated by thinning: candidate minutes are those in which a Poisson
     process at the peak rate ``rate_max = rate_on x (1 + a)`` has a point
@@ -402,8 +548,8 @@ class ProcessArrays:
     with probability (1 - exp(-rate)) / (1 - exp(-rate_max)), and then holds a
     zero-truncated Poisson(rate) count. Minute by minute that is exactly a
     Poisson(rate) count per minute, independent across minutes; the burst
-    chain stays in a state for a geometric number of minutes. Timers and the
-    periodic client are deterministic schedules. Only the apps with an event
+    chain stays in a state for a geometric number of minutes. Timers are
+    deterministic schedules. Only the apps with an event
     due in a minute (``next_event``) are touched, so the cost of a minute is
     the number of events, not the number of apps.
     """
@@ -416,16 +562,20 @@ class ProcessArrays:
     log_stay_off: np.ndarray  # (A,) float64, log(1 - p_on) (-inf when an off period lasts no minute)
     amplitude: np.ndarray  # (A,) float64, diurnal amplitude
     phase: np.ndarray  # (A,) int64, diurnal phase, minutes, in [0, 1440)
-    client_period: np.ndarray  # (A,) float64, mean interval of the periodic client, minutes (0 = none)
-    client_jitter: np.ndarray  # (A,) float64, jitter of the periodic client's intervals
+    client_period: np.ndarray  # (A,) float64, mean excess of the stream's intervals over 1 minute, minutes
+    client_w: np.ndarray  # (A,) float64, exponential weight w of a long gap (AppProcess.client_exp_weight)
+    client_p: np.ndarray  # (A,) float64, probability that an interval is a long gap
+    client_rate: np.ndarray  # (A,) float64, Poisson rate behind an invoked minute's count, invocations/min (0: 1)
     timer_period: np.ndarray  # (A,) int64, minutes; 0 = no timer
     timer_count: np.ndarray  # (A,) int64, invocations per timer firing
     burst_on: np.ndarray  # (A,) bool, state of the burst chain
     next_switch: np.ndarray  # (A,) int64, minute the burst chain next switches (NO_TIMER: never)
     next_candidate: np.ndarray  # (A,) int64, next candidate minute of the Poisson stream (NO_TIMER while off)
     next_timer: np.ndarray  # (A,) int64, next minute the timers fire (NO_TIMER when none)
-    next_client: np.ndarray  # (A,) float64, time of the periodic client's next arrival, minutes (inf when none)
+    next_client: np.ndarray  # (A,) float64, time of the renewal stream's next invoked minute, minutes (inf: none)
     next_event: np.ndarray  # (A,) int64, the earliest of the four (the app has nothing to do before it)
+    cv_class: np.ndarray  # (A,) int64, CLASS_NAMES index of the app's Figure 6 curve (-1: hand-made); bookkeeping
+    target_cv: np.ndarray  # (A,) float64, the app's designed inter-arrival CV (NaN: hand-made); bookkeeping
 
     @classmethod
     def zeros(cls, n: int | tuple[int, ...]) -> ProcessArrays:
@@ -440,7 +590,9 @@ class ProcessArrays:
             amplitude=np.zeros(n),
             phase=np.zeros(n, np.int64),
             client_period=np.zeros(n),
-            client_jitter=np.zeros(n),
+            client_w=np.zeros(n),
+            client_p=np.ones(n),
+            client_rate=np.zeros(n),
             timer_period=np.zeros(n, np.int64),
             timer_count=np.zeros(n, np.int64),
             burst_on=np.ones(n, bool),
@@ -449,6 +601,8 @@ class ProcessArrays:
             next_timer=never.copy(),
             next_client=np.full(n, np.inf),
             next_event=never,
+            cv_class=np.full(n, -1, np.int64),
+            target_cv=np.full(n, np.nan),
         )
 
     def set_apps(self, rows: np.ndarray, apps: Sequence[AppProcess]) -> None:
@@ -474,10 +628,13 @@ class ProcessArrays:
             self.log_stay_off[rows] = np.minimum(np.log1p(-p_on), -1e-300)
         self.amplitude[rows] = amplitude
         self.phase[rows] = column("diurnal_phase_min", np.int64) % MINUTES_PER_DAY
-        period = column("client_period_min", np.float64)
-        self.client_period[rows] = period
-        self.client_jitter[rows] = column("client_jitter", np.float64)
-        self.next_client[rows] = np.where(period > 0, column("client_phase_min", np.float64), np.inf)
+        self.cv_class[rows] = column("cv_class", np.int64)
+        self.target_cv[rows] = column("target_cv", np.float64)
+        self.client_period[rows] = column("client_period_min", np.float64)
+        self.client_w[rows] = column("client_exp_weight", np.float64)
+        self.client_p[rows] = column("client_burst_p", np.float64)
+        self.client_rate[rows] = column("client_rate", np.float64)
+        self.next_client[rows] = column("client_phase_min", np.float64)
         timer = column("timer_period_min", np.int64)
         self.timer_period[rows] = timer
         self.timer_count[rows] = column("timer_count", np.int64)
@@ -614,16 +771,27 @@ def process_events(proc: ProcessArrays, minute: np.ndarray | int) -> tuple[np.nd
         timer = next_timer[fire] + proc.timer_period[r]
         proc.next_timer[r] = timer
         next_timer[fire] = timer
-    # A periodic client arrives at most once a minute (its intervals are >= 1 minute); a client app
-    # has no Poisson stream, so its candidates never use the pair's second uniform.
+    # The renewal stream of invoked minutes: intervals are at least one minute, so it arrives at most once a
+    # minute. A stream app has no Poisson stream, so the pairs of its candidates (1 and 2) are free to use.
     next_client = proc.next_client[due]
     arrive = np.flatnonzero(next_client < t + 1)
     if arrive.size:
         r = due[arrive]
-        counts[arrive] += 1
-        u_client = event_uniforms(key[arrive], t[arrive] if isinstance(t, np.ndarray) else t, 2)[1]
-        factor = 1.0 + proc.client_jitter[r] * (2.0 * u_client - 1.0)
-        client = next_client[arrive] + proc.client_period[r] * factor
+        ta = t[arrive] if isinstance(t, np.ndarray) else t
+        u = event_uniforms(key[arrive], ta, (1, 2))  # long gap?, count; (unused), exponential
+        rate = proc.client_rate[r]
+        n = np.ones(arrive.size, np.int64)
+        counted = np.flatnonzero(rate > 0)
+        if counted.size:
+            rc = r[counted]
+            tc_ = ta[counted] if isinstance(ta, np.ndarray) else ta
+            mean = DIURNAL[(tc_ + proc.phase[rc]) % MINUTES_PER_DAY] * proc.amplitude[rc] + 1.0
+            mean *= rate[counted]
+            n[counted] = zero_truncated_poisson(mean, u[1, counted])
+        counts[arrive] += n
+        w, p = proc.client_w[r], proc.client_p[r]
+        factor = np.where(u[0] < p, ((1.0 - w) - w * np.log(u[3])) / p, 0.0)
+        client = next_client[arrive] + 1.0 + proc.client_period[r] * factor
         proc.next_client[r] = client
         next_client[arrive] = client
     soonest = np.minimum(next_switch, next_candidate, out=next_switch)
