@@ -145,7 +145,9 @@ class ForecastCapController(BatchedPolicy):
         self.weights = np.asarray(params["weights"], np.float64)
         gain = np.asarray(params["cap_gain"], np.float64)
         if self.weights.shape != (len(FEATURES),):
-            raise ValueError(f"weights must have {len(FEATURES)} entries ({', '.join(FEATURES)}), got {self.weights.shape}")
+            raise ValueError(
+                f"weights must have {len(FEATURES)} entries ({', '.join(FEATURES)}), got {self.weights.shape}"
+            )
         if gain.shape != (2, levels):
             raise ValueError(f"cap_gain must be (2, {levels}) (class x freq_levels_mhz), got {gain.shape}")
         # A deeper cap never forecasts more power than a shallower one (the fit is noisy for rarely used levels).
@@ -235,4 +237,3 @@ def load_policy(info: CheckpointInfo, env: CloudGymVectorEnv) -> ForecastCapCont
     if not isinstance(params, dict):
         raise ValueError(f"{info.path}: checkpoint.yaml has no 'params' mapping")
     return ForecastCapController(env, params)
-

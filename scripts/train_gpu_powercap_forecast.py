@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 import cloudgym
-import cloudgym.baselines  # noqa: F401  (registers POLCA)
+import cloudgym.baselines  # registers POLCA
 from cloudgym.agents import gpu_powercap_forecast as fc
 from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, reproduce_command, safe_name, write_metadata
 from cloudgym.baselines.gpu_powercap import Polca
@@ -229,7 +229,9 @@ def main(argv: list[str] | None = None) -> Path:
     hp_w = 2.0
 
     def lost(rows: Sequence[Mapping[str, Any]]) -> float:
-        return float(hp_w * column(rows, "hp_throughput_loss_pct").mean() + column(rows, "lp_throughput_loss_pct").mean())
+        return float(
+            hp_w * column(rows, "hp_throughput_loss_pct").mean() + column(rows, "lp_throughput_loss_pct").mean()
+        )
 
     print(f"POLCA validation: +30% loss score {lost(reference[0.3]):.4f}, +40% brakes/ep {polca_brakes_40:.3f}")
     table = []
@@ -245,9 +247,14 @@ def main(argv: list[str] | None = None) -> Path:
         peaks = np.sort(column(rows30, "peak_power_pct"))[::-1]
         cvar = float(peaks[: max(1, len(peaks) // 20)].mean())
         brakes30 = float(column(rows30, "powerbrakes").sum())
-        row = {**tuned, "brakes_30": brakes30, "cvar_peak_30": cvar, "lost_30": lost(rows30),
-               "hp_30": float(column(rows30, "hp_throughput_loss_pct").mean()),
-               "lp_30": float(column(rows30, "lp_throughput_loss_pct").mean())}  # fmt: skip
+        row = {
+            **tuned,
+            "brakes_30": brakes30,
+            "cvar_peak_30": cvar,
+            "lost_30": lost(rows30),
+            "hp_30": float(column(rows30, "hp_throughput_loss_pct").mean()),
+            "lp_30": float(column(rows30, "lp_throughput_loss_pct").mean()),
+        }
         feasible = brakes30 == 0 and cvar <= args.cvar_limit
         if feasible:
             rows20 = validation_rows(factory, 0.2, args.validation_episodes)
@@ -285,8 +292,11 @@ def main(argv: list[str] | None = None) -> Path:
             "train_seconds": round(elapsed, 1),
             "collect_seconds": round(collect_seconds, 1),
             "training_scenarios": scenarios,
-            "validation": {"polca_brakes_40_per_ep": float(polca_brakes_40), "polca_lost_30": lost(reference[0.3]),
-                           "grid": table},  # fmt: skip
+            "validation": {
+                "polca_brakes_40_per_ep": float(polca_brakes_40),
+                "polca_lost_30": lost(reference[0.3]),
+                "grid": table,
+            },
             "versions": {"cloudgym": cloudgym.__version__, "numpy": np.__version__},
         },
     )

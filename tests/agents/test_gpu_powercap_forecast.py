@@ -40,7 +40,8 @@ def test_the_ladder_caps_lp_first_then_hp_then_the_rest_of_lp() -> None:
     assert rungs[-1].tolist() == [7, 7]
     # Every rung caps exactly one class one level deeper than the one before.
     steps = np.diff(rungs, axis=0)
-    assert np.all(steps.sum(axis=1) == 1) and np.all(steps >= 0)
+    assert np.all(steps.sum(axis=1) == 1)
+    assert np.all(steps >= 0)
     assert len(rungs) == 1 + 2 * (LEVELS - 1)
 
 
@@ -73,7 +74,8 @@ def test_the_margin_and_the_shield_only_cap_deeper() -> None:
         depth.append(int(rung.sum()))
         if p["shield_rise"]:
             assert ctrl.shield_overrides[0] == 1
-    assert depth[0] < depth[1] and depth[0] < depth[2]
+    assert depth[0] < depth[1]
+    assert depth[0] < depth[2]
     env.close()
 
 
@@ -123,4 +125,5 @@ def test_a_checkpoint_loads_and_runs(tmp_path: Path) -> None:
         {"env_id": ENV_ID, "name": "t", "loader": fc.LOADER, "algo": "fit", "command": "x", "params": params(0.05)},
     )
     rows = evaluate(str(tmp_path), ENV_ID, held_out_seeds(2), env_kwargs=SMALL)
-    assert len(rows) == 2 and all(np.isfinite(r["return"]) for r in rows)
+    assert len(rows) == 2
+    assert all(np.isfinite(r["return"]) for r in rows)
