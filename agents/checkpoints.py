@@ -66,6 +66,8 @@ LOADERS: dict[str, LoaderSpec] = {
         LoaderSpec(SB3_LOADER, files=("model.zip",)),
         LoaderSpec("cloudgym.agents.faas_keepalive:load_hazard_policy", files=("model.pt",)),
         LoaderSpec("cloudgym.agents.gpu_powercap_cem:load_policy"),  # its parameters live in checkpoint.yaml
+        LoaderSpec("cloudgym.agents.gpu_powercap_forecast:load_policy"),  # its model lives in checkpoint.yaml
+        LoaderSpec("cloudgym.agents.gpu_powercap_shield:load_policy"),  # its knobs live in checkpoint.yaml
         LoaderSpec("cloudgym.agents.oversub_imitation:load_imitation_policy", files=("model.pt",)),
         LoaderSpec("cloudgym.agents.protohail:load_protohail_policy", files=("model.pt",)),
         LoaderSpec("cloudgym.agents.rllib:load_rllib_policy", needs_trust=True),  # rl_module/ is pickled state

@@ -14,6 +14,8 @@ AGENT_SCRIPTS = {
     "train_dc_lifecycle_agent": "DCLifecycle-v0",
     "train_faas_keepalive_agent": "FaaSKeepAlive-v0",
     "train_gpu_powercap_cem": "GPUPowerCap-v0",
+    "train_gpu_powercap_forecast": "GPUPowerCap-v0",
+    "train_gpu_powercap_shield": "GPUPowerCap-v0",
     "train_length_predictor": "LLMRouter-v0",
 }
 
