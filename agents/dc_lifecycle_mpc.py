@@ -281,6 +281,13 @@ class MPCPolicy(BatchedPolicy):
                 target = current + (plan.buy * s.capacity[i, q]).sum() * factor
                 ok = np.flatnonzero(covers >= target / demand_now - 1e-9)
                 actions[i, 1] = int(ok[0]) if ok.size else len(covers) - 1
+            elif 1.0 in c.buy_cover_levels:
+                # Nothing to buy: cover 1.0 buys nothing either while the kept fleet covers this quarter's
+                # demand (the same action), and gives an imitator one steady label instead of two.
+                gen = np.maximum(s.cohort_gen[i], 0)
+                kept = (s.capacity[i, q, gen] * np.where(retire, 0.0, alive)).sum()
+                if kept * core.params.throughput_factor[over_idx, 0] >= demand_now * (1 + 1e-9):
+                    actions[i, 1] = c.buy_cover_levels.index(1.0)
             if c.building_model == "sunk" and plan.order_w > 1e-6:
                 want = np.ceil(plan.order_w / lump_w - 1e-6)
                 actions[i, 4] = min(int(np.searchsorted(lumps, want, side="left")), len(lumps) - 1)

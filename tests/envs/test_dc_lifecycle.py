@@ -464,3 +464,17 @@ def test_mpc_needs_cohort_actions() -> None:
 
     with pytest.raises(ValueError, match="mpc needs cohort_actions=True"):
         MPCPolicy(make_vector_env(ENV_ID, 1, {"cohort_actions": False}))
+
+
+def test_paper_preset_is_deterministic_with_8_mw_blocks() -> None:
+    env = gym.make(ENV_ID, scenario="paper", horizon_quarters=8, shock_window=(0, 7))
+    core = env.unwrapped.core  # type: ignore[attr-defined]
+    assert core.config.build_lump_mw == 8.0
+    assert core.config.building_model == "sunk"
+    demands = []
+    for seed in (1, 2):
+        env.reset(seed=seed)
+        demands.append(core.state.demand[0].copy())
+        assert (core.state.shock_quarter == -1).all()
+    np.testing.assert_array_equal(demands[0], demands[1])
+    np.testing.assert_allclose(demands[0], 4e6 * 1.0355 ** np.arange(8))
