@@ -1,6 +1,8 @@
 """Train a DCLifecycle-v0 agent by DAgger from the MPC planner, optionally fine-tuned with PPO.
 
     python scripts/train_dc_lifecycle_dagger.py --name dagger_mpc_realistic [--rounds 4] [--episodes 96] [--ship]
+    python scripts/train_dc_lifecycle_dagger.py --name NAME --rounds 0 --init runs/DCLifecycle-v0/dagger_mpc_realistic \
+        --ppo-timesteps N   # PPO fine-tuning of a DAgger run
 
 Round 0 rolls the teacher (the rolling-horizon LP, ``mpc``) on training
 episodes and records its actions; each later round rolls the *learner*
@@ -54,6 +56,7 @@ class Args:
     net: int = 256
     val_episodes: int = 16
     ppo_timesteps: int = 0
+    init: str = ""
     seed: int = 0
     out: Path = Path("runs")
     ship: bool = False
@@ -155,6 +158,14 @@ def main(argv: list[str] | None = None) -> Path:
         if score < best[0]:
             best = (score, unserved, r)
             model.save(run_dir / "model.zip")
+    if args.init:
+        # Continue from an earlier run's kept model (e.g. --rounds 0 --ppo-timesteps N: PPO fine-tuning only).
+        model = PPO.load(Path(args.init) / "model.zip", env=SB3VecEnv(ppo_env), device="cpu")
+        score, unserved = validation_score(model, args.val_episodes)
+        history.append({"init": args.init, "val_total_musd": score, "val_unserved_share": unserved})
+        print(history[-1], flush=True)
+        best = (score, unserved, -1)
+        model.save(run_dir / "model.zip")
     if args.ppo_timesteps > 0:
         model = PPO.load(run_dir / "model.zip", env=SB3VecEnv(ppo_env), device="cpu")
         model.learn(total_timesteps=args.ppo_timesteps, progress_bar=False)
@@ -196,6 +207,8 @@ def main(argv: list[str] | None = None) -> Path:
         },
     )
     print(f"kept round {best[2]}: validation TCO + penalty ${best[0]:.2f} M, unserved {best[1]:.4f} -> {run_dir}")
+    if args.init:
+        print(f"started from {args.init}; its history is in its own checkpoint.yaml")
     if args.ship:
         target = CHECKPOINT_ROOT / ENV_ID / args.name
         target.mkdir(parents=True, exist_ok=True)

@@ -478,3 +478,34 @@ def test_paper_preset_is_deterministic_with_8_mw_blocks() -> None:
         assert (core.state.shock_quarter == -1).all()
     np.testing.assert_array_equal(demands[0], demands[1])
     np.testing.assert_allclose(demands[0], 4e6 * 1.0355 ** np.arange(8))
+
+
+@pytest.mark.slow
+def test_dagger_trainer_writes_a_sealed_checkpoint_that_plays(tmp_path: object) -> None:
+    from cloudgym.agents.checkpoints import read_checkpoint
+    from tests.scripts import load_script
+
+    module = load_script("train_dc_lifecycle_dagger")
+    run = module.main(["--name", "tiny", "--rounds", "2", "--episodes", "2", "--epochs", "2", "--val-episodes", "1",
+                       "--net", "16", "--out", str(tmp_path)])  # fmt: skip
+    info = read_checkpoint(run)
+    assert info.extra["scenario"] == "realistic"
+    assert info.extra["dagger"]["teacher"] == "mpc"
+    assert len(info.extra["dagger"]["history"]) == 2
+    row = evaluate(run, ENV_ID, [500_000], env_kwargs={"scenario": "realistic"})[0]
+    assert np.isfinite(row["tco_usd"])
+
+
+def test_shipped_dagger_agent_loads_and_beats_random_on_realistic() -> None:
+    from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, read_checkpoint
+
+    folder = CHECKPOINT_ROOT / ENV_ID / "dagger_mpc_realistic"
+    info = read_checkpoint(folder)
+    assert info.extra["scenario"] == "realistic"
+    assert info.extra["dagger"]["teacher"] == "mpc"
+    assert (folder / "model.zip").stat().st_size < 5_000_000
+    seeds = held_out_seeds(2)
+    agent = evaluate(folder, ENV_ID, seeds, env_kwargs={"scenario": "realistic"})
+    rand = evaluate("random", ENV_ID, seeds, env_kwargs={"scenario": "realistic"})
+    for a, r in zip(agent, rand):
+        assert a["return"] > r["return"]
