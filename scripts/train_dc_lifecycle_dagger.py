@@ -146,9 +146,18 @@ def main(argv: list[str] | None = None) -> Path:
     best = (np.inf, 0.0, -1)
     run_dir = args.out / ENV_ID / args.name
     run_dir.mkdir(parents=True, exist_ok=True)
+    if args.init:
+        # Continue from an earlier run's kept model (more DAgger rounds, all on the
+        # learner's states, or --rounds 0 --ppo-timesteps N: PPO fine-tuning only).
+        model = PPO.load(Path(args.init) / "model.zip", env=SB3VecEnv(ppo_env), device="cpu")
+        score, unserved = validation_score(model, args.val_episodes)
+        history.append({"init": args.init, "val_total_musd": score, "val_unserved_share": unserved})
+        print(history[-1], flush=True)
+        best = (score, unserved, -1)
+        model.save(run_dir / "model.zip")
     for r in range(args.rounds):
         chunk = [int(s) for s in seeds[r * args.episodes : (r + 1) * args.episodes]]
-        data.append(rollout(train_env, chunk, None if r == 0 else model.policy, gamma))
+        data.append(rollout(train_env, chunk, None if r == 0 and not args.init else model.policy, gamma))
         obs, act, ret = (np.concatenate(parts) for parts in zip(*data))
         loss = fit(model, obs, act, ret, args.epochs, args.lr)
         score, unserved = validation_score(model, args.val_episodes)
@@ -158,14 +167,6 @@ def main(argv: list[str] | None = None) -> Path:
         if score < best[0]:
             best = (score, unserved, r)
             model.save(run_dir / "model.zip")
-    if args.init:
-        # Continue from an earlier run's kept model (e.g. --rounds 0 --ppo-timesteps N: PPO fine-tuning only).
-        model = PPO.load(Path(args.init) / "model.zip", env=SB3VecEnv(ppo_env), device="cpu")
-        score, unserved = validation_score(model, args.val_episodes)
-        history.append({"init": args.init, "val_total_musd": score, "val_unserved_share": unserved})
-        print(history[-1], flush=True)
-        best = (score, unserved, -1)
-        model.save(run_dir / "model.zip")
     if args.ppo_timesteps > 0:
         model = PPO.load(run_dir / "model.zip", env=SB3VecEnv(ppo_env), device="cpu")
         model.learn(total_timesteps=args.ppo_timesteps, progress_bar=False)
