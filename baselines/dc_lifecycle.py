@@ -413,3 +413,17 @@ register_policy(
     description="LP (HiGHS) plan over the known episode, executed through the actions",
     kind="oracle",
 )
+
+
+def _mpc(env: CloudGymVectorEnv) -> BatchedPolicy:
+    from cloudgym.agents.dc_lifecycle_mpc import MPCPolicy  # scipy: imported when used
+
+    return MPCPolicy(env)
+
+
+register_policy(
+    ENV_ID,
+    "mpc",
+    _mpc,
+    description="rolling-horizon LP (HiGHS) re-solved each quarter on a trend + roadmap forecast, no foresight",
+)

@@ -12,6 +12,7 @@ from tests.scripts import SCRIPTS, load_script
 
 AGENT_SCRIPTS = {
     "train_dc_lifecycle_agent": "DCLifecycle-v0",
+    "train_dc_lifecycle_dagger": "DCLifecycle-v0",
     "train_faas_keepalive_agent": "FaaSKeepAlive-v0",
     "train_gpu_powercap_cem": "GPUPowerCap-v0",
     "train_gpu_powercap_forecast": "GPUPowerCap-v0",

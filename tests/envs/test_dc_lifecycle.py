@@ -387,3 +387,125 @@ def test_llm_slo_tables_of_many_episodes_equal_each_episode_alone() -> None:
         alone = core.params.capacity.tables([inst])
         for field in ("capacity", "prefill", "decode", "split_capacity"):
             np.testing.assert_array_equal(getattr(batched, field)[k], getattr(alone, field)[0])
+
+
+# ----------------------------------------------------------------------------- the rolling-horizon (MPC) planner
+
+MPC_CASE = {"scenario": "realistic", "horizon_quarters": 24, "shock_window": (2, 20)}
+
+
+def _mpc_actions(env_kwargs: dict[str, object], seed: int, quarters: int, tamper_from: int | None) -> np.ndarray:
+    """The MPC's actions over the first ``quarters``; with ``tamper_from``, the episode's future from that quarter
+    on (demand, capacities, every price and the shock quarters) is rewritten right after the reset."""
+    from cloudgym.agents.dc_lifecycle_mpc import MPCPolicy
+    from cloudgym.evaluation import make_vector_env
+
+    env = make_vector_env(ENV_ID, 1, env_kwargs)
+    obs, _ = env.reset(seed=[seed])
+    s = env.core.state  # type: ignore[attr-defined]
+    if tamper_from is not None:
+        s.demand[:, tamper_from:] *= 30.0  # far past the initial building: a peeking planner orders lumps early
+        s.capacity[:, tamper_from:] *= 0.5
+        unreleased = env.core.params.roadmap.release_quarter >= tamper_from  # type: ignore[attr-defined]
+        s.price[:, unreleased] *= 0.3
+        s.shock_quarter[:] = tamper_from
+    policy = MPCPolicy(env)
+    policy.reset(np.arange(1))
+    out = []
+    for _ in range(quarters):
+        actions = policy.act(obs)
+        out.append(actions[0].copy())
+        obs, *_ = env.step(actions)
+    return np.array(out)
+
+
+def test_mpc_never_reads_the_future() -> None:
+    """Rewriting the episode from quarter 6 on leaves the MPC's first 6 actions unchanged (it must not peek),
+    and changes them once quarter 6 is the present (so the rewrite is one the MPC reacts to)."""
+    seed = held_out_seeds(1)[0]
+    honest = _mpc_actions(MPC_CASE, seed, 8, None)
+    tampered = _mpc_actions(MPC_CASE, seed, 8, 6)
+    assert honest[:6, :8].any(), "the MPC bought, built or retired nothing: the comparison would be empty"
+    np.testing.assert_array_equal(honest[:6], tampered[:6])
+    assert (honest[6:] != tampered[6:]).any()
+
+
+def test_mpc_forecast_is_the_trend_and_the_roadmap() -> None:
+    from cloudgym.agents.dc_lifecycle_mpc import forecast, shock_free_capacity
+    from cloudgym.evaluation import make_vector_env
+
+    env = make_vector_env(ENV_ID, 1, {**MPC_CASE, "shock_probability": (0.0, 0.0, 0.0, 0.0)})
+    env.reset(seed=held_out_seeds(1))
+    core = env.core
+    calm = shock_free_capacity(core)  # type: ignore[arg-type]
+    fc = forecast(core, 0, calm, 8, demand_growth=1.0355, margin=0.0)  # type: ignore[arg-type]
+    s = core.state  # type: ignore[attr-defined]
+    np.testing.assert_allclose(fc.demand, s.demand[0, 0] * 1.0355 ** np.arange(8))
+    # Without shocks the roadmap's capacities are the episode's own, released or not.
+    np.testing.assert_allclose(fc.capacity, s.capacity[0, :8], rtol=1e-12)
+    np.testing.assert_allclose(fc.price, s.price[0], rtol=1e-12)
+
+
+def test_mpc_beats_co_optimising_on_the_realistic_preset() -> None:
+    from cloudgym.policy import policy_specs
+
+    assert policy_specs(ENV_ID)["mpc"].kind == "baseline"
+    seeds = [500_000, 500_001]  # validation seeds
+    totals = {}
+    for policy in ("co_optimising", "mpc"):
+        rows = evaluate(policy, ENV_ID, seeds, env_kwargs=MPC_CASE)
+        totals[policy] = sum(r["tco_usd"] + r["cost_unserved_penalty_usd"] for r in rows)
+    assert totals["mpc"] < totals["co_optimising"]
+
+
+def test_mpc_needs_cohort_actions() -> None:
+    from cloudgym.agents.dc_lifecycle_mpc import MPCPolicy
+    from cloudgym.evaluation import make_vector_env
+
+    with pytest.raises(ValueError, match="mpc needs cohort_actions=True"):
+        MPCPolicy(make_vector_env(ENV_ID, 1, {"cohort_actions": False}))
+
+
+def test_paper_preset_is_deterministic_with_8_mw_blocks() -> None:
+    env = gym.make(ENV_ID, scenario="paper", horizon_quarters=8, shock_window=(0, 7))
+    core = env.unwrapped.core  # type: ignore[attr-defined]
+    assert core.config.build_lump_mw == 8.0
+    assert core.config.building_model == "sunk"
+    demands = []
+    for seed in (1, 2):
+        env.reset(seed=seed)
+        demands.append(core.state.demand[0].copy())
+        assert (core.state.shock_quarter == -1).all()
+    np.testing.assert_array_equal(demands[0], demands[1])
+    np.testing.assert_allclose(demands[0], 4e6 * 1.0355 ** np.arange(8))
+
+
+@pytest.mark.slow
+def test_dagger_trainer_writes_a_sealed_checkpoint_that_plays(tmp_path: object) -> None:
+    from cloudgym.agents.checkpoints import read_checkpoint
+    from tests.scripts import load_script
+
+    module = load_script("train_dc_lifecycle_dagger")
+    run = module.main(["--name", "tiny", "--rounds", "2", "--episodes", "2", "--epochs", "2", "--val-episodes", "1",
+                       "--net", "16", "--out", str(tmp_path)])  # fmt: skip
+    info = read_checkpoint(run)
+    assert info.extra["scenario"] == "realistic"
+    assert info.extra["dagger"]["teacher"] == "mpc"
+    assert len(info.extra["dagger"]["history"]) == 2
+    row = evaluate(run, ENV_ID, [500_000], env_kwargs={"scenario": "realistic"})[0]
+    assert np.isfinite(row["tco_usd"])
+
+
+def test_shipped_dagger_agent_loads_and_beats_random_on_realistic() -> None:
+    from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, read_checkpoint
+
+    folder = CHECKPOINT_ROOT / ENV_ID / "dagger_mpc_realistic"
+    info = read_checkpoint(folder)
+    assert info.extra["scenario"] == "realistic"
+    assert info.extra["dagger"]["teacher"] == "mpc"
+    assert (folder / "model.zip").stat().st_size < 5_000_000
+    seeds = held_out_seeds(2)
+    agent = evaluate(folder, ENV_ID, seeds, env_kwargs={"scenario": "realistic"})
+    rand = evaluate("random", ENV_ID, seeds, env_kwargs={"scenario": "realistic"})
+    for a, r in zip(agent, rand):
+        assert a["return"] > r["return"]
