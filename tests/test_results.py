@@ -138,7 +138,7 @@ def test_results_table_reports_the_constructed_offsets(fake_report: EnvReport) -
     assert "32/32" in agent_line
     assert "| 25% [25, 25] |" in agent_line
     assert "| best | best heuristic | " in table
-    assert "| oracle | bound (hindsight) |" in table
+    assert "| oracle | bound (hindsight), used for headroom |" in table
     assert "Against the paper's policy (paper, not the best heuristic here): agent vs paper:" in table
     assert "won 32/32" in table
 
