@@ -501,7 +501,7 @@ def test_shipped_dagger_agent_loads_and_beats_random_on_realistic() -> None:
 
     folder = CHECKPOINT_ROOT / ENV_ID / "dagger_mpc_realistic"
     info = read_checkpoint(folder)
-    assert info.extra["scenario"] == "realistic"
+    assert info.scenario == "realistic"
     assert info.extra["dagger"]["teacher"] == "mpc"
     assert (folder / "model.zip").stat().st_size < 5_000_000
     seeds = held_out_seeds(2)
