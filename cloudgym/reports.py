@@ -423,7 +423,15 @@ def _interval_pct(low: float, high: float) -> str:
     return "" if not (np.isfinite(low) and np.isfinite(high)) else f" [{100 * low:+.1f}, {100 * high:+.1f}]"
 
 
-def results_table(frame: pd.DataFrame) -> str:
+RESULTS_LEGEND = (
+    "Δ%: mean per-seed difference from the best heuristic, as a share of its mean, with a paired-t 95% "
+    "interval; seeds won: seeds where the policy was better. Headroom captured: (policy - best heuristic) "
+    "/ (bound - best heuristic) on the headline, paired-bootstrap 95% interval. Bounds use information no "
+    "real controller has (hindsight or the future); sd is the sample standard deviation over seeds."
+)
+
+
+def results_table(frame: pd.DataFrame, *, legend: bool = True) -> str:
     """The README's results table: per env and scenario, the headline of random, the best heuristic, the
     paper's policy, each agent and the bounds, with paired differences, seeds won and headroom captured."""
     lines: list[str] = []
@@ -469,12 +477,8 @@ def results_table(frame: pd.DataFrame) -> str:
             names = ", ".join(f"{c.name} (trained on `{c.scenario}`)" for c in left_out)
             lines += ["", f"Not run here, trained on another scenario: {names}."]
         lines.append("")
-    lines.append(
-        "Δ%: mean per-seed difference from the best heuristic, as a share of its mean, with a paired-t 95% "
-        "interval; seeds won: seeds where the policy was better. Headroom captured: (policy - best heuristic) "
-        "/ (bound - best heuristic) on the headline, paired-bootstrap 95% interval. Bounds use information no "
-        "real controller has (hindsight or the future); sd is the sample standard deviation over seeds."
-    )
+    if legend:
+        lines.append(RESULTS_LEGEND)
     return "\n".join(lines) + "\n"
 
 

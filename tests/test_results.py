@@ -284,3 +284,35 @@ def test_training_logs_reference_lines_and_a_layout(tmp_path: Path) -> None:
     charts = {c.title: list(c.multiline.tag) for cat in layout.category for c in cat.chart}
     assert charts["return"] == ["^eval/return$", "^ref/[^/]+/return$"]
     assert "cost_usd" in charts
+
+
+def test_full_run_rewrites_only_its_envs_readme_section(tmp_path: Path) -> None:
+    from tests.scripts import load_script
+
+    compare = load_script("compare")
+    readme = tmp_path / "README.md"
+    kept = "<!-- env:DCLifecycle-v0 -->\nkept as it was\n<!-- /env:DCLifecycle-v0 -->\n"
+    readme.write_text(f"# title\n\n{compare.README_BEGIN}\n{kept}{compare.README_END}\n\nafter\n")
+    args = ["--env", "ToyCluster-v0", "--full", "--episodes", "3", "--no-cache", "--out", str(tmp_path / "out")]
+    compare.main([*args, "--readme", str(readme)])
+    text = readme.read_text()
+    assert text.startswith("# title\n")
+    assert text.endswith("after\n")
+    assert "kept as it was" in text
+    assert text.index("<!-- env:ToyCluster-v0 -->") > text.index("<!-- /env:DCLifecycle-v0 -->")
+    assert "##### ToyCluster-v0 · `default` · cost ($) ↓ · 3 held-out seeds" in text
+    assert "*Written by `python scripts/compare.py --env ToyCluster-v0 --full" in text
+    compare.main([*args, "--readme", str(readme)])  # a second run replaces its section, never duplicates it
+    assert readme.read_text().count("<!-- env:ToyCluster-v0 -->") == 1
+
+
+def test_readme_needs_full_and_markers(tmp_path: Path) -> None:
+    from tests.scripts import load_script
+
+    compare = load_script("compare")
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--readme", str(readme)])
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--full", "--readme", str(readme)])
