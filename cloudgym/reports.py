@@ -575,10 +575,11 @@ def axis_label(column: str, specs: Mapping[str, MetricSpec]) -> str:
 
 
 def plot_returns(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Per scenario, a bar per policy of the headline metric (mean, paired-free 95% interval over seeds).
+    """Per scenario, a dot per policy of the headline metric (mean and its 95% interval over seeds, unpaired).
 
-    The random policy is left out of the bars (it is often so far off that it
-    squashes the rest) and its mean is given in the panel's note instead.
+    The random policy is left out (it is often so far off that it squashes
+    the rest) and its mean is given in the figure's note instead; colours
+    tell baselines, trained agents and bounds apart.
     """
     plt = pyplot()
 
@@ -593,19 +594,27 @@ def plot_returns(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
                 note = f"random (not drawn): {_fmt(float(stats.loc['random', 'mean']))}"
                 stats = stats.drop(index="random")
             ci = 1.96 * stats["std"].fillna(0.0) / np.sqrt(stats["count"])
-            fig, ax = plt.subplots(figsize=(6.5, 0.35 * len(stats) + 1.6))
+            fig, ax = plt.subplots(figsize=(7.5, 0.32 * len(stats) + 1.6))
             kinds = values.groupby("policy", sort=False)["kind"].first() if "kind" in values else None
-            kind_of = [str(kinds[p]) if kinds is not None else "baseline" for p in stats.index]
-            colours = [_KIND_COLOURS.get(k, "tab:blue") for k in kind_of]
-            ax.barh(stats.index, stats["mean"], xerr=ci, color=colours, alpha=0.85)
-            low, high = (stats["mean"] - ci).min(), (stats["mean"] + ci).max()
-            pad = 0.05 * (high - low) if high > low else abs(high) * 0.05 + 1e-9
-            ax.set_xlim(low - pad, high + pad)  # zoomed to the policies: differences, not the zero line
+            rows_y = np.arange(len(stats))
+            for kind, colour in _KIND_COLOURS.items():
+                chosen = [i for i, p in enumerate(stats.index) if _kind(kinds, p) == kind]
+                if chosen:  # a dot and its interval per policy: the axis zooms to the policies, not to zero
+                    ax.errorbar(
+                        stats["mean"].iloc[chosen],
+                        rows_y[chosen],
+                        xerr=ci.iloc[chosen],
+                        fmt="o",
+                        color=colour,
+                        capsize=3,
+                        label=kind,
+                    )
+            ax.set_yticks(rows_y, list(stats.index))
             ax.set_xlabel(f"{headline.label}" + (f" ({headline.unit})" if headline.unit else "") + ", mean and 95% CI")
             ax.invert_yaxis()
+            ax.grid(axis="x", alpha=0.3)
             ax.set_title(f"{env_id} · scenario {scenario} · {int(stats['count'].max())} held-out seeds", fontsize=9)
-            handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in _KIND_COLOURS.values()]
-            ax.legend(handles, list(_KIND_COLOURS), fontsize=7, loc="lower right")
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
             if note:
                 fig.text(0.01, 0.01, note, fontsize=7, color="dimgray")
             files.append(save_figure(fig, out_dir / f"{env_id}_{_slug(str(scenario))}_headline.png"))
@@ -613,6 +622,10 @@ def plot_returns(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 
 _KIND_COLOURS = {"baseline": "tab:blue", "agent": "tab:orange", "oracle": "tab:gray"}
+
+
+def _kind(kinds: pd.Series | None, policy: str) -> str:
+    return str(kinds[policy]) if kinds is not None else "baseline"
 
 
 def _slug(text: str) -> str:
