@@ -404,3 +404,14 @@ def test_matched_quantile_interpolates_a_monotone_curve() -> None:
     assert protohail.matched_quantile(grid, cores, 300.0) == 0.1
     # A noisy dip (a looser decoding measured fewer cores) is flattened, not inverted.
     assert protohail.matched_quantile([0.02, 0.05, 0.1], [100.0, 90.0, 200.0], 95.0) == 0.02
+
+
+@pytest.mark.slow
+def test_choose_decoding_takes_the_most_cores_within_the_risk_target(on_rule: protohail.ProtoHAILNet) -> None:
+    seeds = [protohail.VALIDATION_SEED_BASE]
+    chosen, curve = protohail.choose_decoding(on_rule, [0.01, 0.5], 0.3, 1e9, seeds)
+    best = max(curve, key=lambda c: c["saved_cores"])
+    assert chosen == (best["down"], 0.3)
+    # No candidate meets an impossible target: the coolest one.
+    chosen, curve = protohail.choose_decoding(on_rule, [0.01, 0.5], 0.3, -1.0, seeds)
+    assert chosen == (min(curve, key=lambda c: c["hot"])["down"], 0.3)
