@@ -192,20 +192,29 @@ def accuracy(model: nn.Module, data: Demonstrations) -> float:
 
 RISK_QUANTILE = 0.4
 """Risk-aware decoding: the highest level the expert would choose at least that high with probability >= 60%."""
+RiskQuantile = float | tuple[float, float] | None
+"""A decoding: None (argmax), one quantile, or (down, up) for the prototype agent on the rule's level."""
 
 
-def decode(probabilities: np.ndarray, risk_quantile: float | None) -> np.ndarray:
+def decode(probabilities: np.ndarray, risk_quantile: float | np.ndarray | None) -> np.ndarray:
     """(M,) levels from (M, L) predicted probabilities of the expert's level.
 
     ``None``: the most likely level. Otherwise the highest level l with
     P(expert level < l) <= risk_quantile: overshooting the expert's ratio
     runs nodes hot, undershooting only strands cores, so the decoding leans
-    low where the model is unsure.
+    low where the model is unsure. An (L,) array gives each level its own
+    quantile (the prototype agent on the rule's level is stricter about
+    going below the rule than above it: see ``ProtoHAILNet.thresholds``).
     """
     if risk_quantile is None:
         return probabilities.argmax(axis=1).astype(np.int64)
     below = np.cumsum(probabilities, axis=1) - probabilities
-    return ((below <= risk_quantile).sum(axis=1) - 1).astype(np.int64)
+    if np.ndim(risk_quantile) == 0:
+        return ((below <= risk_quantile).sum(axis=1) - 1).astype(np.int64)
+    # The highest level of the run of allowed levels from 0 up (level 0 always is: nothing is below it),
+    # so a looser quantile above never lets the decoding jump over a level the stricter one forbids.
+    allowed = below <= np.asarray(risk_quantile)[None, :]
+    return (np.cumprod(allowed, axis=1).sum(axis=1) - 1).astype(np.int64)
 
 
 class NodePolicy(BatchedPolicy):
@@ -213,7 +222,7 @@ class NodePolicy(BatchedPolicy):
 
     name = "imitation"
 
-    def __init__(self, env: CloudGymVectorEnv, model: nn.Module, risk_quantile: float | None = RISK_QUANTILE) -> None:
+    def __init__(self, env: CloudGymVectorEnv, model: nn.Module, risk_quantile: RiskQuantile = RISK_QUANTILE) -> None:
         super().__init__(env)
         self.model = model.eval()
         self.threshold = float(env.config.hot_threshold)
@@ -224,7 +233,7 @@ class NodePolicy(BatchedPolicy):
 
 
 def act_levels(
-    model: nn.Module, obs: np.ndarray, threshold: float = 1.0, risk_quantile: float | None = RISK_QUANTILE
+    model: nn.Module, obs: np.ndarray, threshold: float = 1.0, risk_quantile: RiskQuantile = RISK_QUANTILE
 ) -> np.ndarray:
     """(B, N) levels of a per-node model (see :func:`decode`), under the model's ``level_caps`` if it has them.
 
@@ -237,7 +246,15 @@ def act_levels(
     traj_t, static_t = torch.from_numpy(traj), torch.from_numpy(static)
     with torch.no_grad():
         probabilities = torch.softmax(model(traj_t, static_t), dim=1).numpy()
-    levels = decode(probabilities, risk_quantile)
+    expand = getattr(model, "thresholds", None)
+    quantiles = risk_quantile if expand is None else expand(risk_quantile)
+    if isinstance(quantiles, tuple):
+        raise ValueError(f"decoding {quantiles}: two quantiles (down, up) need a prototype agent on the rule's level")
+    levels = decode(probabilities, quantiles)
+    # A model whose head gives offsets from a rule's level maps them to levels (the prototype agent's levels_from).
+    to_levels = getattr(model, "levels_from", None)
+    if to_levels is not None:
+        levels = to_levels(levels, static)
     caps = getattr(model, "level_caps", None)
     if caps is not None:
         levels = np.minimum(levels, caps(traj_t, static_t, risk_quantile).numpy())
@@ -290,7 +307,7 @@ def train_dagger(
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def save_model(model: nn.Module, folder: Path, risk_quantile: float | None, **config: Any) -> Path:
+def save_model(model: nn.Module, folder: Path, risk_quantile: RiskQuantile, **config: Any) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "model.pt"
     torch.save({"state_dict": model.state_dict(), "config": config, "risk_quantile": risk_quantile}, path)
@@ -329,11 +346,39 @@ def expert_demonstrations(
     return data
 
 
+def rule_demonstrations(cache: Path | None, episodes: int, *, first_seed: int = 30_000) -> Demonstrations:
+    """The worst-case headroom rule's episodes on training seeds ``first_seed..``, every state labelled by the expert.
+
+    The states an agent that plays near the rule meets (DAgger's point: learn
+    where you will be), cached as .npz.
+    """
+    from cloudgym.baselines.oversubscription import levels_at_most, peaks
+    from cloudgym.envs.oversubscription import OversubscriptionConfig
+
+    if cache is not None and cache.exists():
+        return Demonstrations.load(cache)
+    config = OversubscriptionConfig()
+
+    def rule(obs: np.ndarray) -> np.ndarray:  # the Headroom baseline, from the observation alone
+        return levels_at_most(obs[:, :, COL_SOLD] + config.hot_threshold - peaks(obs).max(axis=2), config.ratios)
+
+    data = Demonstrations.concatenate(
+        [
+            collect({}, list(range(start, min(start + 12, first_seed + episodes))), actor=rule)
+            for start in range(first_seed, first_seed + episodes, 12)
+        ]
+    )
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        data.save(cache)
+    return data
+
+
 METRIC_COLUMNS = ("return", "saved_cores", "hot_node_windows", "hot_rate_pct", "rejected_core_hours", "mean_ratio")
 
 
 def evaluate_model(
-    model: nn.Module, episodes: int, *, risk_quantile: float | None = RISK_QUANTILE, offset: int = 0
+    model: nn.Module, episodes: int, *, risk_quantile: RiskQuantile = RISK_QUANTILE, offset: int = 0
 ) -> dict[str, float]:
     """Mean of the main metrics over held-out episodes (the seeds compare.py uses, from ``offset``)."""
     rows = evaluate(

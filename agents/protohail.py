@@ -59,6 +59,7 @@ from cloudgym.agents.oversub_imitation import (
     STATIC_FEATURES,
     Demonstrations,
     NodePolicy,
+    RiskQuantile,
     decode,
     node_features,
 )
@@ -66,6 +67,8 @@ from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.oversubscription import COL_COS, COL_SIN, HISTORY_HOURS, OversubscriptionConfig
 
 ENV_ID = "Oversubscription-v0"
+VALIDATION_SEED_BASE = 500_000
+"""Validation seeds (decoding and matching choices): 500,000 + i; never the held-out 1,000,000.. ones."""
 HEADROOM_COLUMN = 9
 """Column of node_features' static numbers holding the worst-case headroom (sold + threshold - 24 h peak)."""
 
@@ -101,6 +104,29 @@ class ProtoHAILConfig:
     """Weight of interpretability (mean squared distance of a prototype to its nearest embedding in the batch)."""
     diversity_margin: float = 2.0
     """Prototypes closer than this are pushed apart."""
+    rule_offset: int = 0
+    """0: the head gives the level. D > 0: the head gives the expert's level minus the worst-case headroom
+    rule's, clipped to -D..D (2D + 1 outputs), and the agent plays the rule's level plus the decoded offset."""
+
+    def __post_init__(self) -> None:
+        if self.rule_offset < 0 or self.rule_offset >= self.levels:
+            raise ValueError(f"rule_offset must be in 0..levels - 1 = {self.levels - 1}, got {self.rule_offset}")
+
+    @property
+    def outputs(self) -> int:
+        """Size of the head: the levels, or the 2D + 1 offsets from the rule's level."""
+        return 2 * self.rule_offset + 1 if self.rule_offset else self.levels
+
+
+def rule_levels(static: np.ndarray | torch.Tensor, levels: int) -> np.ndarray:
+    """(M,) the worst-case headroom rule's level for node_features' static rows (the Headroom baseline's choice)."""
+    from cloudgym.baselines.oversubscription import levels_at_most
+
+    ratios = OversubscriptionConfig().ratios
+    if len(ratios) != levels:
+        raise ValueError(f"the rule's levels come from the default ratios ({len(ratios)}), the agent has {levels}")
+    headroom = np.asarray(static[:, HEADROOM_COLUMN], np.float64)
+    return levels_at_most(headroom[None], ratios)[0]
 
 
 class ProtoHAILNet(nn.Module):
@@ -117,7 +143,7 @@ class ProtoHAILNet(nn.Module):
             nn.Linear(config.hidden + STATIC_FEATURES, 64), nn.ReLU(), nn.Linear(64, config.embedding)
         )
         self.prototypes = nn.Parameter(torch.randn(config.prototypes, config.embedding))
-        self.head = nn.Linear(config.prototypes, config.levels)
+        self.head = nn.Linear(config.prototypes, config.outputs)
         # The operator's answers (see hitl_round): caps at decoding, empty until a round edits them.
         self.register_buffer("prototype_cap", torch.full((config.prototypes,), -1, dtype=torch.long))
         """(K,) highest level allowed in each prototype's region; -1 where the prototype was not asked about."""
@@ -128,10 +154,10 @@ class ProtoHAILNet(nn.Module):
         self.register_buffer("point_radius2", torch.zeros(0))
         """(Q,) squared radius around each asked state within which its cap applies."""
         # The heads before each HITL round's retraining (see retrain_with_answers): ceilings at decoding.
-        self.register_buffer("prior_head_weight", torch.zeros(0, config.levels, config.prototypes))
-        """(R, levels, K) the head's weights before each of the R rounds that retrained it."""
-        self.register_buffer("prior_head_bias", torch.zeros(0, config.levels))
-        """(R, levels) the head's biases before each of those rounds."""
+        self.register_buffer("prior_head_weight", torch.zeros(0, config.outputs, config.prototypes))
+        """(R, outputs, K) the head's weights before each of the R rounds that retrained it."""
+        self.register_buffer("prior_head_bias", torch.zeros(0, config.outputs))
+        """(R, outputs) the head's biases before each of those rounds."""
 
     def embed(self, trajectory: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         _, state = self.gru(trajectory)
@@ -147,6 +173,38 @@ class ProtoHAILNet(nn.Module):
 
     def forward(self, trajectory: torch.Tensor, static: torch.Tensor) -> torch.Tensor:
         return self.head(self.similarity(self.distances(self.embed(trajectory, static))))
+
+    def thresholds(self, risk_quantile: Any) -> float | np.ndarray | None:
+        """The decoding quantile(s) for :func:`decode`: a number, or (down, up) for an agent on the rule's level.
+
+        (down, up): going below the rule's level needs P(expert below the rule) > down; going above it
+        needs P(expert below the chosen level) <= up. Two numbers because the two errors cost differently:
+        playing the rule where the expert goes lower risks hot windows, playing the rule where it goes
+        higher only strands cores.
+        """
+        if risk_quantile is None or np.ndim(risk_quantile) == 0:
+            return risk_quantile
+        down, up = (float(x) for x in risk_quantile)
+        if not self.config.rule_offset:
+            raise ValueError("two decoding quantiles (down, up) need an agent on the rule's level (rule_offset > 0)")
+        d = self.config.rule_offset
+        return np.array([down] * (d + 1) + [up] * d)
+
+    def levels_from(self, decoded: np.ndarray, static: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(M,) levels played for the head's decoded outputs: the outputs themselves, or the rule's level + offset."""
+        decoded = np.asarray(decoded, np.int64)
+        c = self.config
+        if not c.rule_offset:
+            return decoded
+        return np.clip(rule_levels(static, c.levels) + decoded - c.rule_offset, 0, c.levels - 1).astype(np.int64)
+
+    def output_levels(self, static: np.ndarray | torch.Tensor) -> np.ndarray:
+        """(M, outputs) the level each head output stands for on each row."""
+        n = len(static)
+        grid = np.broadcast_to(np.arange(self.config.outputs), (n, self.config.outputs))
+        if not self.config.rule_offset:
+            return np.array(grid, np.int64)
+        return np.stack([self.levels_from(grid[:, k], static) for k in range(self.config.outputs)], axis=1)
 
     def answer_caps(self, z: torch.Tensor) -> torch.Tensor:
         """(M,) the highest level the operator's answers allow each embedding (levels - 1 where none covers it).
@@ -164,7 +222,9 @@ class ProtoHAILNet(nn.Module):
                 cap = torch.minimum(cap, bound)
         return cap
 
-    def prior_ceiling(self, similarities: torch.Tensor, risk_quantile: float | None) -> torch.Tensor:
+    def prior_ceiling(
+        self, similarities: torch.Tensor, risk_quantile: RiskQuantile, static: torch.Tensor | np.ndarray | None = None
+    ) -> torch.Tensor:
         """(M,) the lowest level any pre-retraining head decodes (levels - 1 when no round retrained the head).
 
         A retrained head may move probability anywhere; playing no higher
@@ -175,18 +235,21 @@ class ProtoHAILNet(nn.Module):
         with torch.no_grad():
             for weight, bias in zip(self.prior_head_weight, self.prior_head_bias, strict=True):
                 probabilities = torch.softmax(nn.functional.linear(similarities, weight, bias), dim=1).numpy()
-                ceiling = torch.minimum(ceiling, torch.from_numpy(decode(probabilities, risk_quantile)))
+                decoded = decode(probabilities, self.thresholds(risk_quantile))
+                played = decoded if static is None else self.levels_from(decoded, static)
+                ceiling = torch.minimum(ceiling, torch.from_numpy(played))
         return ceiling
 
     def level_caps(
-        self, trajectory: torch.Tensor, static: torch.Tensor, risk_quantile: float | None = RISK_QUANTILE
+        self, trajectory: torch.Tensor, static: torch.Tensor, risk_quantile: RiskQuantile = RISK_QUANTILE
     ) -> torch.Tensor:
         """(M,) the highest level each state may play: the operator's answers and the pre-retraining heads."""
         with torch.no_grad():
             z = self.embed(trajectory, static)
             cap = self.answer_caps(z)
             if len(self.prior_head_weight):
-                cap = torch.minimum(cap, self.prior_ceiling(self.similarity(self.distances(z)), risk_quantile))
+                sims = self.similarity(self.distances(z))
+                cap = torch.minimum(cap, self.prior_ceiling(sims, risk_quantile, static))
         return cap
 
     def set_answers(
@@ -246,6 +309,7 @@ def train_protohail(
     ``data``) and the per-epoch mean of each loss term.
     """
     torch.manual_seed(seed)
+    data = targets(data, config)
     if model is None:
         model = ProtoHAILNet(config)
         _init_prototypes(model, data, seed)
@@ -277,6 +341,14 @@ def train_protohail(
     anchors = project_prototypes(model, data)
     refit_head(model, data, epochs=head_epochs, batch_size=batch_size, lr=lr, seed=seed)
     return model.eval(), anchors, history
+
+
+def targets(data: Demonstrations, config: ProtoHAILConfig) -> Demonstrations:
+    """The demonstrations with the head's targets: the expert's level, or its offset from the rule's (+ D)."""
+    if not config.rule_offset:
+        return data
+    offset = np.clip(data.label - rule_levels(data.static, config.levels), -config.rule_offset, config.rule_offset)
+    return dataclasses.replace(data, label=(offset + config.rule_offset).astype(np.int64))
 
 
 def refit_head(
@@ -325,7 +397,7 @@ def _init_prototypes(model: ProtoHAILNet, data: Demonstrations, seed: int) -> No
     rng = np.random.default_rng(seed)
     picks = []
     for k in range(model.config.prototypes):
-        level = k % model.config.levels
+        level = k % model.config.outputs
         rows = np.flatnonzero(data.label == level)
         picks.append(int(rng.choice(rows if rows.size else np.arange(len(data)))))
     sample = Demonstrations(*(getattr(data, f.name)[picks] for f in dataclasses.fields(Demonstrations)))
@@ -348,12 +420,29 @@ def assignments(model: ProtoHAILNet, data: Demonstrations) -> np.ndarray:
         return torch.cat([model.distances(z).argmin(dim=1) for z in _embeddings(model, data)]).numpy()
 
 
-def prototype_levels(model: ProtoHAILNet, risk_quantile: float | None = RISK_QUANTILE) -> np.ndarray:
-    """(K,) the level each prototype maps to: the head's, decoded as the agent decodes, under any operator cap."""
+def prototype_offsets(model: ProtoHAILNet, risk_quantile: RiskQuantile = RISK_QUANTILE) -> np.ndarray:
+    """(K,) for an agent on the rule's level (``rule_offset`` D > 0): the offset each prototype adds to it, -D..D."""
     with torch.no_grad():
-        levels = decode(torch.softmax(model.prototype_logits(), dim=1).numpy(), risk_quantile)
+        decoded = decode(torch.softmax(model.prototype_logits(), dim=1).numpy(), model.thresholds(risk_quantile))
+    return decoded - model.config.rule_offset
+
+
+def prototype_levels(
+    model: ProtoHAILNet, risk_quantile: RiskQuantile = RISK_QUANTILE, static: np.ndarray | None = None
+) -> np.ndarray:
+    """(K,) the level each prototype maps to: the head's, decoded as the agent decodes, under any operator cap.
+
+    An agent on the rule's level needs ``static``, the node_features of each prototype's anchor row
+    (the rule's level there is the base the prototype's offset moves).
+    """
+    if model.config.rule_offset and static is None:
+        raise ValueError("an agent on the rule's level needs the anchors' static features to give levels")
+    with torch.no_grad():
+        decoded = decode(torch.softmax(model.prototype_logits(), dim=1).numpy(), model.thresholds(risk_quantile))
+        levels = decoded if static is None else model.levels_from(decoded, static)
         if len(model.prior_head_weight):
-            ceiling = model.prior_ceiling(model.similarity(model.distances(model.prototypes)), risk_quantile)
+            sims = model.similarity(model.distances(model.prototypes))
+            ceiling = model.prior_ceiling(sims, risk_quantile, static)
             levels = np.minimum(levels, ceiling.numpy())
     cap = model.prototype_cap.numpy()
     return np.where(cap >= 0, np.minimum(levels, cap), levels)
@@ -395,7 +484,7 @@ def select_queries(
     budget: int = 10,
     prototype_share: float = 0.5,
     random: bool = False,
-    risk_quantile: float | None = RISK_QUANTILE,
+    risk_quantile: RiskQuantile = RISK_QUANTILE,
     seed: int = 0,
 ) -> list[Query]:
     """Spend the budget: the most uncertain prototypes, then the riskiest proposed rates (or random ones).
@@ -417,14 +506,16 @@ def select_queries(
     owner = assignments(model, data)
     uncertainty = np.array([entropy[owner == j].mean() if (owner == j).any() else 0.0 for j in range(k)])
     proto_order = rng.permutation(k) if random else np.argsort(-uncertainty, kind="stable")
-    proposed_proto = prototype_levels(model, risk_quantile)
-    anchors_rows = data.rows[_anchor_rows(model, data)]
+    anchor_index = _anchor_rows(model, data)
+    anchors_rows = data.rows[anchor_index]
+    proposed_proto = prototype_levels(model, risk_quantile, data.static[anchor_index])
     allowed_proto = operator_caps(anchors_rows, env_config)
     queries = [Query("prototype", int(j), int(proposed_proto[j]), int(allowed_proto[j])) for j in proto_order[:n_proto]]
     pool_caps = model.level_caps(
         torch.from_numpy(pool.trajectory), torch.from_numpy(pool.static), risk_quantile
     ).numpy()
-    proposed = np.minimum(decode(torch.softmax(pool_logits, dim=1).numpy(), risk_quantile), pool_caps)
+    decoded = decode(torch.softmax(pool_logits, dim=1).numpy(), model.thresholds(risk_quantile))
+    proposed = np.minimum(model.levels_from(decoded, pool.static), pool_caps)
     ratios = np.asarray(env_config.ratios)
     # How far the proposal sells beyond what would stay cool if the coming VMs ran flat out
     # (only proposals above the lowest ratio: an answer could not lower the others).
@@ -543,8 +634,8 @@ def retrain_with_answers(
         z = embeddings(model, rows)
         sims = model.similarity(model.distances(z))
         caps = model.answer_caps(z)
-    levels = torch.arange(model.config.levels)
-    above = levels[None, :] > caps[:, None]  # (M, L) the levels an answer forbids on each row
+    # (M, outputs) the head's outputs whose level an answer forbids on each row.
+    above = torch.from_numpy(model.output_levels(rows.static)) > caps[:, None]
     covered = above.any(dim=1)
     n_covered = max(int(covered.sum()), 1)
 
@@ -594,7 +685,7 @@ def hitl_round(
     random: bool = False,
     neighbours: int = 256,
     prototype_neighbours: int | None = None,
-    risk_quantile: float | None = RISK_QUANTILE,
+    risk_quantile: RiskQuantile = RISK_QUANTILE,
     retrain: bool = True,
     retrain_epochs: int = 4,
     answer_weight: float = 1.0,
@@ -654,7 +745,7 @@ def hitl_study(
     budget: int = 10,
     neighbours: int = 256,
     prototype_neighbours: int | None = None,
-    risk_quantile: float | None = RISK_QUANTILE,
+    risk_quantile: RiskQuantile = RISK_QUANTILE,
     retrain_epochs: int = 4,
     answer_weight: float = 1.0,
     seed: int = 0,
@@ -692,7 +783,7 @@ def hitl_study(
 
 
 def evaluate_episodes(
-    model: ProtoHAILNet, episodes: int, risk_quantile: float | None, *, seeds: list[int] | None = None
+    model: ProtoHAILNet, episodes: int, risk_quantile: RiskQuantile, *, seeds: list[int] | None = None
 ) -> dict[str, Any]:
     """Mean metrics over the first ``episodes`` held-out seeds (or ``seeds``), and the total of hot node-windows."""
     from cloudgym.agents.oversub_imitation import METRIC_COLUMNS
@@ -784,7 +875,7 @@ class ProtoHAILPolicy(NodePolicy):
 
 
 def save_protohail(
-    model: ProtoHAILNet, anchors: Demonstrations, folder: Path, queries: list[Query], risk_quantile: float | None
+    model: ProtoHAILNet, anchors: Demonstrations, folder: Path, queries: list[Query], risk_quantile: RiskQuantile
 ) -> Path:
     """``model.pt``: weights, config, the anchored trajectories (for the picture) and the HITL queries."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -834,7 +925,9 @@ def plot_prototypes(folder: Path, out: Path) -> Path:
 
     model, saved = load_model(folder)
     rows = saved["anchor_rows"].numpy()
-    levels = prototype_levels(model, saved["risk_quantile"])
+    _, anchor_static = node_features(rows[None])
+    levels = prototype_levels(model, saved["risk_quantile"], anchor_static)
+    offsets = prototype_offsets(model, saved["risk_quantile"]) if model.config.rule_offset else None
     ratios = OversubscriptionConfig().ratios
     k = rows.shape[0]
     cols = min(5, k)
@@ -854,7 +947,9 @@ def plot_prototypes(folder: Path, out: Path) -> Path:
         ax.axhline(static[0, 0], color="tab:green", lw=0.8, ls=":", label="sold / cores")
         mark = " (asked)" if j in asked else ""
         hour = round(float(np.arctan2(rows[j][COL_SIN], rows[j][COL_COS])) / (2 * np.pi) * 24) % 24
-        ax.set_title(f"P{j} -> ratio {ratios[int(levels[j])]:g}{mark} (at {hour:02d}:00)", fontsize=9)
+        # An agent on the rule's level: the prototype's offset from the rule, and the ratio it gives at its anchor.
+        move = "" if offsets is None else f"rule{int(offsets[j]):+d} = "
+        ax.set_title(f"P{j} -> {move}ratio {ratios[int(levels[j])]:g}{mark} (at {hour:02d}:00)", fontsize=9)
         ax.set_ylim(0, max(1.6, float(traj[0, :, 1].max()) + 0.1))
         if j % cols == 0:
             ax.set_ylabel("demand / cores")
@@ -866,4 +961,136 @@ def plot_prototypes(folder: Path, out: Path) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110)
     plt.close(fig)
+    return out
+
+
+def choose_decoding(
+    model: ProtoHAILNet, down_grid: list[float], up: float, risk_target: float, validation_seeds: list[int]
+) -> tuple[RiskQuantile, list[dict[str, float]]]:
+    """The decoding saving the most cores on ``validation_seeds`` with hot node-windows / episode <= ``risk_target``.
+
+    Candidates: (down, ``up``) for each down in ``down_grid`` for an agent on the rule's level, else the
+    single quantile down. When none meets the target, the coolest. Returns it and the measured curve.
+    """
+    curve = []
+    for q in down_grid:
+        risk: RiskQuantile = (float(q), float(up)) if model.config.rule_offset else float(q)
+        r = evaluate_episodes(model, 0, risk, seeds=validation_seeds)
+        curve.append({"down": float(q), "saved_cores": round(r["saved_cores"], 3), "hot": r["hot_node_windows"]})
+    meets = [c for c in curve if c["hot"] <= risk_target]
+    best = max(meets, key=lambda c: c["saved_cores"]) if meets else min(curve, key=lambda c: c["hot"])
+    chosen: RiskQuantile = (best["down"], float(up)) if model.config.rule_offset else best["down"]
+    return chosen, curve
+
+
+# ----------------------------------------------------------------------------- HITL at equal capacity
+
+
+def _with_down(risk_quantile: Any, down: float) -> Any:
+    """The decoding ``risk_quantile`` with its going-down quantile replaced (the one number tuned to match cores)."""
+    if np.ndim(risk_quantile) == 0:
+        return float(down)
+    return (float(down), float(risk_quantile[1]))
+
+
+def matched_quantile(grid: list[float], cores: list[float], target: float) -> float:
+    """The going-down quantile at which the agent's saved cores reach ``target``, interpolated on a measured curve.
+
+    ``cores`` were measured at ``grid`` (validation seeds); the curve is made
+    non-decreasing (a looser quantile never saves fewer cores in expectation)
+    before the linear interpolation; targets outside it get its ends.
+    """
+    order = np.argsort(grid)
+    q = np.asarray(grid, np.float64)[order]
+    c = np.maximum.accumulate(np.asarray(cores, np.float64)[order])
+    return float(np.interp(target, c, q))
+
+
+def hitl_equal_capacity(
+    model: ProtoHAILNet,
+    data: Demonstrations,
+    env_config: OversubscriptionConfig,
+    *,
+    risk_quantile: Any,
+    budgets: list[int],
+    replicates: list[int],
+    grid: list[float],
+    validation_seeds: list[int],
+    held_out: list[int],
+    neighbours: int = 256,
+    retrain_epochs: int = 4,
+    answer_weight: float = 1.0,
+    log: Any = print,
+) -> dict[str, Any]:
+    """The HITL round against the same agent decoded to the same saved cores, per budget and replicate.
+
+    For each replicate s (its query pool: the agent's rollouts on training
+    seeds 20000 + 4s .. + 3) and budget b, the round (targeted queries,
+    answers as caps, anchored retraining) is run at ``risk_quantile``; its
+    saved cores on ``validation_seeds`` set the target, and the agent
+    without the round is decoded at the going-down quantile that reaches
+    those cores on the same validation seeds (interpolated on its curve
+    over ``grid``). Both are then evaluated on ``held_out``. Returns per
+    budget the per-replicate hot node-windows / episode and saved cores of
+    both, the gain (without - with) and its mean with a 95% t interval over
+    the replicates.
+    """
+    from scipy import stats
+
+    from cloudgym.agents.oversub_imitation import act_levels, collect
+
+    curve = [evaluate_episodes(model, 0, _with_down(risk_quantile, q), seeds=validation_seeds) for q in grid]
+    base_cores = [r["saved_cores"] for r in curve]
+    log("agent without the round, validation: " + ", ".join(f"{q:g}: {c:.1f}" for q, c in zip(grid, base_cores)))
+    out: dict[str, Any] = {"grid": grid, "grid_validation_cores": [round(c, 2) for c in base_cores]}
+    per_budget: dict[int, list[dict[str, float]]] = {b: [] for b in budgets}
+    for s in replicates:
+        pool_seeds = [20_000 + 4 * s + i for i in range(4)]
+        pool = collect(
+            {},
+            pool_seeds,
+            actor=lambda obs: act_levels(model, obs, env_config.hot_threshold, risk_quantile),
+            rng_seed=s,
+        )
+        for b in budgets:
+            edited, _ = hitl_round(
+                model,
+                data,
+                pool,
+                env_config,
+                budget=b,
+                neighbours=neighbours,
+                risk_quantile=risk_quantile,
+                retrain_epochs=retrain_epochs,
+                answer_weight=answer_weight,
+                seed=s,
+                log=lambda _: None,
+            )
+            target = evaluate_episodes(edited, 0, risk_quantile, seeds=validation_seeds)["saved_cores"]
+            q = matched_quantile(grid, base_cores, target)
+            with_round = evaluate_episodes(edited, 0, risk_quantile, seeds=held_out)
+            without = evaluate_episodes(model, 0, _with_down(risk_quantile, q), seeds=held_out)
+            row = {
+                "matched_quantile": round(q, 5),
+                "validation_cores": round(target, 2),
+                "hitl_hot": with_round["hot_node_windows"],
+                "hitl_cores": with_round["saved_cores"],
+                "matched_hot": without["hot_node_windows"],
+                "matched_cores": without["saved_cores"],
+            }
+            per_budget[b].append(row)
+            log(f"replicate {s}, budget {b}: " + ", ".join(f"{k} {v:.4g}" for k, v in row.items()))
+    for b, rows in per_budget.items():
+        gain = np.array([r["matched_hot"] - r["hitl_hot"] for r in rows])
+        gap = np.array([r["hitl_cores"] / r["matched_cores"] - 1 for r in rows])
+        spread = gain.std(ddof=1) / np.sqrt(len(gain)) if len(gain) > 1 else np.nan
+        half = float(stats.t.ppf(0.975, max(len(gain) - 1, 1)) * spread)
+        out[f"budget_{b}"] = {
+            "replicates": [{k: round(float(v), 4) for k, v in r.items()} for r in rows],
+            "gain_hot_per_episode": round(float(gain.mean()), 4),
+            "gain_ci95": [round(float(gain.mean()) - half, 4), round(float(gain.mean()) + half, 4)],
+            "replicates_won": int((gain > 0).sum()),
+            "max_abs_core_gap_pct": round(100 * float(np.abs(gap).max()), 2),
+        }
+        log(f"budget {b}: gain {gain.mean():.4f} hot / episode, 95% CI {out[f'budget_{b}']['gain_ci95']}")
     return out

@@ -320,3 +320,98 @@ def test_ppo_trains_through_train_py_with_scaled_rewards(tmp_path: Path) -> None
     obs, _ = env.reset(seed=0)
     actions = np.asarray(policy.act(obs))
     assert actions.shape == (2, 3)
+
+
+# ----------------------------------------------------------------------------- the agent on the rule's level
+
+
+def test_decoding_with_a_quantile_per_level_never_jumps_over_a_forbidden_level() -> None:
+    p = np.array([[0.1, 0.0, 0.2, 0.7, 0.0], [0.0, 0.02, 0.08, 0.3, 0.6], [0.0, 0.0, 0.0, 1.0, 0.0]])
+    # A scalar quantile is the old decoding exactly; the same number per level gives the same levels.
+    np.testing.assert_array_equal(imitation.decode(p, np.full(5, 0.25)), imitation.decode(p, 0.25))
+    # Strict up to the middle level (0.05), loose above it (0.5): row 0 stays at level 0 (10% of the mass is
+    # below level 1) although the loose quantile alone would allow level 3; row 1 goes to 4 (40% below <= 0.5).
+    q = np.array([0.05, 0.05, 0.05, 0.5, 0.5])
+    np.testing.assert_array_equal(imitation.decode(p, q), [0, 4, 3])
+    assert imitation.decode(p[:1], np.array([1.0, 1.0, 1.0, 0.5, 0.5]))[0] == 3
+
+
+@pytest.fixture(scope="module")
+def on_rule(demos: imitation.Demonstrations) -> protohail.ProtoHAILNet:
+    config = protohail.ProtoHAILConfig(prototypes=4, embedding=8, hidden=8, rule_offset=2)
+    model, _, _ = protohail.train_protohail(demos, config, epochs=4, head_epochs=2, batch_size=16, log=lambda _: None)
+    return model
+
+
+def test_agent_on_the_rule_plays_the_rule_plus_its_offset(
+    demos: imitation.Demonstrations, on_rule: protohail.ProtoHAILNet
+) -> None:
+    from cloudgym.baselines.oversubscription import Headroom
+
+    assert on_rule.head.out_features == 5
+    # Its targets are the expert's level minus the rule's, clipped to -2..2, stored as 0..4.
+    rule = protohail.rule_levels(demos.static, 6)
+    target = protohail.targets(demos, on_rule.config).label
+    np.testing.assert_array_equal(target, np.clip(demos.label - rule, -2, 2) + 2)
+    # A head sure of offset 0 everywhere is the Headroom baseline, decision for decision.
+    model = copy.deepcopy(on_rule)
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.copy_(torch.tensor([0.0, 0.0, 50.0, 0.0, 0.0]))
+    env = make_vector_env(ENV_ID, 2, TINY)
+    obs, _ = env.reset(seed=[3, 4])
+    for _ in range(3):
+        played = imitation.act_levels(model, obs, 1.0, (0.05, 0.4))
+        np.testing.assert_array_equal(played, Headroom(env).act(obs))
+        obs, *_ = env.step(played)
+    # Sure of +2: two levels above the rule, clipped to the top level.
+    with torch.no_grad():
+        model.head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 0.0, 50.0]))
+    np.testing.assert_array_equal(imitation.act_levels(model, obs, 1.0, 0.4), np.minimum(Headroom(env).act(obs) + 2, 5))
+    # Two quantiles need an agent on the rule's level.
+    with pytest.raises(ValueError, match="rule_offset"):
+        protohail.ProtoHAILNet(protohail.ProtoHAILConfig(prototypes=2)).thresholds((0.1, 0.4))
+    with pytest.raises(ValueError, match="rule_offset"):
+        protohail.ProtoHAILConfig(rule_offset=6)
+
+
+def test_hitl_on_the_rule_level_agent_only_lowers_decisions(
+    demos: imitation.Demonstrations, on_rule: protohail.ProtoHAILNet
+) -> None:
+    config = OversubscriptionConfig(**TINY)
+    risk = (0.1, 0.4)
+    pool = imitation.collect(TINY, [7, 8], actor=lambda obs: imitation.act_levels(on_rule, obs, 1.0, risk))
+    both = imitation.Demonstrations.concatenate([demos, pool])
+    before = imitation.act_levels(on_rule, both.rows[None], 1.0, risk)[0]
+    queries = protohail.select_queries(on_rule, demos, pool, config, budget=4, risk_quantile=risk)
+    strict = [dataclasses.replace(q, allowed=0) for q in queries]
+    edited = protohail.apply_answers(copy.deepcopy(on_rule), strict, demos, pool, neighbours=8)
+    stats = protohail.retrain_with_answers(edited, on_rule, both, epochs=2, batch_size=16, answer_weight=5.0)
+    after = imitation.act_levels(edited, both.rows[None], 1.0, risk)[0]
+    assert np.all(after <= before)
+    assert np.all(after[[len(demos) + q.index for q in strict if q.kind == "rate"]] == 0)
+    if stats["covered_rows"]:
+        assert stats["mass_above_cap_after"] < stats["mass_above_cap_before"]
+    # No answers: the round gives back the same agent.
+    plain, _ = protohail.hitl_round(on_rule, demos, pool, config, budget=0, risk_quantile=risk, log=lambda _: None)
+    np.testing.assert_array_equal(imitation.act_levels(plain, both.rows[None], 1.0, risk)[0], before)
+
+
+def test_matched_quantile_interpolates_a_monotone_curve() -> None:
+    grid, cores = [0.02, 0.05, 0.1], [100.0, 200.0, 240.0]
+    assert protohail.matched_quantile(grid, cores, 150.0) == pytest.approx(0.035)
+    assert protohail.matched_quantile(grid, cores, 50.0) == 0.02
+    assert protohail.matched_quantile(grid, cores, 300.0) == 0.1
+    # A noisy dip (a looser decoding measured fewer cores) is flattened, not inverted.
+    assert protohail.matched_quantile([0.02, 0.05, 0.1], [100.0, 90.0, 200.0], 95.0) == 0.02
+
+
+@pytest.mark.slow
+def test_choose_decoding_takes_the_most_cores_within_the_risk_target(on_rule: protohail.ProtoHAILNet) -> None:
+    seeds = [protohail.VALIDATION_SEED_BASE]
+    chosen, curve = protohail.choose_decoding(on_rule, [0.01, 0.5], 0.3, 1e9, seeds)
+    best = max(curve, key=lambda c: c["saved_cores"])
+    assert chosen == (best["down"], 0.3)
+    # No candidate meets an impossible target: the coolest one.
+    chosen, curve = protohail.choose_decoding(on_rule, [0.01, 0.5], 0.3, -1.0, seeds)
+    assert chosen == (min(curve, key=lambda c: c["hot"])["down"], 0.3)
