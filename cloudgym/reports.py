@@ -453,7 +453,9 @@ def results_table(frame: pd.DataFrame, *, legend: bool = True) -> str:
         order += [p for p in (report.bound, *report.looser_bounds) if p in result.values]
         for policy in dict.fromkeys(order):
             v = result.values[policy]
-            cells = [f"{_fmt(float(v.mean()))} ± {_fmt(sample_std(v))}"]
+            sd = sample_std(v)
+            sd = 0.0 if sd <= 1e-9 * abs(float(v.mean())) else sd  # float noise of a deterministic scenario
+            cells = [f"{_fmt(float(v.mean()))} ± {_fmt(sd)}"]
             if best is None or policy == best:
                 cells += ["reference", "", "0%" if policy == best and result.bound else "n/a"]
             else:
