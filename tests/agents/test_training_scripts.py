@@ -15,6 +15,7 @@ AGENT_SCRIPTS = {
     "train_faas_keepalive_agent": "FaaSKeepAlive-v0",
     "train_gpu_powercap_cem": "GPUPowerCap-v0",
     "train_length_predictor": "LLMRouter-v0",
+    "train_llm_router_dagger": "LLMRouter-v0",
 }
 
 
