@@ -86,7 +86,7 @@ def test_fit_learns_a_rule_the_heuristic_misses() -> None:
         score[np.arange(256), np.argmax(waiting, axis=1)] = 0.0
         data.add(obs, np.ones((256, N), bool), score)
     args = dagger.DaggerArgs(epochs=40, hidden=32, lr=3e-3, heuristic_scale=1.0)
-    weights, stats = dagger.fit(data, args, N)
+    _, stats = dagger.fit(data, args, N)
     assert stats["train_heuristic_regret_s"] > 0.5  # the heuristic (least impact) is right ~1 time in 4
     assert stats["train_argmax_regret_s"] < 0.1
 
