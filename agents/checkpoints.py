@@ -71,6 +71,7 @@ LOADERS: dict[str, LoaderSpec] = {
         LoaderSpec("cloudgym.agents.oversub_imitation:load_imitation_policy", files=("model.pt",)),
         LoaderSpec("cloudgym.agents.protohail:load_protohail_policy", files=("model.pt",)),
         LoaderSpec("cloudgym.agents.rllib:load_rllib_policy", needs_trust=True),  # rl_module/ is pickled state
+        LoaderSpec("cloudgym.agents.llm_router_dagger:load_dagger_policy", files=("model.npz",)),
     )
 }
 """The only loaders a checkpoint.yaml may name (by their ``module:function``)."""

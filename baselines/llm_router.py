@@ -152,7 +152,14 @@ class LookaheadOracle(RouterPolicy):
         self.branches.reset(seed=0)
         self.rollout = WorkloadAwareHeuristic(self.branches)
 
-    def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
+    def scores(self) -> np.ndarray:
+        """(B, N) reward accrued over the horizon by each branch: the chosen instance, then the heuristic.
+
+        Hindsight: the branches replay the episode's real future requests. The
+        differences between a row's entries are the counterfactual effect of
+        the routing decision alone (every branch sees the same future), which
+        is what DAgger in :mod:`cloudgym.agents.llm_router_dagger` learns from.
+        """
         b, n = self.num_envs, self.num_instances
         saved = self.env.core.snapshot(np.arange(b))
         self.branches.core.restore(np.arange(b * n), [np.repeat(rows, n, axis=0) for rows in saved])
@@ -170,7 +177,10 @@ class LookaheadOracle(RouterPolicy):
             alive &= ~terminated
             if not alive.any():
                 break
-        score = total.reshape(b, n)
+        return total.reshape(b, n)
+
+    def act(self, obs: Any, action_mask: np.ndarray | None = None) -> np.ndarray:
+        score = self.scores()
         if action_mask is not None:
             score = np.where(action_mask, score, -np.inf)
         return np.argmax(score, axis=1)

@@ -178,13 +178,18 @@ class LLMRouterConfig(ScenarioPresets):
         "high_load": {"target_load": 0.95},
         "chunked": {"chunked_prefill": True, "max_batched_tokens": 2048},
         "heterogeneous": {"instances": ("llama2-7b-a100",) * 3 + ("llama2-7b-h100",)},
+        "hetero_2x2": {"instances": ("llama2-7b-a100",) * 2 + ("llama2-7b-h100",) * 2},
+        "conversation90": {"mix": (0.1, 0.9)},
+        "coding90": {"mix": (0.9, 0.1)},
         "trace": {"workload": "trace", "target_load": 0.3},
         "oracle_lengths": {"length_predictor": "oracle"},
         "llama70b": {"instances": ("llama2-70b-4xa100",) * 4},
         "small": {"instances": ("llama2-7b-a100",) * 3, "slots": 24, "requests_per_episode": 48},
     }
     """Named presets; ``trace`` is the coding trace with windows scaled to 30% mean load (its bursts reach
-    3-5x the mean), ``small`` a reduced size for tests."""
+    3-5x the mean), ``small`` a reduced size for tests. ``hetero_2x2`` is two A100 and two H100 instances (the
+    heuristic reads each instance's own roofline, so it is defined there unchanged); ``conversation90`` and
+    ``coding90`` are the 10/90 and 90/10 coding/conversation mixes (the default ``mix`` is 50/50)."""
 
     instances: tuple[str, ...] = ("llama2-7b-a100",) * 4
     """Instance presets of the cluster, one name per instance (cloudgym.envs.core.llm.PRESETS); may differ."""

@@ -18,6 +18,7 @@ AGENT_SCRIPTS = {
     "train_gpu_powercap_forecast": "GPUPowerCap-v0",
     "train_gpu_powercap_shield": "GPUPowerCap-v0",
     "train_length_predictor": "LLMRouter-v0",
+    "train_llm_router_dagger": "LLMRouter-v0",
 }
 
 

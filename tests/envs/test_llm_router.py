@@ -383,3 +383,35 @@ def test_trace_request_class_labels_the_trace_requests() -> None:
         core = LLMRouterVectorEnv(num_envs=1, workload="trace", trace_request_class=name, requests_per_episode=50).core
         requests = core.instance_for_seed(3)
         assert np.all(requests.request_class == index)
+
+
+# ----------------------------------------------------------------------------- workload presets (issue 18)
+
+
+@pytest.mark.parametrize(("scenario", "conversation_share"), [("conversation90", 0.9), ("coding90", 0.1)])
+def test_mix_presets_draw_their_class_shares(scenario: str, conversation_share: float) -> None:
+    env = gym.make_vec(
+        ENV_ID,
+        num_envs=1,
+        vectorization_mode="vector_entry_point",
+        scenario=scenario,
+        requests_per_episode=4000,
+    )
+    req = env.core.instance_for_seed(3)  # type: ignore[attr-defined]
+    share = float(np.mean(req.request_class == workloads.REQUEST_CLASSES.index("conversation")))
+    assert abs(share - conversation_share) < 0.02  # binomial sd at n=4000 is under 0.005
+    env.close()
+
+
+def test_hetero_2x2_heuristic_prefers_the_faster_idle_instance() -> None:
+    env = gym.make_vec(ENV_ID, num_envs=2, vectorization_mode="vector_entry_point", scenario="hetero_2x2")
+    core: LLMRouterCore = env.core  # type: ignore[assignment]
+    assert [s.gpu.name for s in core.params.specs].count("H100-SXM5-80GB") == 2
+    # Capacity (the load knob's denominator) counts each instance's own throughput: above four A100s.
+    a100 = gym.make_vec(ENV_ID, num_envs=1, vectorization_mode="vector_entry_point")
+    assert core.params.capacity_rps > 1.3 * a100.core.params.capacity_rps  # type: ignore[attr-defined]
+    obs, _ = env.reset(seed=0)
+    impact = obs[:, : 7 * 4].reshape(2, 4, 7)[:, :, 6]
+    assert np.all(impact[:, 2:].max(axis=1) < impact[:, :2].min(axis=1))  # idle cluster: H100s estimate less
+    env.close()
+    a100.close()
