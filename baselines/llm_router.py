@@ -211,6 +211,23 @@ register_policy(
 )
 
 
+def _lookahead_200(env: CloudGymVectorEnv) -> LookaheadOracle:
+    oracle = LookaheadOracle(env, horizon=200)
+    oracle.name = "lookahead_oracle_200"
+    return oracle
+
+
+register_policy(
+    ENV_ID,
+    "lookahead_oracle_200",
+    _lookahead_200,
+    description="hindsight: the lookahead oracle over the next 200 requests (on full episodes the 100-request one "
+    "is worse than the heuristic; docs/llm_router.md)",
+    kind="oracle",
+    in_comparison=False,
+)
+
+
 # ----------------------------------------------------------------------------- report
 
 
@@ -269,9 +286,9 @@ register_report(
         env_id=ENV_ID,
         scenarios={"default": {}, "trace": {"workload": "trace", "target_load": 0.3}},
         episodes=8,
-        full_episodes=32,
+        full_episodes=16,  # the bound costs ~40 s an episode; 16 paired seeds resolve the router's ~2% gain
         headline=Headline(column="e2e_mean_s", label="mean E2E latency", unit="s", higher_is_better=False),
-        bound="lookahead_oracle",
+        bound="lookahead_oracle_200",
         bound_in_demo=False,
         paper_policy="heuristic",
         plots=(plot_latency_bars, plot_ttft_tbt),
