@@ -262,23 +262,24 @@ def plot_latency_bars(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
 
 
 def plot_ttft_tbt(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """Where the latency goes: TTFT p99 against TBT p99 per router (interference raises TBT)."""
+    """Where the latency goes: TTFT p99 against TBT p99 per router (interference raises TBT), one per scenario."""
     plt = pyplot()
 
-    fig, ax = plt.subplots(figsize=(6.0, 4.5))
+    files = []
+    markers = "osD^v<>pP*Xh"
     for scenario, rows in frame.groupby("scenario", sort=False):
         means = rows.groupby("policy", sort=False)[["ttft_p99_s", "tbt_p99_s"]].mean()
-        ax.scatter(means["ttft_p99_s"], means["tbt_p99_s"] * 1e3, label=str(scenario))
-        for policy, (vx, vy) in means.iterrows():
-            ax.annotate(str(policy), (vx, vy * 1e3), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.axvline(0.4, color="grey", lw=0.8, ls="--")
-    ax.axhline(100, color="grey", lw=0.8, ls="--")
-    ax.set_xlabel("TTFT p99, s (SLO 0.4 s dashed)")
-    ax.set_ylabel("per-request mean TBT p99, ms (SLO 100 ms dashed)")
-    ax.set_title(f"{ENV_ID}: first-token vs between-token tail latency")
-    ax.legend(fontsize=7)
-    path = save_figure(fig, out_dir / f"{ENV_ID}_ttft_tbt.png")
-    return [path]
+        fig, ax = plt.subplots(figsize=(7.0, 4.5))
+        for k, (policy, (ttft, tbt)) in enumerate(means.iterrows()):  # a marker per router, named in the legend
+            ax.scatter([ttft], [tbt * 1e3], marker=markers[k % len(markers)], s=45, color=f"C{k % 10}", label=policy)
+        ax.axvline(0.4, color="grey", lw=0.8, ls="--")
+        ax.axhline(100, color="grey", lw=0.8, ls="--")
+        ax.set_xlabel("TTFT p99 (s); SLO 0.4 s dashed")
+        ax.set_ylabel("per-request mean TBT p99 (ms); SLO 100 ms dashed")
+        ax.set_title(f"{ENV_ID} · scenario {scenario}: first-token vs between-token tail latency", fontsize=9)
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
+        files.append(save_figure(fig, out_dir / f"{ENV_ID}_{scenario}_ttft_tbt.png"))
+    return files
 
 
 register_report(
