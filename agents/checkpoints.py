@@ -33,6 +33,7 @@ import importlib
 import inspect
 import re
 import shlex
+import shutil
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -283,3 +284,18 @@ def load_policy(folder: str | Path, env: CloudGymVectorEnv, *, trust: bool = Fal
     policy = build(info, env, trust=trust) if "trust" in inspect.signature(build).parameters else build(info, env)
     policy.name = info.name
     return policy
+
+
+def ship(run_dir: str | Path, name: str | None = None) -> Path:
+    """Copy a trained checkpoint into ``agents/checkpoints/<env>/<name>`` (default: the run folder's name).
+
+    Copies ``checkpoint.yaml`` and the files its loader reads (and checks), nothing else; returns the target.
+    """
+    run_dir = Path(run_dir)
+    info = read_checkpoint(run_dir)
+    target = CHECKPOINT_ROOT / info.env_id / (name or run_dir.name)
+    target.mkdir(parents=True, exist_ok=True)
+    for file in (*resolve_loader(info.loader).files, METADATA_FILE):
+        shutil.copy2(run_dir / file, target / file)
+    print(f"shipped to {target}")
+    return target

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from stable_baselines3.common.logger import configure
 
 import cloudgym
 from cloudgym.agents import dc_lifecycle_agent as agent
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, reproduce_command, safe_name, write_metadata
+from cloudgym.agents.checkpoints import SB3_LOADER, reproduce_command, safe_name, ship, write_metadata
 from cloudgym.agents.sb3 import HYPERPARAMS_DIR, PeriodicEvaluation, _policy_kwargs, yaml_safe
 from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from cloudgym.evaluation import make_vector_env, summarise
@@ -140,11 +139,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     print(f"held-out return {final['return']:.4g}, tco_usd {final['tco_usd']:.4g} -> {run_dir}")
     if args.ship:
-        target = CHECKPOINT_ROOT / ENV_ID / args.name
-        target.mkdir(parents=True, exist_ok=True)
-        for f in ("model.zip", "checkpoint.yaml"):
-            shutil.copy2(run_dir / f, target / f)
-        print(f"shipped to {target}")
+        ship(run_dir, args.name)
     return run_dir
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 
@@ -34,7 +33,7 @@ from stable_baselines3 import PPO
 from stable_baselines3.common.policies import BasePolicy
 
 import cloudgym
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, reproduce_command, safe_name, write_metadata
+from cloudgym.agents.checkpoints import SB3_LOADER, reproduce_command, safe_name, ship, write_metadata
 from cloudgym.agents.sb3 import SB3Policy
 from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from cloudgym.envs.core.shells import CloudGymVectorEnv
@@ -211,11 +210,7 @@ def main(argv: list[str] | None = None) -> Path:
     if args.init:
         print(f"started from {args.init}; its history is in its own checkpoint.yaml")
     if args.ship:
-        target = CHECKPOINT_ROOT / ENV_ID / args.name
-        target.mkdir(parents=True, exist_ok=True)
-        for file in ("model.zip", "checkpoint.yaml"):
-            shutil.copy2(run_dir / file, target / file)
-        print(f"shipped to {target}")
+        ship(run_dir, args.name)
     return run_dir
 
 

@@ -22,7 +22,7 @@ import torch
 
 import cloudgym
 from cloudgym.agents import faas_keepalive as agent
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, reproduce_command, safe_name, write_metadata
+from cloudgym.agents.checkpoints import reproduce_command, safe_name, ship, write_metadata
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.faas_keepalive import FaaSKeepAliveVectorEnv
 from cloudgym.evaluation import evaluate, held_out_seeds, summarise
@@ -95,11 +95,7 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"{ENV_ID} HazardMLP on {x.shape[0]} minutes ({y.mean():.3f} invoked) in {elapsed:.0f}s -> {run_dir}")
     print(f"loss per epoch {losses}; held-out return {final['return']:.4g}")
     if args.ship:
-        target = CHECKPOINT_ROOT / ENV_ID / args.name
-        target.mkdir(parents=True, exist_ok=True)
-        for f in ("model.pt", "checkpoint.yaml"):
-            (target / f).write_bytes((run_dir / f).read_bytes())
-        print(f"shipped to {target}")
+        ship(run_dir, args.name)
     return run_dir
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import time
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import numpy as np
 
 import cloudgym
 from cloudgym.agents import gpu_powercap_cem as cem
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, reproduce_command, safe_name, write_metadata
+from cloudgym.agents.checkpoints import reproduce_command, safe_name, ship, write_metadata
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.envs.gpu_powercap import GPUPowerCapConfig
 from cloudgym.evaluation import evaluate, held_out_seeds, metric_names, summarise, write_eval_scalars
@@ -102,10 +101,7 @@ def main(argv: list[str] | None = None) -> Path:
     print("params: " + ", ".join(f"{k}={v:.3f}" for k, v in params.items()))
     print("held-out: " + ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
     if args.ship:
-        target = CHECKPOINT_ROOT / ENV_ID / args.name
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(run_dir / "checkpoint.yaml", target / "checkpoint.yaml")
-        print(f"shipped to {target}")
+        ship(run_dir, args.name)
     return run_dir
 
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import itertools
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 import cloudgym
 import cloudgym.baselines  # registers POLCA
 from cloudgym.agents import gpu_powercap_forecast as fc
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, reproduce_command, safe_name, write_metadata
+from cloudgym.agents.checkpoints import reproduce_command, safe_name, ship, write_metadata
 from cloudgym.baselines.gpu_powercap import Polca
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.evaluation import evaluate, make_vector_env
@@ -302,10 +301,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     print(f"{ENV_ID} forecast: {episodes} training episodes in {elapsed:.0f}s -> {run_dir}; chose {tuned}")
     if cli.ship:
-        target = CHECKPOINT_ROOT / ENV_ID / cli.name
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(run_dir / "checkpoint.yaml", target / "checkpoint.yaml")
-        print(f"shipped to {target}")
+        ship(run_dir, cli.name)
     return run_dir
 
 

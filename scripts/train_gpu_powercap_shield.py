@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -32,7 +31,7 @@ import torch
 
 import cloudgym
 from cloudgym.agents import gpu_powercap_shield as sh
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, reproduce_command, safe_name, write_metadata
+from cloudgym.agents.checkpoints import reproduce_command, safe_name, ship, write_metadata
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.evaluation import evaluate
 
@@ -197,10 +196,7 @@ def main(argv: list[str] | None = None) -> Path:
     )
     print(f"{ENV_ID} shielded: {train_episodes} training episodes, {elapsed:.0f}s -> {run_dir}; chose {chosen}")
     if cli.ship:
-        target = CHECKPOINT_ROOT / ENV_ID / cli.name
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(run_dir / "checkpoint.yaml", target / "checkpoint.yaml")
-        print(f"shipped to {target}")
+        ship(run_dir, cli.name)
     return run_dir
 
 

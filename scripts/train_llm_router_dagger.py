@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +21,8 @@ import torch
 
 import cloudgym
 from cloudgym.agents import llm_router_dagger as dagger
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, reproduce_command, write_metadata
+from cloudgym.agents.checkpoints import reproduce_command, write_metadata
+from cloudgym.agents.checkpoints import ship as ship_checkpoint
 
 LOADER = "cloudgym.agents.llm_router_dagger:load_dagger_policy"
 
@@ -72,14 +72,8 @@ def main(argv: list[str] | None = None) -> Path:
         "versions": {"cloudgym": cloudgym.__version__, "numpy": np.__version__},
     }
     write_metadata(out, info)
-    target = out
-    if ship:
-        target = CHECKPOINT_ROOT / dagger.ENV_ID / name
-        target.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(out / "model.npz", target / "model.npz")
-        write_metadata(target, info)
-    print(f"wrote {target}", flush=True)
-    return target
+    print(f"wrote {out}", flush=True)
+    return ship_checkpoint(out, name) if ship else out
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ import torch
 import cloudgym
 from cloudgym.agents import oversub_imitation as imitation
 from cloudgym.agents import protohail
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, write_metadata
+from cloudgym.agents.checkpoints import ship, write_metadata
 from cloudgym.envs.oversubscription import OversubscriptionConfig
 from cloudgym.evaluation import held_out_seeds
 
@@ -334,11 +333,7 @@ def main(argv: list[str] | None = None) -> list[Path]:
         )
     if args.ship:
         for folder in written:
-            target = CHECKPOINT_ROOT / ENV_ID / folder.name
-            target.mkdir(parents=True, exist_ok=True)
-            for f in ("model.pt", "checkpoint.yaml"):
-                shutil.copy2(folder / f, target / f)
-            print(f"shipped to {target}")
+            ship(folder)
     print(f"done in {time.time() - started:.0f}s")
     return written
 

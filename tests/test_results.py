@@ -316,3 +316,21 @@ def test_readme_needs_full_and_markers(tmp_path: Path) -> None:
         compare.parse_args(["--readme", str(readme)])
     with pytest.raises(SystemExit):
         compare.parse_args(["--full", "--readme", str(readme)])
+
+
+def test_ship_copies_the_yaml_and_the_loaders_files_only(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from cloudgym.agents import checkpoints
+
+    run = tmp_path / "runs" / "agent"
+    run.mkdir(parents=True)
+    (run / "model.zip").write_bytes(b"weights")
+    (run / "events.out.tfevents.1").write_bytes(b"logs")
+    checkpoints.write_metadata(
+        run,
+        {"env_id": "ToyCluster-v0", "name": "agent", "loader": checkpoints.SB3_LOADER, "algo": "PPO", "command": "x"},
+    )
+    monkeypatch.setattr(checkpoints, "CHECKPOINT_ROOT", tmp_path / "shipped")
+    target = checkpoints.ship(run, "renamed")
+    assert target == tmp_path / "shipped" / "ToyCluster-v0" / "renamed"
+    assert sorted(p.name for p in target.iterdir()) == ["checkpoint.yaml", "model.zip"]
+    assert checkpoints.read_checkpoint(target).scenario == "default"  # write_metadata recorded where it trained

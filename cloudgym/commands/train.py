@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -33,7 +32,7 @@ from stable_baselines3.common.logger import configure
 from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
 import cloudgym
-from cloudgym.agents.checkpoints import CHECKPOINT_ROOT, SB3_LOADER, reproduce_command, safe_name, write_metadata
+from cloudgym.agents.checkpoints import SB3_LOADER, reproduce_command, safe_name, ship, write_metadata
 from cloudgym.agents.sb3 import PeriodicEvaluation, algorithm, check_algorithm_fits, load_hyperparams, yaml_safe
 from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from cloudgym.evaluation import make_vector_env, summarise
@@ -131,11 +130,7 @@ def main(argv: list[str] | None = None) -> Path:
     print(f"{args.env} {args.algo} {timesteps} steps in {elapsed:.0f}s -> {run_dir}")
     print("held-out return {:.4g}; ".format(final["return"]) + ", ".join(f"{k}={v:.4g}" for k, v in final.items()))
     if args.ship:
-        target = CHECKPOINT_ROOT / args.env / name
-        target.mkdir(parents=True, exist_ok=True)
-        for f in ("model.zip", "checkpoint.yaml"):
-            shutil.copy2(run_dir / f, target / f)
-        print(f"shipped to {target}")
+        ship(run_dir, name)
     return run_dir
 
 
