@@ -237,3 +237,15 @@ def load_policy(info: CheckpointInfo, env: CloudGymVectorEnv) -> ForecastCapCont
     if not isinstance(params, dict):
         raise ValueError(f"{info.path}: checkpoint.yaml has no 'params' mapping")
     return ForecastCapController(env, params)
+
+
+def random_training_scenario(rng: np.random.Generator) -> dict[str, Any]:
+    """A random training scenario: +20..+40% servers and a load shape around the env's default (both trainers)."""
+    low = float(rng.uniform(0.55, 0.7))
+    return {
+        "oversubscription": float(np.round(rng.uniform(0.2, 0.4), 3)),
+        "load_level": (low, float(low + rng.uniform(0.1, 0.25))),
+        "load_volatility": float(rng.uniform(0.08, 0.16)),
+        "load_ramp_s": float(rng.uniform(100.0, 220.0)),
+        "load_time_constant_s": float(rng.uniform(40.0, 90.0)),
+    }

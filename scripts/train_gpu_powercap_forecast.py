@@ -66,18 +66,6 @@ class Args:
     """Highest allowed mean of the 5% highest episode peaks at +30% on validation, % of the budget."""
 
 
-def scenario(rng: np.random.Generator) -> dict[str, Any]:
-    """A random training scenario: +20..+40% servers and a load shape around the env's default."""
-    low = float(rng.uniform(0.55, 0.7))
-    return {
-        "oversubscription": float(np.round(rng.uniform(0.2, 0.4), 3)),
-        "load_level": (low, float(low + rng.uniform(0.1, 0.25))),
-        "load_volatility": float(rng.uniform(0.08, 0.16)),
-        "load_ramp_s": float(rng.uniform(100.0, 220.0)),
-        "load_time_constant_s": float(rng.uniform(40.0, 90.0)),
-    }
-
-
 class Behaviour(BatchedPolicy):
     """Per sub-env: POLCA (third 0), random caps held 10-40 s (third 1), the controller or a shifted POLCA (2)."""
 
@@ -202,7 +190,7 @@ def main(argv: list[str] | None = None) -> Path:
     scenarios = []
     for r in range(args.rounds):
         for e in range(args.envs_per_round):
-            kwargs = scenario(rng)
+            kwargs = fc.random_training_scenario(rng)
             scenarios.append(kwargs)
             first = 200_000 + cli.seed * 10_000 + (r * args.envs_per_round + e) * args.episodes_per_env
             data.append(collect(kwargs, range(first, first + args.episodes_per_env), fit, rng))

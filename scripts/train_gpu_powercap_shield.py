@@ -32,6 +32,7 @@ import torch
 import cloudgym
 from cloudgym.agents import gpu_powercap_shield as sh
 from cloudgym.agents.checkpoints import reproduce_command, safe_name, ship, write_metadata
+from cloudgym.agents.gpu_powercap_forecast import random_training_scenario
 from cloudgym.envs.core.shells import CloudGymVectorEnv
 from cloudgym.evaluation import evaluate
 
@@ -66,18 +67,6 @@ class Args:
     """How far (points of the budget) a candidate's peak CVaR may exceed POLCA's on the training episodes."""
 
 
-def scenario(rng: np.random.Generator) -> dict[str, Any]:
-    """A random training scenario: +20..+40% servers, a load shape around the env's default."""
-    low = float(rng.uniform(0.55, 0.7))
-    return {
-        "oversubscription": float(np.round(rng.uniform(0.2, 0.4), 3)),
-        "load_level": (low, float(low + rng.uniform(0.1, 0.25))),
-        "load_volatility": float(rng.uniform(0.08, 0.16)),
-        "load_ramp_s": float(rng.uniform(100.0, 220.0)),
-        "load_time_constant_s": float(rng.uniform(40.0, 90.0)),
-    }
-
-
 def factory(params: Mapping[str, Any]) -> Any:
     def build(env: CloudGymVectorEnv) -> sh.ShieldedCapper:
         return sh.ShieldedCapper(env, params)
@@ -110,7 +99,7 @@ def main(argv: list[str] | None = None) -> Path:
         grid = GRID[:2]
     rng = np.random.default_rng(cli.seed)
     started = time.time()
-    scenarios = [scenario(rng) for _ in range(args.envs)]
+    scenarios = [random_training_scenario(rng) for _ in range(args.envs)]
     candidates = [{**sh.POLCA, **g} for g in grid]
 
     # 1. Training episodes: the tail of the brakes and of the peak power.
