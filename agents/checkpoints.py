@@ -126,7 +126,9 @@ class CheckpointInfo:
     """File name (relative to the folder) -> sha256 of every file the loader reads."""
     extra: dict[str, Any]
     scenario: str | None = None
-    """The compare.py scenario the agent was trained on (``scenario:``); compare.py evaluates it there."""
+    """The compare.py scenario the agent was trained on (``scenario:``, the first if it lists several)."""
+    trained_on: tuple[str, ...] = ()
+    """Every compare.py scenario it was trained on (``scenario: [a, b]`` lists several); compare.py runs it there."""
 
 
 def _yaml() -> Any:
@@ -199,8 +201,9 @@ def read_checkpoint(folder: str | Path) -> CheckpointInfo:
     if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise ValueError(f"{meta_path}: field 'files' must map file names to sha256 hex digests")
     scenario = data.get("scenario")
-    if scenario is not None and not isinstance(scenario, str):
-        raise ValueError(f"{meta_path}: field 'scenario' must be a scenario name, got {scenario!r}")
+    names = [scenario] if isinstance(scenario, str) else scenario
+    if scenario is not None and not (isinstance(names, list) and names and all(isinstance(n, str) for n in names)):
+        raise ValueError(f"{meta_path}: field 'scenario' must be a scenario name or a list of them, got {scenario!r}")
     known = {f.name for f in dataclasses.fields(CheckpointInfo)} - {"path", "extra"}
     return CheckpointInfo(
         path=meta_path.parent,
@@ -216,7 +219,8 @@ def read_checkpoint(folder: str | Path) -> CheckpointInfo:
         final_metrics=dict(data.get("final_metrics") or {}),
         files=dict(files),
         extra={k: v for k, v in data.items() if k not in known},
-        scenario=scenario,
+        scenario=names[0] if names else None,
+        trained_on=tuple(names or ()),
     )
 
 

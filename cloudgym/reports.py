@@ -196,7 +196,7 @@ def plan_runs(
             kind = "oracle" if name in computed else specs[name].kind
             runs.append(PlannedRun(env_id, scenario, kwargs, name, name, kind))
         for ckpt in checkpoints:
-            if ckpt.scenario == scenario:
+            if scenario in ckpt.trained_on:
                 label = ckpt.name
             elif report.agents_everywhere:
                 label = f"{ckpt.name} (trained on {ckpt.scenario or 'an unrecorded scenario'})"
@@ -210,7 +210,7 @@ def agents_not_run(env_id: str, scenario: str) -> list[CheckpointInfo]:
     """Shipped agents compare.py leaves out of a scenario because they were trained on another."""
     if get_report(env_id).agents_everywhere:
         return []
-    return [c for c in shipped_checkpoints(env_id) if c.scenario != scenario]
+    return [c for c in shipped_checkpoints(env_id) if scenario not in c.trained_on]
 
 
 def run_comparison(

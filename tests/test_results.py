@@ -169,6 +169,7 @@ def _checkpoint(name: str, scenario: str | None) -> CheckpointInfo:
         files={},
         extra={},
         scenario=scenario,
+        trained_on=(scenario,) if scenario else (),
     )
 
 
@@ -200,7 +201,8 @@ def test_every_shipped_checkpoint_records_a_scenario_of_its_env() -> None:
         from cloudgym.agents.checkpoints import read_checkpoint
 
         info = read_checkpoint(folder.parent)
-        assert info.scenario in reports.get_report(info.env_id).scenarios, folder
+        assert info.trained_on, folder
+        assert set(info.trained_on) <= set(reports.get_report(info.env_id).scenarios), folder
 
 
 def test_evaluate_runs_a_checkpoint_on_its_training_scenario() -> None:
@@ -334,3 +336,16 @@ def test_ship_copies_the_yaml_and_the_loaders_files_only(tmp_path: Path, monkeyp
     assert target == tmp_path / "shipped" / "ToyCluster-v0" / "renamed"
     assert sorted(p.name for p in target.iterdir()) == ["checkpoint.yaml", "model.zip"]
     assert checkpoints.read_checkpoint(target).scenario == "default"  # write_metadata recorded where it trained
+
+
+def test_a_checkpoint_may_list_the_scenarios_it_was_trained_on(tmp_path: Path) -> None:
+    from cloudgym.agents.checkpoints import read_checkpoint
+
+    head = "env_id: ToyCluster-v0\nname: x\nloader: l\nalgo: a\ncommand: c\n"
+    (tmp_path / "checkpoint.yaml").write_text(head + "scenario: [default, other]\n")
+    info = read_checkpoint(tmp_path)
+    assert info.scenario == "default"
+    assert info.trained_on == ("default", "other")
+    (tmp_path / "checkpoint.yaml").write_text(head + "scenario: 3\n")
+    with pytest.raises(ValueError, match="'scenario' must be a scenario name or a list"):
+        read_checkpoint(tmp_path)
