@@ -489,7 +489,7 @@ def test_dagger_trainer_writes_a_sealed_checkpoint_that_plays(tmp_path: object) 
     run = module.main(["--name", "tiny", "--rounds", "2", "--episodes", "2", "--epochs", "2", "--val-episodes", "1",
                        "--net", "16", "--out", str(tmp_path)])  # fmt: skip
     info = read_checkpoint(run)
-    assert info.extra["scenario"] == "realistic"
+    assert info.scenario == "realistic"
     assert info.extra["dagger"]["teacher"] == "mpc"
     assert len(info.extra["dagger"]["history"]) == 2
     row = evaluate(run, ENV_ID, [500_000], env_kwargs={"scenario": "realistic"})[0]
