@@ -74,9 +74,9 @@ def evaluate(
     ``policy`` is a registered name, a checkpoint path, a factory
     ``(env) -> Policy``, or a policy already built for a vector env of
     ``len(seeds)`` sub-envs (then ``len(seeds)`` must not exceed ``batch_size``).
-    A checkpoint runs on the env kwargs it was trained with, over the given
-    ``env_kwargs``, or with ``env_kwargs=None`` over its training scenario's
-    (``scenario:`` in checkpoint.yaml); ``trust_checkpoint`` allows formats that load
+    A checkpoint runs on the env kwargs it was trained with (``env_kwargs``
+    given here override them); with ``env_kwargs=None``, on its training
+    scenario too (``scenario:`` in checkpoint.yaml); ``trust_checkpoint`` allows formats that load
     by unpickling (see :mod:`cloudgym.agents.checkpoints`).
     """
     seeds = [int(s) for s in seeds]
@@ -92,10 +92,11 @@ def evaluate(
 
         info = read_checkpoint(policy)
         if env_kwargs is None:
-            # No env given: the scenario the agent was trained on (its kwargs under the checkpoint's own).
-            env_kwargs = dict(get_report(env_id).scenarios.get(info.scenario or "", {}))
+            # No env given: the scenario the agent was trained on, under the checkpoint's own kwargs.
+            env_kwargs = {**get_report(env_id).scenarios.get(info.scenario or "", {}), **info.env_kwargs}
             scenario = info.scenario or scenario
-        env_kwargs = {**env_kwargs, **info.env_kwargs}
+        else:
+            env_kwargs = {**info.env_kwargs, **env_kwargs}
     rows: list[Row] = []
     bar = None
     if progress:
