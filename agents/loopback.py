@@ -36,6 +36,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -276,11 +277,17 @@ class LoopbackCluster:
 
 
 @contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Raise TimeoutError in the main thread after ``seconds`` (SIGALRM), so ``finally`` blocks still run."""
+def time_limit(seconds: float, error: type[BaseException] = TimeoutError) -> Iterator[None]:
+    """Raise ``error`` in the main thread after ``seconds`` (SIGALRM), so ``finally`` blocks still run.
+
+    Outside the main thread, or without POSIX timers, signals cannot interrupt: no limit then.
+    """
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
+        yield
+        return
 
     def expire(signum: int, frame: Any) -> None:
-        raise TimeoutError(f"time limit of {seconds:.0f}s reached")
+        raise error(f"time limit of {seconds:g} s reached")
 
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, seconds)

@@ -17,9 +17,7 @@ import contextlib
 import dataclasses
 import enum
 import math
-import signal
 import sys
-import threading
 import time
 import typing
 from collections.abc import Iterator, Mapping, Sequence
@@ -29,6 +27,7 @@ import gymnasium as gym
 import numpy as np
 
 import cloudgym
+from cloudgym.agents.loopback import time_limit
 from cloudgym.envs.fields import Range
 from cloudgym.envs.registration import ENV_MODULES, TEST_ENV_MODULES
 
@@ -90,24 +89,6 @@ class Trial:
 
 class ProbeTimeout(BaseException):
     """Raised by the alarm inside a probe (a BaseException, so env code's ``except Exception`` lets it through)."""
-
-
-@contextlib.contextmanager
-def _time_bound(seconds: float) -> Iterator[None]:
-    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "setitimer"):
-        yield  # signals need the main thread (and POSIX); no bound then
-        return
-
-    def on_alarm(signum: int, frame: Any) -> None:
-        raise ProbeTimeout(f"no result within {seconds} s")
-
-    previous = signal.signal(signal.SIGALRM, on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def _vm_size() -> int | None:
@@ -173,7 +154,7 @@ def probe(
 
     stage = "make"
     try:
-        with _time_bound(timeout_s), _memory_bound(memory_headroom):
+        with time_limit(timeout_s, ProbeTimeout), _memory_bound(memory_headroom):
             try:
                 env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
             except (ValueError, TypeError) as err:

@@ -238,3 +238,10 @@ def test_every_config_declares_ranges_for_its_numeric_fields() -> None:
         assert not missing, f"{cls.__name__}: numeric fields without a range: {missing}"
     assert set(ShockSpec.FIELD_RANGES) == {f.name for f in dataclasses.fields(ShockSpec)}
     assert GPUPowerCapConfig.FIELD_RANGES["cap_delay_s"].high == 3600
+
+
+def test_a_probe_past_its_time_limit_is_a_hang() -> None:
+    """The shared SIGALRM limit interrupts a probe and names it a hang, never a crash."""
+    trial = cr.probe("LLMRouter-v0", "requests_per_episode", 2000, timeout_s=0.01)
+    assert trial.outcome is cr.Outcome.HANG, trial
+    assert "time limit of 0.01 s reached" in trial.detail
