@@ -41,33 +41,50 @@ def demonstrations(
         obs, reward, _, _, _ = env.step(actions)
         rewards.append(reward)
     env.close()
+    return np.concatenate(all_obs), np.concatenate(all_act), returns_to_go(rewards, gamma)
+
+
+def returns_to_go(rewards: list[np.ndarray], gamma: float) -> np.ndarray:
+    """Discounted return from each step of (T steps of (B,) rewards), flattened step-major like the observations."""
     rew = np.array(rewards)  # (T, B)
     ret = np.zeros_like(rew)
     running = np.zeros(rew.shape[1])
-    for t in range(horizon - 1, -1, -1):
+    for t in range(rew.shape[0] - 1, -1, -1):
         running = rew[t] + gamma * running
         ret[t] = running
-    return np.concatenate(all_obs), np.concatenate(all_act), ret.reshape(-1)
+    return ret.reshape(-1)
 
 
 def behaviour_clone(
-    model: PPO, obs: np.ndarray, actions: np.ndarray, returns: np.ndarray, epochs: int, lr: float, seed: int
+    model: PPO,
+    obs: np.ndarray,
+    actions: np.ndarray,
+    returns: np.ndarray,
+    epochs: int,
+    lr: float,
+    seed: int | None,
+    *,
+    batch_size: int = 512,
+    value_weight: float = 0.5,
 ) -> list[float]:
-    """Fit the policy's action heads to the teacher's actions and its value head to the returns; losses per epoch."""
+    """Fit the policy's action heads to the teacher's actions and its value head to the returns; losses per epoch.
+
+    Minibatches are shuffled from ``seed`` (torch's global generator when None).
+    """
     policy = model.policy
     optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
     obs_t = torch.as_tensor(obs, dtype=torch.float32)
     act_t = torch.as_tensor(actions, dtype=torch.long)
     ret_t = torch.as_tensor(returns, dtype=torch.float32)
-    gen = torch.Generator().manual_seed(seed)
+    gen = None if seed is None else torch.Generator().manual_seed(seed)
     losses = []
     for _ in range(epochs):
         order = torch.randperm(obs_t.shape[0], generator=gen)
         total = 0.0
-        for start in range(0, obs_t.shape[0], 512):
-            idx = order[start : start + 512]
+        for start in range(0, obs_t.shape[0], batch_size):
+            idx = order[start : start + batch_size]
             values, log_prob, _ = policy.evaluate_actions(obs_t[idx], act_t[idx])
-            loss = -log_prob.mean() + 0.5 * torch.nn.functional.mse_loss(values.flatten(), ret_t[idx])
+            loss = -log_prob.mean() + value_weight * torch.nn.functional.mse_loss(values.flatten(), ret_t[idx])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

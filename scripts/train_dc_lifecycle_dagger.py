@@ -34,6 +34,7 @@ from stable_baselines3.common.policies import BasePolicy
 
 import cloudgym
 from cloudgym.agents.checkpoints import SB3_LOADER, reproduce_command, safe_name, ship, write_metadata
+from cloudgym.agents.dc_lifecycle_agent import behaviour_clone, returns_to_go
 from cloudgym.agents.sb3 import SB3Policy
 from cloudgym.envs.core.sb3_vec_env import SB3VecEnv
 from cloudgym.envs.core.shells import CloudGymVectorEnv
@@ -77,37 +78,15 @@ def rollout(
         labels.append(label.copy())
         obs, reward, _, _, _ = env.step(act)
         rewards.append(reward)
-    rew = np.array(rewards)
-    ret = np.zeros_like(rew)
-    running = np.zeros(rew.shape[1])
-    for t in range(horizon - 1, -1, -1):
-        running = rew[t] + gamma * running
-        ret[t] = running
-    return np.concatenate(all_obs), np.concatenate(labels), ret.reshape(-1)
+    return np.concatenate(all_obs), np.concatenate(labels), returns_to_go(rewards, gamma)
 
 
 def fit(model: PPO, obs: np.ndarray, actions: np.ndarray, returns: np.ndarray, epochs: int, lr: float) -> float:
     """Cross-entropy on every action head plus a small value regression; the last epoch's mean loss."""
-    policy = model.policy
-    policy.set_training_mode(True)
-    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
-    obs_t = torch.as_tensor(obs, dtype=torch.float32)
-    act_t = torch.as_tensor(actions, dtype=torch.long)
-    ret_t = torch.as_tensor(returns, dtype=torch.float32)
-    total = 0.0
-    for _ in range(epochs):
-        order = torch.randperm(obs_t.shape[0])
-        total = 0.0
-        for start in range(0, obs_t.shape[0], 256):
-            idx = order[start : start + 256]
-            values, log_prob, _ = policy.evaluate_actions(obs_t[idx], act_t[idx])
-            loss = -log_prob.mean() + 0.01 * torch.nn.functional.mse_loss(values.flatten(), ret_t[idx])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * idx.numel()
-    policy.set_training_mode(False)
-    return total / obs_t.shape[0]
+    model.policy.set_training_mode(True)
+    losses = behaviour_clone(model, obs, actions, returns, epochs, lr, None, batch_size=256, value_weight=0.01)
+    model.policy.set_training_mode(False)
+    return losses[-1]
 
 
 def validation_score(model: PPO, episodes: int) -> tuple[float, float]:
