@@ -240,8 +240,15 @@ def test_every_config_declares_ranges_for_its_numeric_fields() -> None:
     assert GPUPowerCapConfig.FIELD_RANGES["cap_delay_s"].high == 3600
 
 
-def test_a_probe_past_its_time_limit_is_a_hang() -> None:
+def test_a_probe_past_its_time_limit_is_a_hang(monkeypatch: pytest.MonkeyPatch) -> None:
     """The shared SIGALRM limit interrupts a probe and names it a hang, never a crash."""
-    trial = cr.probe("LLMRouter-v0", "requests_per_episode", 2000, timeout_s=0.01)
+    import time
+
+    def stuck_make(*args: object, **kwargs: object) -> None:
+        time.sleep(5.0)  # an env that never finishes making
+
+    monkeypatch.setattr(cr.gym, "make_vec", stuck_make)
+    trial = cr.probe("ToyCluster-v0", "num_nodes", 4, timeout_s=0.05)
     assert trial.outcome is cr.Outcome.HANG, trial
-    assert "time limit of 0.01 s reached" in trial.detail
+    assert "at make: time limit of 0.05 s reached" in trial.detail
+    assert trial.seconds < 1.0
